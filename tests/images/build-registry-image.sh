@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Build the registry test image from Debian's docker-registry package (the CNCF
+# distribution registry, 2.8) with `docker import`, and tag it registry:2 and
+# registry:latest. No image can be pulled on our machines, so this stands in for
+# the official `registry` image: same binary, same config.yml, same entrypoint.
+# Idempotent: an image carrying the same build stamp is left alone.
+set -euo pipefail
+
+BIN=/usr/bin/docker-registry
+if [[ ! -x $BIN ]]; then
+    echo "build-registry-image: $BIN missing; apt-get install docker-registry" >&2
+    exit 1
+fi
+stamp=$(sha256sum "$BIN" | cut -c1-16)
+current=$(docker image inspect registry:latest \
+    --format '{{ index .Config.Labels "registry-supervisor.test-image" }}' 2>/dev/null || true)
+if [[ $current == "$stamp" ]] && docker image inspect registry:2 >/dev/null 2>&1; then
+    exit 0
+fi
+
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+mkdir -p "$root"/bin "$root"/lib/x86_64-linux-gnu "$root"/lib64 \
+    "$root"/etc/docker/registry "$root"/var/lib/registry "$root"/tmp
+cp "$BIN" "$root"/bin/registry
+cp -L /lib/x86_64-linux-gnu/libc.so.6 "$root"/lib/x86_64-linux-gnu/
+cp -L /lib64/ld-linux-x86-64.so.2 "$root"/lib64/
+chmod 1777 "$root"/tmp
+# The official image's config.yml (distribution/distribution cmd/registry/config-docker.yml).
+cat > "$root"/etc/docker/registry/config.yml <<'YAML'
+version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: /var/lib/registry
+http:
+  addr: :5000
+  headers:
+    X-Content-Type-Options: [nosniff]
+health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
+YAML
+tar -C "$root" -c . | docker import \
+    --change 'ENTRYPOINT ["/bin/registry", "serve"]' \
+    --change 'CMD ["/etc/docker/registry/config.yml"]' \
+    --change 'EXPOSE 5000' \
+    --change 'VOLUME ["/var/lib/registry"]' \
+    --change "LABEL registry-supervisor.test-image=$stamp" \
+    - registry:2 >/dev/null
+docker tag registry:2 registry:latest
+echo "build-registry-image: built registry:2 and registry:latest ($stamp)"
