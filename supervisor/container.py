@@ -1,0 +1,220 @@
+"""Docker SDK adapter: the only module that talks to the engine.
+
+``observe()`` is the one reader of Docker's raw inspect dicts. Every docker-py
+or requests error is translated here: "not found" is ``None``, an unreachable
+engine is ``EngineUnavailable``, a refusal is ``ContainerActionFailed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+
+from supervisor.errors import (
+    ContainerActionFailed,
+    ContainerGone,
+    EngineUnavailable,
+    ImageUnavailable,
+)
+from supervisor.spec import (
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    REGISTRY_PORT,
+    SPEC_HASH_LABEL,
+    ContainerSpec,
+)
+
+# API calls that should be quick; a hung engine must not hang the loop forever.
+API_TIMEOUT_S = 30
+
+
+class ContainerState(StrEnum):
+    """Docker's State.Status values."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    RESTARTING = "restarting"
+    REMOVING = "removing"
+    EXITED = "exited"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the engine says about a container, reduced to what we decide on."""
+
+    id: str
+    name: str
+    state: ContainerState
+    image: str
+    image_id: str
+    managed: bool
+    spec_hash: str | None
+    exit_code: int
+    oom_killed: bool
+    started_at: str
+    pid: int
+    published: tuple[int, ...] = ()
+
+    @property
+    def running(self) -> bool:
+        return self.state is ContainerState.RUNNING
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+
+def observe(attrs: dict[str, Any]) -> Observed:
+    """Read a container inspect dict (pure)."""
+    state = attrs.get("State") or {}
+    config = attrs.get("Config") or {}
+    labels = config.get("Labels") or {}
+    bindings = (attrs.get("HostConfig") or {}).get("PortBindings") or {}
+    published = tuple(
+        int(binding["HostPort"])
+        for port_bindings in bindings.values()
+        for binding in port_bindings or ()
+        if str(binding.get("HostPort", "")).isdigit()
+    )
+    return Observed(
+        id=attrs["Id"],
+        name=str(attrs.get("Name", "")).lstrip("/"),
+        state=ContainerState(state.get("Status", "dead")),
+        image=config.get("Image", ""),
+        image_id=attrs.get("Image", ""),
+        managed=labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE,
+        spec_hash=labels.get(SPEC_HASH_LABEL),
+        exit_code=int(state.get("ExitCode") or 0),
+        oom_killed=bool(state.get("OOMKilled")),
+        started_at=state.get("StartedAt", ""),
+        pid=int(state.get("Pid") or 0),
+        published=published,
+    )
+
+
+def create_config(spec: ContainerSpec) -> dict[str, Any]:
+    """Arguments for the engine's container create call, host config included (pure)."""
+    return {
+        "image": spec.image,
+        "name": spec.name,
+        "detach": True,
+        "labels": spec.labels,
+        "environment": dict(spec.environment),
+        "ports": [REGISTRY_PORT],
+        "stop_signal": "SIGTERM",
+        "stop_timeout": spec.stop_timeout,
+        "host_config": {
+            "port_bindings": {REGISTRY_PORT: (spec.bind, spec.port)},
+            "binds": {
+                m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
+                for m in spec.mounts
+            },
+            # We are the only one restarting it; Docker's policy would race us.
+            "restart_policy": {"Name": "no"},
+        },
+    }
+
+
+def _is_removal_conflict(err: docker.errors.APIError) -> bool:
+    # `docker rm -f` sends `die` before `destroy`; a start in between gets 409.
+    return err.status_code == 409 and "removal" in str(err.explanation or "")
+
+
+@contextmanager
+def _translated(action: str) -> Iterator[None]:
+    try:
+        yield
+    except docker.errors.NotFound as err:
+        raise ContainerGone(f"{action}: {err.explanation}") from err
+    except docker.errors.APIError as err:
+        if _is_removal_conflict(err):
+            raise ContainerGone(f"{action}: {err.explanation}") from err
+        raise ContainerActionFailed(f"{action}: {err.explanation or err}") from err
+    except (requests.exceptions.RequestException, docker.errors.DockerException) as err:
+        raise EngineUnavailable(f"{action}: {err}") from err
+
+
+class Engine:
+    """A thin wrapper over one docker-py client, kept for the life of the process."""
+
+    def __init__(self) -> None:
+        try:
+            self._client = docker.from_env(timeout=API_TIMEOUT_S)
+        except docker.errors.DockerException as err:
+            raise EngineUnavailable(str(err)) from err
+
+    @property
+    def api(self) -> docker.APIClient:
+        return self._client.api
+
+    def ping(self) -> None:
+        with _translated("ping"):
+            self._client.ping()
+
+    def inspect(self, name_or_id: str) -> Observed | None:
+        try:
+            with _translated("inspect"):
+                return observe(self._client.api.inspect_container(name_or_id))
+        except ContainerGone:
+            return None
+
+    def image_id(self, ref: str) -> str | None:
+        try:
+            with _translated("inspect image"):
+                return str(self._client.api.inspect_image(ref)["Id"])  # type: ignore[no-untyped-call]
+        except ContainerGone:
+            return None
+
+    def pull(self, ref: str, progress: Callable[[], None]) -> None:
+        """Pull an image, calling ``progress`` on every status line the engine sends."""
+        repository, _, tag = ref.rpartition(":")
+        try:
+            with _translated("pull"):
+                for line in self._client.api.pull(repository, tag, stream=True, decode=True):
+                    progress()
+                    if "error" in line:
+                        raise ImageUnavailable(f"pull {ref}: {line['error']}")
+        except (ContainerGone, ContainerActionFailed) as err:
+            raise ImageUnavailable(str(err)) from err
+
+    def create(self, spec: ContainerSpec) -> Observed:
+        try:
+            with _translated("create"):
+                config = create_config(spec)
+                host_config = self._client.api.create_host_config(**config.pop("host_config"))
+                created = self._client.api.create_container(**config, host_config=host_config)
+                return observe(self._client.api.inspect_container(created["Id"]))
+        except ContainerGone as err:
+            # The only thing `create` can fail to find is the image.
+            raise ImageUnavailable(f"{spec.image}: not present locally") from err
+
+    def start(self, container_id: str) -> None:
+        with _translated("start"):
+            self._client.api.start(container_id)
+
+    def restart(self, container_id: str) -> None:
+        """Kill and start again at once: for a hung registry, waiting is pointless."""
+        with _translated("restart"):
+            self._client.api.restart(container_id, timeout=0)
+
+    def stop(self, container_id: str, timeout: int) -> None:
+        # docker-py adds `timeout` to its HTTP timeout for this call.
+        with _translated("stop"):
+            self._client.api.stop(container_id, timeout=timeout)
+
+    def remove(self, container_id: str) -> None:
+        """Remove a container, never its volumes: registry data is not ours to delete."""
+        with _translated("remove"):
+            self._client.api.remove_container(container_id, v=False, force=True)
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,115 @@
+"""Docker event stream for our container, forwarded to the supervision loop.
+
+Hazard: docker-py's stream has no read timeout and ends silently (no exception)
+when the engine goes away, so the end of iteration is reported as EngineLost.
+The stream is closed from the main thread with ``close()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+
+# Everything else (exec_*, attach, top...) is noise for supervision.
+WATCHED_ACTIONS = ("die", "oom", "kill", "stop", "destroy")
+
+
+@dataclass(frozen=True)
+class ContainerEvent:
+    """One engine event about a container named like ours."""
+
+    action: str
+    container_id: str
+    exit_code: int | None = None
+    signal: int | None = None
+
+
+@dataclass(frozen=True)
+class EngineLost:
+    """The event stream ended: the engine stopped or restarted."""
+
+    detail: str = ""
+
+
+def parse_event(raw: dict[str, Any]) -> ContainerEvent:
+    """Read one decoded event dict from the engine (pure)."""
+    actor = raw.get("Actor") or {}
+    attributes = actor.get("Attributes") or {}
+    action = str(raw.get("Action") or raw.get("status") or "")
+
+    def as_int(key: str) -> int | None:
+        value = attributes.get(key)
+        try:
+            return int(value) if value is not None else None
+        except ValueError:
+            return None
+
+    return ContainerEvent(
+        action=action,
+        container_id=str(actor.get("ID") or raw.get("id") or ""),
+        exit_code=as_int("exitCode"),
+        signal=as_int("signal"),
+    )
+
+
+class EventWatcher:
+    """A daemon thread that streams events for one container name into ``sink``."""
+
+    def __init__(
+        self,
+        api: docker.APIClient,
+        container_name: str,
+        sink: Callable[[ContainerEvent | EngineLost], None],
+    ) -> None:
+        self._api = api
+        self._name = container_name
+        self._sink = sink
+        self._stream: Any = None
+        self._closed = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="docker-events", daemon=True)
+
+    def start(self) -> None:
+        """Start streaming; returns once the stream is subscribed (or has failed)."""
+        self._thread.start()
+        self._ready.wait(timeout=10)
+
+    def _run(self) -> None:
+        try:
+            self._stream = self._api.events(
+                decode=True,
+                filters={"type": "container", "container": self._name, "event": WATCHED_ACTIONS},
+            )
+        except (requests.exceptions.RequestException, docker.errors.DockerException) as err:
+            self._ready.set()
+            self._sink(EngineLost(str(err)))
+            return
+        self._ready.set()
+        try:
+            for raw in self._stream:
+                event = parse_event(raw)
+                # The filter matches names as substrings; check the exact name.
+                name = ((raw.get("Actor") or {}).get("Attributes") or {}).get("name")
+                if name == self._name:
+                    self._sink(event)
+        except (requests.exceptions.RequestException, docker.errors.DockerException) as err:
+            if not self._closed.is_set():
+                self._sink(EngineLost(str(err)))
+            return
+        if not self._closed.is_set():
+            self._sink(EngineLost("event stream ended"))
+
+    def close(self) -> None:
+        self._closed.set()
+        stream = self._stream
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+        self._thread.join(timeout=5)

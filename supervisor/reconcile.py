@@ -1,0 +1,86 @@
+"""What to do about the container: pure decisions from what the engine shows.
+
+``decide()`` compares the observed container with the desired spec;
+``classify()`` names why a container is down from the events seen since it last
+ran. Neither does I/O, so every branch is unit-tested without an engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from supervisor.container import ContainerState, Observed
+from supervisor.spec import ContainerSpec
+
+
+class Reason(StrEnum):
+    """Why the registry is being (re)started or replaced."""
+
+    CRASHED = "crashed"
+    OOM = "oom"
+    REMOVED = "removed"
+    STOPPED = "stopped"
+    UNHEALTHY = "unhealthy"
+    SPEC_CHANGED = "spec-changed"
+    ENGINE_RESTARTED = "engine-restarted"  # the engine went away and stopped it
+    FOREIGN = "foreign"  # a container of our name that we did not create
+
+
+class Action(StrEnum):
+    CREATE = "create"  # nothing there: create and start
+    ADOPT = "adopt"  # ours, current and running: leave it alone
+    START = "start"  # ours, current, not running: start the same container
+    REPLACE = "replace"  # foreign or outdated: stop, remove (never its data), create
+    RESTART = "restart"  # running but unhealthy: kill and start again
+    WAIT = "wait"  # being removed by someone else: look again shortly
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: Reason | None = None
+
+
+def decide(
+    observed: Observed | None,
+    desired: ContainerSpec,
+    image_id: str | None,
+    *,
+    unhealthy: bool = False,
+) -> Decision:
+    """The action that brings ``observed`` to ``desired``.
+
+    ``image_id`` is the local id of the desired image (None when unknown);
+    ``unhealthy`` says the running container failed its probes.
+    """
+    if observed is None:
+        return Decision(Action.CREATE, Reason.REMOVED)
+    if observed.state is ContainerState.REMOVING:
+        return Decision(Action.WAIT, Reason.REMOVED)
+    if not observed.managed:
+        return Decision(Action.REPLACE, Reason.FOREIGN)
+    if observed.spec_hash != desired.spec_hash or (
+        image_id is not None and observed.image_id != image_id
+    ):
+        return Decision(Action.REPLACE, Reason.SPEC_CHANGED)
+    if observed.running:
+        return Decision(Action.RESTART, Reason.UNHEALTHY) if unhealthy else Decision(Action.ADOPT)
+    return Decision(Action.START, None)
+
+
+def classify(observed: Observed | None, actions: Iterable[str]) -> Reason:
+    """Why the container is down, from its state and the engine events since it ran.
+
+    A `kill` or `stop` event means someone asked the engine (docker stop, docker
+    kill); a `die` alone means the process ended on its own.
+    """
+    seen = set(actions)
+    if observed is None or observed.state is ContainerState.REMOVING or "destroy" in seen:
+        return Reason.REMOVED
+    if observed.oom_killed or "oom" in seen:
+        return Reason.OOM
+    if seen & {"kill", "stop"}:
+        return Reason.STOPPED
+    return Reason.CRASHED

@@ -1,0 +1,87 @@
+"""The container we want, derived from Settings by a pure function, and its hash.
+
+The hash is stored as a label on the container; a container whose label matches
+the desired hash is ours and current, and is adopted without a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import PurePosixPath
+
+from supervisor.settings import Settings
+
+MANAGED_BY_LABEL = "registry-supervisor.managed-by"
+MANAGED_BY_VALUE = "registry-supervisor"
+SPEC_HASH_LABEL = "registry-supervisor.spec-hash"
+
+REGISTRY_PORT = "5000/tcp"
+DATA_MOUNT = "/var/lib/registry"
+CONFIG_MOUNT = "/etc/docker/registry/config.yml"
+CERTS_MOUNT = "/certs"
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything that defines the registry container; equal specs, equal hashes."""
+
+    name: str
+    image: str
+    bind: str
+    port: int
+    mounts: tuple[Mount, ...]
+    environment: tuple[tuple[str, str], ...]
+    stop_timeout: int
+    spec_hash: str = field(default="", compare=False)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {MANAGED_BY_LABEL: MANAGED_BY_VALUE, SPEC_HASH_LABEL: self.spec_hash}
+
+
+def derive_spec(settings: Settings) -> ContainerSpec:
+    """The desired container for these settings (pure: no I/O)."""
+    mounts = [Mount(str(settings.dir), DATA_MOUNT)]
+    if settings.conf is not None:
+        mounts.append(Mount(str(settings.conf), CONFIG_MOUNT, read_only=True))
+    environment = dict(settings.registry_env)
+    if settings.tls_dir is not None:
+        mounts.append(Mount(str(settings.tls_dir), CERTS_MOUNT, read_only=True))
+        environment["REGISTRY_HTTP_TLS_CERTIFICATE"] = str(
+            PurePosixPath(CERTS_MOUNT, settings.tls_crt)
+        )
+        environment["REGISTRY_HTTP_TLS_KEY"] = str(PurePosixPath(CERTS_MOUNT, settings.tls_key))
+    spec = ContainerSpec(
+        name=settings.name,
+        image=settings.image_ref,
+        bind=settings.bind,
+        port=settings.port,
+        mounts=tuple(mounts),
+        environment=tuple(sorted(environment.items())),
+        stop_timeout=settings.stop_timeout,
+    )
+    return replace(spec, spec_hash=spec_hash(spec))
+
+
+def spec_hash(spec: ContainerSpec) -> str:
+    """A stable digest of the spec (the hash field itself excluded)."""
+    payload = {
+        "name": spec.name,
+        "image": spec.image,
+        "bind": spec.bind,
+        "port": spec.port,
+        "mounts": [[m.source, m.target, m.read_only] for m in spec.mounts],
+        "environment": [list(item) for item in spec.environment],
+        "stop_timeout": spec.stop_timeout,
+    }
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -1,0 +1,652 @@
+"""The supervision loop: startup() -> main_loop() -> shutdown(), one tick() at a time.
+
+One thread decides. Signal handlers and the Docker event thread only put
+messages on a SimpleQueue; the loop drains it, then ticks: reconnect to the
+engine, make sure the image is there, repair the container when a repair is
+due, probe when a probe is due, and tell systemd. Every wait is bounded by the
+next deadline, so the watchdog is fed by the loop itself.
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from enum import StrEnum
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import structlog
+
+from supervisor import log
+from supervisor.backoff import BackoffPolicy, RestartBudget
+from supervisor.container import Engine, Observed
+from supervisor.errors import (
+    ConfigError,
+    ContainerActionFailed,
+    ContainerGone,
+    EngineUnavailable,
+    ImageUnavailable,
+    SupervisorError,
+)
+from supervisor.events import ContainerEvent, EngineLost, EventWatcher
+from supervisor.health import FailureCount, Probe, ProbeFailed, is_healthy
+from supervisor.notify import Notifier
+from supervisor.reconcile import Action, Reason, classify, decide
+from supervisor.settings import PullPolicy, Settings, load_settings
+from supervisor.spec import ContainerSpec, derive_spec
+
+# Right after a (re)start, probe this often until /v2/ answers: recovery time is
+# what users feel, and a refused connection costs microseconds.
+FAST_PROBE_S = 0.05
+# `docker rm -f` in progress: look again this soon for the container to be gone.
+REMOVAL_RECHECK_S = 0.05
+ENGINE_RETRY = BackoffPolicy(base_s=0.25, factor=2.0, cap_s=5.0)
+IMAGE_RETRY = BackoffPolicy(base_s=1.0, factor=2.0, cap_s=60.0)
+# How much longer systemd should wait for READY while we pull or wait for the engine.
+START_EXTENSION_S = 90.0
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class Phase(StrEnum):
+    ENGINE_DOWN = "engine-down"
+    PULLING = "pulling"
+    STARTING = "starting"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    RESTARTING = "restarting"
+    STOPPING = "stopping"
+
+
+Message = int | ContainerEvent | EngineLost
+
+
+@contextmanager
+def captured_signals(messages: queue.SimpleQueue[Message]) -> Iterator[None]:
+    """Handlers only record the signal (SimpleQueue.put is reentrant); the loop acts."""
+
+    def record(signum: int, _frame: FrameType | None) -> None:
+        messages.put(signum)
+
+    previous = {sig: signal.signal(sig, record) for sig in HANDLED_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes}m"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+class Supervisor:
+    """Keeps one registry container matching its spec, running and answering."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        env_file: Path | None,
+        notifier: Notifier,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.spec: ContainerSpec = derive_spec(settings)
+        self.env_file = env_file
+        self.notifier = notifier
+        self.clock = clock
+        self.messages: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self.log = self._bind_log()
+
+        self.engine: Engine | None = None
+        self.watcher: EventWatcher | None = None
+        self.engine_attempt = 0
+        self.engine_retry_at = 0.0
+        self.engine_was_lost = False
+
+        self.image_id: str | None = None
+        self.image_attempt = 0
+        self.image_retry_at = 0.0
+
+        self.phase = Phase.ENGINE_DOWN
+        self.container_id: str | None = None
+        self.recent_actions: list[str] = []
+        self.repair_at: float | None = None
+        self.pending_reason: Reason | None = None
+        self.budget = RestartBudget(BackoffPolicy())
+        self.failures = FailureCount(settings.health_retries)
+        self.probe = Probe(settings.probe_url)
+        self.probe_at = 0.0
+        self.started_at = 0.0
+        self.healthy_since: float | None = None
+        self.restarts: Counter[Reason] = Counter()
+        self.last_reason: Reason | None = None
+
+        self.ready_sent = False
+        self.watchdog_at = 0.0
+        self.exit_signal: int | None = None
+
+    def _bind_log(self) -> Any:
+        return structlog.get_logger().bind(
+            container=self.settings.name, image=self.spec.image, port=self.settings.port
+        )
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def run(self) -> None:
+        """Supervise until SIGTERM or SIGINT. Raises ConfigError if the data dir fails."""
+        with captured_signals(self.messages):
+            self.startup()
+            try:
+                self.main_loop()
+            except BaseException:
+                # A bug or an interrupt: leave the registry serving; the next
+                # start adopts it. Only a requested stop stops the registry.
+                self._close()
+                raise
+            self.shutdown()
+
+    def startup(self) -> None:
+        self.log.info(
+            "supervisor.starting",
+            data_dir=str(self.settings.dir),
+            bind=self.settings.bind,
+            pull=self.settings.pull.value,
+            notify=self.notifier.enabled,
+            watchdog_s=self.notifier.watchdog_every_s,
+        )
+        try:
+            # Created if missing; never deleted or moved by us.
+            self.settings.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(
+                [
+                    f"MY_REG_DIR={str(self.settings.dir)!r}: expected a directory we can create "
+                    f"({err.strerror})"
+                ]
+            ) from None
+        self.notifier.status("starting")
+
+    def main_loop(self) -> None:
+        while self.exit_signal is None:
+            timeout = max(0.0, self._next_deadline() - self.clock())
+            with suppress(queue.Empty):
+                self._handle(self.messages.get(timeout=timeout))
+            self._drain_messages()
+            if self.exit_signal is None:
+                self.tick()
+
+    def _drain_messages(self) -> None:
+        while True:
+            try:
+                self._handle(self.messages.get_nowait())
+            except queue.Empty:
+                return
+
+    def shutdown(self) -> None:
+        # RUNNING -> STOPPING
+        self.phase = Phase.STOPPING
+        self.notifier.stopping()
+        self.notifier.status("stopping")
+        signame = signal.Signals(self.exit_signal).name if self.exit_signal else None
+        self.log.info(
+            "supervisor.stopping", signal=signame, stop_registry=self.settings.stop_on_exit
+        )
+        if self.watcher is not None:
+            self.watcher.close()
+            self.watcher = None
+        if self.engine is not None:
+            try:
+                observed = self.docker.inspect(self.settings.name)
+                if observed is not None and observed.managed and observed.running:
+                    if self.settings.stop_on_exit:
+                        self.docker.stop(observed.id, self.settings.stop_timeout)
+                        self.log.info("container.stopped", container_id=observed.short_id)
+                    else:
+                        self.log.info("container.left_running", container_id=observed.short_id)
+            except SupervisorError as err:
+                self.log.warning("container.stop_failed", error=str(err))
+        self._close()
+        self.log.info("supervisor.stopped")
+
+    def _close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.close()
+            self.watcher = None
+        if self.engine is not None:
+            self.docker.close()
+            self.engine = None
+        self.probe.close()
+
+    # -- messages ----------------------------------------------------------------
+
+    def _handle(self, message: Message) -> None:
+        if isinstance(message, ContainerEvent):
+            self._on_event(message)
+        elif isinstance(message, EngineLost):
+            self._engine_lost(message.detail)
+        elif message == signal.SIGHUP:
+            self.reload()
+        else:
+            self.exit_signal = message
+
+    def _on_event(self, event: ContainerEvent) -> None:
+        if self.engine is None:
+            return
+        self.recent_actions.append(event.action)
+        self.log.debug("container.event", action=event.action, exit_code=event.exit_code)
+        if event.action in ("die", "destroy"):
+            try:
+                self._check_container(self.clock())
+            except EngineUnavailable as err:
+                self._engine_lost(str(err))
+
+    # -- the tick -----------------------------------------------------------------
+
+    @property
+    def docker(self) -> Engine:
+        """The connected engine; only called on paths that run while connected."""
+        if self.engine is None:
+            raise EngineUnavailable("not connected")
+        return self.engine
+
+    @property
+    def probing(self) -> bool:
+        """Probes run once a container is in place and no repair is pending."""
+        return self.engine is not None and self.image_id is not None and self.repair_at is None
+
+    def _next_deadline(self) -> float:
+        deadlines = [self.probe_at if self.probing else float("inf")]
+        if self.engine is None:
+            deadlines.append(self.engine_retry_at)
+        elif self.image_id is None:
+            deadlines.append(self.image_retry_at)
+        if self.repair_at is not None:
+            deadlines.append(self.repair_at)
+        if self.notifier.watchdog_every_s is not None:
+            deadlines.append(self.watchdog_at)
+        # Keep the STATUS uptime roughly current even between slow probes.
+        deadlines.append(self.clock() + 1.0)
+        return min(deadlines)
+
+    def tick(self) -> None:
+        now = self.clock()
+        try:
+            if self.engine is None:
+                self._connect(now)
+            elif self.image_id is None:
+                self._ensure_image(now)
+            elif self.repair_at is not None and now >= self.repair_at:
+                self._repair(now)
+            elif self.probing and now >= self.probe_at:
+                self._probe(now)
+        except EngineUnavailable as err:
+            self._engine_lost(str(err))
+        self._heartbeat(self.clock())
+
+    def _heartbeat(self, now: float) -> None:
+        every = self.notifier.watchdog_every_s
+        if every is not None and now >= self.watchdog_at:
+            self.notifier.watchdog()
+            self.watchdog_at = now + every
+        self.notifier.status(self.status_line(now))
+
+    def status_line(self, now: float) -> str:  # noqa: PLR0911 (one return per phase)
+        """The one human line systemd shows as the unit's status."""
+        restarts = sum(self.restarts.values())
+        if self.phase is Phase.HEALTHY and self.healthy_since is not None:
+            line = f"healthy: up {format_duration(now - self.healthy_since)}, {restarts} restarts"
+            return f"{line} (last: {self.last_reason})" if self.last_reason else line
+        if self.phase is Phase.RESTARTING:
+            wait = max(0.0, (self.repair_at or now) - now)
+            return (
+                f"restarting: {self.pending_reason}, attempt {self.budget.attempt}, "
+                f"next in {wait:.1f}s"
+            )
+        if self.phase is Phase.ENGINE_DOWN:
+            return "waiting for Docker engine"
+        if self.phase is Phase.PULLING:
+            return f"pulling {self.spec.image}"
+        if self.phase is Phase.UNHEALTHY:
+            failed = f"{self.failures.failures}/{self.settings.health_retries}"
+            return f"unhealthy: {failed} probes failed"
+        if self.phase is Phase.STARTING:
+            return f"starting: waiting for {self.settings.probe_url} to answer"
+        return str(self.phase)
+
+    # -- engine --------------------------------------------------------------------
+
+    def _connect(self, now: float) -> None:
+        if now < self.engine_retry_at:
+            return
+        try:
+            engine = Engine()
+            engine.ping()
+        except EngineUnavailable as err:
+            self.engine_attempt += 1
+            delay = ENGINE_RETRY.delay(self.engine_attempt + 1)
+            if self.engine_attempt == 1:
+                self.log.warning("engine.unreachable", error=str(err), retry_in_s=delay)
+            self.phase = Phase.ENGINE_DOWN
+            self.engine_retry_at = now + delay
+            if not self.ready_sent:
+                self.notifier.extend_timeout(START_EXTENSION_S)
+            return
+        self.engine = engine
+        self.log.info(
+            "engine.reconnected" if self.engine_was_lost else "engine.connected",
+            after_attempts=self.engine_attempt,
+        )
+        self.engine_attempt = 0
+        # Subscribe before looking, so nothing happens unseen in between.
+        self._watch()
+        if self.image_id is not None:
+            self._reconcile_again(self.clock())
+
+    def _watch(self) -> None:
+        if self.watcher is not None:
+            self.watcher.close()
+        self.watcher = EventWatcher(self.docker.api, self.settings.name, self.messages.put)
+        self.watcher.start()
+
+    def _engine_lost(self, detail: str) -> None:
+        if self.engine is None:
+            return
+        self.log.warning("engine.unreachable", error=detail)
+        if self.watcher is not None:
+            self.watcher.close()
+            self.watcher = None
+        self.docker.close()
+        self.engine = None
+        self.engine_was_lost = True
+        self.engine_retry_at = self.clock()
+        self.repair_at = None
+        self.phase = Phase.ENGINE_DOWN
+
+    def _reconcile_again(self, now: float) -> None:
+        """After an engine loss or a new image: adopt what is fine, repair the rest."""
+        self.recent_actions.clear()
+        self._check_container(now, down_reason=Reason.ENGINE_RESTARTED)
+        if self.repair_at is None:
+            self.phase = Phase.STARTING
+            self.started_at = now
+            self.probe_at = now
+
+    # -- image ---------------------------------------------------------------------
+
+    def _ensure_image(self, now: float) -> None:
+        if now < self.image_retry_at:
+            return
+        ref = self.spec.image
+        present = self.docker.image_id(ref)
+        policy = self.settings.pull
+        if policy is PullPolicy.ALWAYS or (policy is PullPolicy.MISSING and present is None):
+            self.phase = Phase.PULLING
+            self._heartbeat(now)
+            self.log.info("image.pulling", policy=policy.value)
+            try:
+                self.docker.pull(ref, progress=self._pull_progress)
+                present = self.docker.image_id(ref)
+                self.log.info("image.pulled", image_id=present)
+            except ImageUnavailable as err:
+                if present is not None:
+                    self.log.warning("image.pull_failed_using_local", error=str(err))
+                else:
+                    self._image_missing(now, str(err))
+                    return
+        if present is None:
+            self._image_missing(now, f"{ref} is not present locally and MY_REG_PULL=never")
+            return
+        self.image_id = present
+        self.image_attempt = 0
+        first = self.engine_was_lost is False and self.container_id is None
+        if first:
+            # The first reconcile: create, adopt, start or replace, without
+            # counting it as a restart.
+            self.repair_at = self.clock()
+        else:
+            self._reconcile_again(self.clock())
+
+    def _pull_progress(self) -> None:
+        now = self.clock()
+        if not self.ready_sent:
+            self.notifier.extend_timeout(START_EXTENSION_S)
+        self._heartbeat(now)
+
+    def _image_missing(self, now: float, detail: str) -> None:
+        self.image_attempt += 1
+        delay = IMAGE_RETRY.delay(self.image_attempt + 1)
+        self.log.error(
+            "image.unavailable", error=detail, attempt=self.image_attempt, retry_in_s=delay
+        )
+        self.phase = Phase.PULLING
+        self.image_retry_at = now + delay
+        if not self.ready_sent:
+            self.notifier.extend_timeout(delay + START_EXTENSION_S)
+
+    # -- container -------------------------------------------------------------------
+
+    def _check_container(self, now: float, down_reason: Reason | None = None) -> None:
+        """Look at the container after an event or a failed probe; repair if it is down."""
+        if self.repair_at is not None:
+            return
+        observed = self.docker.inspect(self.settings.name)
+        decision = decide(observed, self.spec, self.image_id)
+        if decision.action is Action.ADOPT:
+            if observed is not None and observed.id != self.container_id:
+                self.container_id = observed.id
+                self.log.info("container.adopted", container_id=observed.short_id)
+            # Events from our own restart, or a die that is already repaired.
+            self.recent_actions.clear()
+            return
+        if decision.action is Action.REPLACE:
+            reason = decision.reason or Reason.SPEC_CHANGED
+        else:
+            reason = classify(observed, self.recent_actions)
+            if down_reason is not None and reason is Reason.CRASHED:
+                reason = down_reason
+        exit_code = observed.exit_code if observed is not None and not observed.running else None
+        self.schedule_repair(now, reason, exit_code=exit_code)
+
+    def schedule_repair(self, now: float, reason: Reason, exit_code: int | None = None) -> None:
+        """Count a restart, log it once, and set when it happens (backoff)."""
+        if self.repair_at is not None:
+            return
+        if reason is Reason.SPEC_CHANGED:
+            attempt, delay = self.budget.attempt, 0.0  # a change, not a failure
+        else:
+            attempt, delay = self.budget.next_restart()
+        self.restarts[reason] += 1
+        self.last_reason = reason
+        self.pending_reason = reason
+        self.repair_at = now + delay
+        # HEALTHY | STARTING | UNHEALTHY -> RESTARTING
+        self.phase = Phase.RESTARTING
+        self.log.warning(
+            "container.restarting",
+            reason=reason.value,
+            exit_code=exit_code,
+            attempt=attempt,
+            delay_s=round(delay, 3),
+        )
+
+    def _repair(self, now: float) -> None:
+        reason = self.pending_reason
+        observed = self.docker.inspect(self.settings.name)
+        decision = decide(observed, self.spec, self.image_id, unhealthy=reason is Reason.UNHEALTHY)
+        try:
+            if decision.action is Action.WAIT:
+                self.repair_at = now + REMOVAL_RECHECK_S
+                return
+            if decision.action is Action.ADOPT and observed is not None:
+                if observed.id != self.container_id:
+                    self.log.info("container.adopted", container_id=observed.short_id)
+                self.container_id = observed.id
+            elif decision.action is Action.START and observed is not None:
+                self.docker.start(observed.id)
+                self.container_id = observed.id
+                self.log.info("container.started", container_id=observed.short_id, reason=reason)
+            elif decision.action is Action.RESTART and observed is not None:
+                self.docker.restart(observed.id)
+                self.log.info("container.started", container_id=observed.short_id, reason=reason)
+            elif decision.action is Action.REPLACE and observed is not None:
+                self._retire(observed, decision.reason)
+                self._create()
+            else:  # Action.CREATE
+                self._create()
+        except ContainerGone:
+            # Removed under our feet (`docker rm -f` races): look again shortly.
+            self.repair_at = now + REMOVAL_RECHECK_S
+            return
+        except ImageUnavailable as err:
+            self.log.error("image.unavailable", error=str(err))
+            self.image_id = None
+            self.repair_at = None
+            return
+        except ContainerActionFailed as err:
+            self.repair_at = None
+            self.log.error("container.start_failed", error=str(err))
+            self.schedule_repair(self.clock(), reason or Reason.CRASHED)
+            return
+        # RESTARTING -> STARTING
+        self.repair_at = None
+        self.pending_reason = None
+        self.recent_actions.clear()
+        self.failures.reset()
+        self.phase = Phase.STARTING
+        self.started_at = self.clock()
+        self.probe_at = self.started_at
+
+    def _create(self) -> None:
+        created = self.docker.create(self.spec)
+        self.container_id = created.id
+        self.docker.start(created.id)
+        self.log.info(
+            "container.created",
+            container_id=created.short_id,
+            spec_hash=self.spec.spec_hash,
+            data_dir=str(self.settings.dir),
+        )
+
+    def _retire(self, observed: Observed, reason: Reason | None) -> None:
+        """Stop and remove a container we replace; its volumes and data stay."""
+        if observed.running:
+            self.docker.stop(observed.id, self.settings.stop_timeout)
+        self.docker.remove(observed.id)
+        self.log.warning(
+            "container.replaced",
+            old_id=observed.short_id,
+            old_image=observed.image,
+            why=(reason or Reason.SPEC_CHANGED).value,
+        )
+
+    # -- health ------------------------------------------------------------------------
+
+    def _probe(self, now: float) -> None:
+        try:
+            status = self.probe(self.settings.health_timeout)
+            healthy, detail = is_healthy(status), f"HTTP {status}"
+        except ProbeFailed as err:
+            healthy, detail = False, str(err)
+        now = self.clock()
+        if healthy:
+            self._healthy(now)
+            return
+        self.budget.observe_unhealthy()
+        in_grace = (
+            self.phase is Phase.STARTING and now - self.started_at < self.settings.startup_grace
+        )
+        # A container that is not running needs a repair, not more probes. Take
+        # in the events already queued first: a `kill` before the `die` is what
+        # tells a `docker stop` from a crash.
+        observed = self.docker.inspect(self.settings.name)
+        if observed is None or not observed.running:
+            self._drain_messages()
+            self._check_container(now)
+            return
+        if in_grace:
+            self.probe_at = now + FAST_PROBE_S
+            return
+        must_restart = self.failures.record(False)
+        self.log.warning(
+            "probe.failed",
+            failures=self.failures.failures,
+            retries=self.settings.health_retries,
+            error=detail,
+        )
+        if must_restart:
+            self.schedule_repair(now, Reason.UNHEALTHY)
+            return
+        # HEALTHY | STARTING -> UNHEALTHY
+        self.phase = Phase.UNHEALTHY
+        self.probe_at = now + self.settings.health_interval
+
+    def _healthy(self, now: float) -> None:
+        if self.phase is not Phase.HEALTHY:
+            # STARTING | UNHEALTHY -> HEALTHY
+            self.log.info(
+                "registry.healthy",
+                container_id=(self.container_id or "")[:12],
+                after_s=round(now - self.started_at, 3),
+                restarts=sum(self.restarts.values()),
+            )
+            self.phase = Phase.HEALTHY
+            self.healthy_since = now
+        self.failures.reset()
+        self.budget.observe_healthy(now)
+        if not self.ready_sent:
+            self.ready_sent = True
+            self.notifier.status(self.status_line(now))
+            self.notifier.ready()
+        self.probe_at = now + self.settings.health_interval
+
+    # -- reload ------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """SIGHUP: re-read settings; replace the container only if its spec changed."""
+        self.notifier.reloading()
+        self.log.info("supervisor.reloading")
+        try:
+            new = load_settings(self.env_file)
+        except ConfigError as err:
+            self.log.error("settings.reload_rejected", problems=err.problems)
+            self.notifier.ready()
+            return
+        old_settings, old_spec = self.settings, self.spec
+        new_spec = derive_spec(new)
+        log.configure(new.log_format, new.log_level)
+        self.settings, self.spec = new, new_spec
+        self.log = self._bind_log()
+        self.probe.close()
+        self.probe = Probe(new.probe_url)
+        self.failures = FailureCount(new.health_retries)
+        changed = new_spec.spec_hash != old_spec.spec_hash
+        if new.image_ref != old_settings.image_ref or new.pull is PullPolicy.ALWAYS:
+            self.image_id = None
+        if self.engine is not None and new.name != old_settings.name:
+            try:
+                old = self.docker.inspect(old_settings.name)
+                if old is not None and old.managed:
+                    self._retire(old, Reason.SPEC_CHANGED)
+            except SupervisorError as err:
+                self.log.warning("container.retire_failed", error=str(err))
+            self._watch()
+        self.log.info("supervisor.reloaded", spec_changed=changed, spec_hash=new_spec.spec_hash)
+        if changed and self.engine is not None and self.image_id is not None:
+            self.repair_at = None
+            self.schedule_repair(self.clock(), Reason.SPEC_CHANGED)
+        self.notifier.ready()

@@ -1,0 +1,603 @@
+"""Fixtures for the integration suite: the real Docker engine, the registry test image and the
+installed `registry-supervisor` run as a subprocess.
+
+Every test gets a `Deployment`: a random container name (`rs-it-<hex>`), a free loopback
+port, a data dir under tmp_path and an env file. Teardown SIGKILLs every supervisor the test
+started and removes only the containers carrying the test's own name *and* either the
+supervisor's label or this suite's owner label: the engine is shared with other suites.
+
+Waits poll with a deadline and fail saying what they waited for; nothing here skips. Without
+an engine the suite fails (CI must never go green by skipping).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import pytest
+import requests
+
+MANAGED_LABEL = "registry-supervisor.managed-by"
+MANAGED_VALUE = "registry-supervisor"
+SPEC_HASH_LABEL = "registry-supervisor.spec-hash"
+# Put on containers a test creates itself (the "foreign" ones), so teardown knows them as ours.
+OWNER_LABEL = "registry-supervisor.integration-test"
+
+TEST_IMAGE = "registry:2"
+EX_OK = 0
+EX_UNAVAILABLE = 69
+EX_CONFIG = 78
+
+# Deadlines, in seconds. Generous: two shared cores, other suites on the same engine.
+STARTUP_TIMEOUT = 60.0
+RECOVERY_TIMEOUT = 45.0
+EXIT_TIMEOUT = 30.0
+CLI_TIMEOUT = 60.0
+DOCKER_CLI_TIMEOUT = 120.0
+
+# The installed console script beside the interpreter running the tests (.venv/bin).
+CONSOLE_SCRIPT = Path(sys.executable).parent / "registry-supervisor"
+
+
+def supervisor_argv(*, module: bool = False) -> list[str]:
+    """Command that runs the installed supervisor: its console script, or `python -m`."""
+    if module or not CONSOLE_SCRIPT.exists():
+        return [sys.executable, "-m", "supervisor"]
+    return [str(CONSOLE_SCRIPT)]
+
+
+def child_env(**overrides: str) -> dict[str, str]:
+    """This process's environment without anything that would steer the supervisor.
+
+    The process environment wins over the env file, so a stray MY_REG_* or REGISTRY_* here
+    would silently override what a test wrote; NOTIFY_SOCKET would reach a real systemd.
+    """
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("MY_REG_", "REGISTRY_", "NOTIFY_SOCKET", "WATCHDOG_"))
+    }
+    env.update(overrides)
+    return env
+
+
+def docker_cli(*args: str, timeout: float = DOCKER_CLI_TIMEOUT) -> str:
+    """Run the docker CLI; fail the test with its stderr when it fails."""
+    try:
+        done = subprocess.run(
+            ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"`docker {' '.join(args)}` did not finish within {timeout} s")
+    if done.returncode != 0:
+        pytest.fail(f"`docker {' '.join(args)}` exited {done.returncode}: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def parse_timestamp(text: str) -> float:
+    """Epoch seconds of an ISO 8601 log timestamp (naive means UTC)."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def wait_until(
+    condition: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.1
+) -> Any:
+    """Poll `condition` until it returns something truthy; fail naming `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+# --- the container, as the tests see it ----------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Observed:
+    """The few fields of `docker inspect` the tests assert on."""
+
+    id: str
+    name: str
+    status: str
+    pid: int
+    started_at: str
+    labels: dict[str, str]
+    restart_policy: str
+    host_ports: tuple[str, ...]
+    binds: tuple[str, ...]
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> Observed:
+        host_config = attrs.get("HostConfig") or {}
+        bindings = (host_config.get("PortBindings") or {}).get("5000/tcp") or []
+        return cls(
+            id=attrs["Id"],
+            name=attrs["Name"].lstrip("/"),
+            status=attrs["State"]["Status"],
+            pid=attrs["State"]["Pid"],
+            started_at=attrs["State"]["StartedAt"],
+            labels=attrs["Config"].get("Labels") or {},
+            restart_policy=(host_config.get("RestartPolicy") or {}).get("Name") or "no",
+            host_ports=tuple(f"{b.get('HostIp', '')}:{b['HostPort']}" for b in bindings),
+            binds=tuple(host_config.get("Binds") or ()),
+        )
+
+    @property
+    def managed(self) -> bool:
+        """Carries the supervisor's managed-by label."""
+        return self.labels.get(MANAGED_LABEL) == MANAGED_VALUE
+
+    @property
+    def spec_hash(self) -> str | None:
+        return self.labels.get(SPEC_HASH_LABEL)
+
+
+@dataclasses.dataclass(frozen=True)
+class PushedImage:
+    """An image pushed to the registry under test: its reference and local image id."""
+
+    repository: str  # it/<name>, without the registry host
+    tag: str
+    image_id: str
+
+    def ref(self, port: int) -> str:
+        return f"127.0.0.1:{port}/{self.repository}:{self.tag}"
+
+
+# --- the supervisor process -----------------------------------------------------------------
+
+
+class SupervisorProcess:
+    """One `registry-supervisor run` subprocess; its stderr (JSON lines) goes to a file."""
+
+    def __init__(self, argv: list[str], *, env: dict[str, str], cwd: Path, log_dir: Path):
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.argv = argv
+        self.stderr_path = log_dir / "stderr.log"
+        self.stdout_path = log_dir / "stdout.log"
+        self._stderr = self.stderr_path.open("wb")
+        self._stdout = self.stdout_path.open("wb")
+        self.proc = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._stdout,
+            stderr=self._stderr,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def lines(self) -> list[str]:
+        """Complete stderr lines so far (a line still being written is left out)."""
+        data = self.stderr_path.read_bytes().decode(errors="replace")
+        return data.split("\n")[:-1]
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every JSON log line with an `event` key, in order."""
+        found = []
+        for line in self.lines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict) and "event" in record:
+                    found.append(record)
+        return found
+
+    def mark(self) -> int:
+        """A position in the event list: pass it as `since` to wait only for later events."""
+        return len(self.events())
+
+    def tail(self, count: int = 25) -> str:
+        return "\n".join(self.lines()[-count:])
+
+    def find(self, event: str, *, since: int = 0, **fields: Any) -> list[dict[str, Any]]:
+        """Events named `event` after `since` whose fields equal `fields`."""
+        return [
+            record
+            for record in self.events()[since:]
+            if record["event"] == event
+            and all(record.get(key) == value for key, value in fields.items())
+        ]
+
+    def wait_for_event(
+        self, event: str, timeout: float = RECOVERY_TIMEOUT, *, since: int = 0, **fields: Any
+    ) -> dict[str, Any]:
+        """The first event named `event` (after `since`) with these fields; fail on timeout
+        or when the supervisor exits first."""
+        what = f"event {event!r}" + (f" with {fields}" if fields else "")
+        deadline = time.monotonic() + timeout
+        while True:
+            exited = self.proc.poll()
+            matches = self.find(event, since=since, **fields)
+            if matches:
+                return matches[0]
+            if exited is not None:
+                pytest.fail(
+                    f"supervisor exited {exited} while waiting for {what}; stderr:\n{self.tail()}"
+                )
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"timed out after {timeout} s waiting for {what}; stderr:\n{self.tail()}"
+                )
+            time.sleep(0.05)
+
+    def send(self, signum: signal.Signals) -> None:
+        os.kill(self.proc.pid, signum)
+
+    def wait_exit(self, timeout: float = EXIT_TIMEOUT) -> int:
+        """The exit code; fail if the process is still running after `timeout` seconds."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"supervisor still running {timeout} s later; stderr:\n{self.tail()}")
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL (if still running), reap, close the log files."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=EXIT_TIMEOUT)
+        self._stderr.close()
+        self._stdout.close()
+
+
+# --- recovery times, printed at the end of the run ------------------------------------------
+
+RECOVERIES: list[tuple[str, float]] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not RECOVERIES:
+        return
+    terminalreporter.section("recovery: fault injected -> registry.healthy (from the logs)")
+    for scenario, seconds in RECOVERIES:
+        terminalreporter.write_line(f"{seconds:7.2f} s  {scenario}")
+    path = os.environ.get("RS_IT_RECOVERY_JSON")
+    if path:
+        Path(path).write_text(json.dumps(dict(RECOVERIES), indent=2) + "\n")
+
+
+# --- a polling client, to prove the registry served throughout ------------------------------
+
+
+class ServingWatch:
+    """Polls GET /v2/ from a thread and records every answer (status code or error name)."""
+
+    def __init__(self, url: str, interval: float = 0.05) -> None:
+        self.url = url
+        self.interval = interval
+        self.answers: list[int | str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        with requests.Session() as session:
+            while not self._stop.is_set():
+                try:
+                    answer: int | str = session.get(self.url, timeout=2).status_code
+                except requests.RequestException as err:
+                    answer = type(err).__name__
+                self.answers.append(answer)
+                self._stop.wait(self.interval)
+
+    def __enter__(self) -> ServingWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+# --- one deployment per test -----------------------------------------------------------------
+
+
+class Deployment:
+    """The world of one test: its container name, port, data dir, env file and supervisors."""
+
+    def __init__(self, client: docker.DockerClient, root: Path) -> None:
+        self.client = client
+        self.root = root
+        self.name = f"rs-it-{secrets.token_hex(4)}"
+        self.port = free_port()
+        self.data_dir = root / "data"  # absent on purpose: the supervisor creates it
+        self.workdir = root / "work"  # the supervisors' cwd: no stray .env from the repo
+        self.workdir.mkdir()
+        self.env_file = root / "registry.env"
+        self.secret = f"it-secret-{secrets.token_hex(8)}"
+        self.settings: dict[str, str] = {
+            "MY_REG_IMAGE": "registry",
+            "MY_REG_TAG": "2",
+            "MY_REG_NAME": self.name,
+            "MY_REG_DIR": str(self.data_dir),
+            "MY_REG_PORT": str(self.port),
+            "MY_REG_BIND": "127.0.0.1",
+            "MY_REG_PULL": "never",
+            "MY_REG_HEALTH_INTERVAL": "0.5",
+            "MY_REG_HEALTH_TIMEOUT": "1",
+            "MY_REG_HEALTH_RETRIES": "3",
+            "MY_REG_STARTUP_GRACE": "5",
+            "MY_REG_STOP_TIMEOUT": "2",
+            "MY_REG_LOG_FORMAT": "json",
+            "MY_REG_LOG_LEVEL": "info",
+            # A fixed secret lets interrupted uploads resume across restarts, and lets
+            # test_secrets_are_never_logged look for it in every output.
+            "REGISTRY_HTTP_SECRET": self.secret,
+        }
+        self.processes: list[SupervisorProcess] = []
+        self.local_refs: set[str] = set()
+        self.write_env()
+
+    # exposed for the test modules, which cannot import this conftest under importlib mode
+    docker_cli = staticmethod(docker_cli)
+    free_port = staticmethod(free_port)
+    EX_OK = EX_OK
+    EX_UNAVAILABLE = EX_UNAVAILABLE
+    EX_CONFIG = EX_CONFIG
+
+    # settings
+
+    def write_env(self, **overrides: str | int | None) -> Path:
+        """Write the env file from the base settings; `None` drops a variable."""
+        for key, value in overrides.items():
+            if value is None:
+                self.settings.pop(key, None)
+            else:
+                self.settings[key] = str(value)
+        if "MY_REG_PORT" in overrides and overrides["MY_REG_PORT"] is not None:
+            with contextlib.suppress(ValueError):
+                self.port = int(overrides["MY_REG_PORT"])
+        body = "# written by tests/integration\n" + "".join(
+            f"{key}={value}\n" for key, value in self.settings.items()
+        )
+        self.env_file.write_text(body)
+        return self.env_file
+
+    # running the supervisor
+
+    def start(
+        self,
+        *,
+        wait_healthy: bool = True,
+        module: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> SupervisorProcess:
+        """Launch `registry-supervisor run --env-file FILE`; by default wait until healthy."""
+        log_dir = self.root / f"supervisor-{len(self.processes)}"
+        sup = SupervisorProcess(
+            [*supervisor_argv(module=module), "run", "--env-file", str(self.env_file)],
+            env=child_env(**(env or {})),
+            cwd=self.workdir,
+            log_dir=log_dir,
+        )
+        self.processes.append(sup)
+        if wait_healthy:
+            sup.wait_for_event("registry.healthy", STARTUP_TIMEOUT)
+        return sup
+
+    def cli(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        module: bool = False,
+        timeout: float = CLI_TIMEOUT,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a supervisor subcommand to completion (stdout and stderr captured)."""
+        try:
+            return subprocess.run(
+                [*supervisor_argv(module=module), *args],
+                env=child_env(**(env or {})),
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"`registry-supervisor {' '.join(args)}` still running after {timeout} s")
+
+    # the container
+
+    def observe(self) -> Observed | None:
+        """The container named after this test, or None."""
+        try:
+            return Observed.from_attrs(self.client.api.inspect_container(self.name))
+        except docker.errors.NotFound:
+            return None
+
+    def running(self) -> Observed:
+        """The container, which must exist and be running."""
+        observed = self.observe()
+        assert observed is not None, f"container {self.name} does not exist"
+        assert observed.status == "running", f"container {self.name} is {observed.status}"
+        return observed
+
+    def run_foreign(self) -> Observed:
+        """Create `docker run -d --name NAME registry:2` the way a user would, by hand."""
+        docker_cli(
+            "run", "-d", "--name", self.name, "--label", f"{OWNER_LABEL}={self.name}", TEST_IMAGE
+        )
+        observed = self.observe()
+        assert observed is not None
+        return observed
+
+    # the registry
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v2/"
+
+    def serving_watch(self) -> ServingWatch:
+        """A context manager polling GET /v2/ on the current port from a thread."""
+        return ServingWatch(self.url)
+
+    def v2_status(self, port: int | None = None, timeout: float = 2.0) -> int | None:
+        """Status code of GET /v2/, or None when nothing answers."""
+        url = f"http://127.0.0.1:{port}/v2/" if port else self.url
+        try:
+            return requests.get(url, timeout=timeout).status_code
+        except requests.RequestException:
+            return None
+
+    def push_image(self) -> PushedImage:
+        """Build a one-file image of random content with `docker import` and push it."""
+        tag = secrets.token_hex(3)
+        payload = secrets.token_bytes(4096)
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            member = tarfile.TarInfo(f"rs-it/{tag}.bin")
+            member.size = len(payload)
+            member.mtime = int(time.time())
+            tar.addfile(member, io.BytesIO(payload))
+        image = PushedImage(repository=f"it/{self.name}", tag=tag, image_id="")
+        ref = image.ref(self.port)
+        try:
+            subprocess.run(
+                ["docker", "import", "-", ref],
+                input=buffer.getvalue(),
+                capture_output=True,
+                timeout=DOCKER_CLI_TIMEOUT,
+                check=True,
+            )
+        except subprocess.CalledProcessError as err:
+            pytest.fail(f"docker import failed: {err.stderr.decode(errors='replace')}")
+        self.local_refs.add(ref)
+        image = dataclasses.replace(
+            image, image_id=docker_cli("image", "inspect", "--format", "{{.Id}}", ref)
+        )
+        docker_cli("push", ref)
+        return image
+
+    def assert_pullable(self, image: PushedImage, port: int | None = None) -> None:
+        """Drop every local copy of `image`, pull it from the registry, compare image ids."""
+        for ref in sorted(
+            r for r in self.local_refs if r.endswith(f"/{image.repository}:{image.tag}")
+        ):
+            docker_cli("rmi", ref)
+            self.local_refs.discard(ref)
+        gone = subprocess.run(
+            ["docker", "image", "inspect", image.image_id],
+            capture_output=True,
+            timeout=DOCKER_CLI_TIMEOUT,
+            check=False,
+        )
+        assert gone.returncode != 0, f"image {image.image_id} still present locally"
+        ref = image.ref(port or self.port)
+        self.local_refs.add(ref)
+        docker_cli("pull", ref)
+        assert image.image_id == docker_cli("image", "inspect", "--format", "{{.Id}}", ref)
+
+    def data_snapshot(self) -> dict[str, str]:
+        """sha256 of every file under the data dir, by relative path."""
+        return {
+            str(path.relative_to(self.data_dir)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(self.data_dir.rglob("*"))
+            if path.is_file()
+        }
+
+    def assert_data_kept(self, before: dict[str, str]) -> None:
+        """Every file that was in the data dir is still there, unchanged."""
+        after = self.data_snapshot()
+        lost = {path for path in before if after.get(path) != before[path]}
+        assert set() == lost, f"data dir lost or changed files: {sorted(lost)[:10]}"
+
+    # measuring
+
+    def record_recovery(
+        self, scenario: str, sup: SupervisorProcess, since: int, fault_at: float
+    ) -> dict[str, Any]:
+        """Wait for `registry.healthy` after `since`; record fault -> healthy from its
+        timestamp; check the registry answers."""
+        healthy = sup.wait_for_event("registry.healthy", RECOVERY_TIMEOUT, since=since)
+        seconds = parse_timestamp(healthy["timestamp"]) - fault_at
+        RECOVERIES.append((scenario, seconds))
+        assert self.v2_status() == 200
+        return healthy
+
+    # teardown
+
+    def close(self) -> None:
+        for sup in self.processes:
+            sup.kill()
+        for container in self.client.containers.list(all=True, filters={"name": self.name}):
+            labels = container.labels or {}
+            ours = (
+                labels.get(MANAGED_LABEL) == MANAGED_VALUE or labels.get(OWNER_LABEL) == self.name
+            )
+            if (container.name or "").startswith(self.name) and ours:
+                with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                    container.remove(force=True)
+        for ref in self.local_refs:
+            subprocess.run(
+                ["docker", "rmi", "--force", ref],
+                capture_output=True,
+                timeout=DOCKER_CLI_TIMEOUT,
+                check=False,
+            )
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    """The real engine; the suite fails, never skips, when it does not answer."""
+    try:
+        client = docker.from_env(timeout=60)
+        client.ping()
+    except docker.errors.DockerException as err:
+        pytest.fail(f"no Docker engine answers ({err}); start dockerd or run tests/run")
+    try:
+        client.images.get(TEST_IMAGE)
+    except docker.errors.ImageNotFound:
+        client.close()
+        pytest.fail(f"{TEST_IMAGE} is missing; run tests/images/build-registry-image.sh")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def deployment(docker_client: docker.DockerClient, tmp_path: Path) -> Iterator[Deployment]:
+    """A fresh name, port, data dir and env file; everything it started is removed after."""
+    world = Deployment(docker_client, tmp_path)
+    try:
+        yield world
+    finally:
+        world.close()

@@ -1,0 +1,159 @@
+"""Faults in the registry container are repaired, and what was pushed before is pulled after."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_first_start_creates_a_labelled_container(deployment):
+    """With no container, the supervisor creates one with our labels, restart policy "no",
+    the data dir mounted and the port published on the configured address."""
+    assert not deployment.data_dir.exists()
+
+    sup = deployment.start()
+
+    created = sup.wait_for_event("container.created")
+    observed = deployment.running()
+    assert observed.id.startswith(created["container_id"][:12])
+    assert observed.managed
+    assert observed.spec_hash
+    assert observed.restart_policy == "no"
+    assert (f"127.0.0.1:{deployment.port}",) == observed.host_ports
+    assert any(
+        bind.startswith(f"{deployment.data_dir}:/var/lib/registry") for bind in observed.binds
+    )
+    assert deployment.data_dir.is_dir()
+    assert deployment.v2_status() == 200
+
+
+def test_killed_registry_process_is_started_again(deployment):
+    """A SIGKILLed registry process is started again in the same container, data intact."""
+    sup = deployment.start()
+    image = deployment.push_image()
+    before = deployment.data_snapshot()
+    old = deployment.running()
+
+    since = sup.mark()
+    fault_at = time.time()
+    os.kill(old.pid, signal.SIGKILL)
+
+    restarting = sup.wait_for_event("container.restarting", since=since, reason="crashed")
+    deployment.record_recovery("registry process SIGKILLed", sup, since, fault_at)
+    assert restarting.get("exit_code") == 137
+    new = deployment.running()
+    assert old.id == new.id
+    assert old.started_at != new.started_at
+    deployment.assert_data_kept(before)
+    deployment.assert_pullable(image)
+
+
+def test_removed_container_is_recreated(deployment):
+    """A container removed with `docker rm -f` is created again, data intact."""
+    sup = deployment.start()
+    image = deployment.push_image()
+    before = deployment.data_snapshot()
+    old = deployment.running()
+
+    since = sup.mark()
+    fault_at = time.time()
+    deployment.docker_cli("rm", "-f", deployment.name)
+
+    sup.wait_for_event("container.restarting", since=since, reason="removed")
+    created = sup.wait_for_event("container.created", since=since)
+    deployment.record_recovery("container removed (docker rm -f)", sup, since, fault_at)
+    new = deployment.running()
+    assert old.id != new.id
+    assert new.id.startswith(created["container_id"][:12])
+    assert new.managed
+    deployment.assert_data_kept(before)
+    deployment.assert_pullable(image)
+
+
+def test_stopped_container_is_started_again(deployment):
+    """A container stopped with `docker stop` is started again, data intact."""
+    sup = deployment.start()
+    image = deployment.push_image()
+    before = deployment.data_snapshot()
+    old = deployment.running()
+
+    since = sup.mark()
+    fault_at = time.time()
+    deployment.docker_cli("stop", "--time", "5", deployment.name)
+
+    sup.wait_for_event("container.restarting", since=since, reason="stopped")
+    deployment.record_recovery("container stopped (docker stop)", sup, since, fault_at)
+    new = deployment.running()
+    assert old.id == new.id
+    assert old.started_at != new.started_at
+    deployment.assert_data_kept(before)
+    deployment.assert_pullable(image)
+
+
+def test_hung_registry_is_restarted_after_failed_probes(deployment):
+    """A SIGSTOPped registry (port open, no answer) is restarted once the probe has failed
+    MY_REG_HEALTH_RETRIES times, data intact."""
+    deployment.write_env(
+        MY_REG_HEALTH_INTERVAL="0.5",
+        MY_REG_HEALTH_TIMEOUT="0.5",
+        MY_REG_HEALTH_RETRIES="2",
+        MY_REG_STARTUP_GRACE="1",
+        MY_REG_STOP_TIMEOUT="1",
+    )
+    sup = deployment.start()
+    image = deployment.push_image()
+    before = deployment.data_snapshot()
+    old = deployment.running()
+
+    since = sup.mark()
+    fault_at = time.time()
+    os.kill(old.pid, signal.SIGSTOP)
+
+    failed = sup.wait_for_event("probe.failed", since=since)
+    assert failed.get("error")
+    sup.wait_for_event("container.restarting", since=since, reason="unhealthy")
+    deployment.record_recovery("registry hung (SIGSTOP)", sup, since, fault_at)
+    new = deployment.running()
+    assert old.started_at != new.started_at
+    assert old.pid != new.pid
+    deployment.assert_data_kept(before)
+    deployment.assert_pullable(image)
+
+
+def test_foreign_container_of_the_same_name_is_replaced(deployment):
+    """A container of our name that we did not create (a user's `docker run`) is replaced."""
+    foreign = deployment.run_foreign()
+
+    sup = deployment.start()
+
+    replaced = sup.wait_for_event("container.replaced")
+    assert foreign.id.startswith(replaced["old_id"][:12])
+    assert replaced.get("why")
+    new = deployment.running()
+    assert foreign.id != new.id
+    assert new.managed
+    image = deployment.push_image()
+    deployment.assert_pullable(image)
+
+
+def test_our_container_with_another_spec_is_replaced_at_start(deployment):
+    """A container we created from other settings is replaced when the supervisor starts."""
+    first = deployment.start()
+    image = deployment.push_image()
+    old = deployment.running()
+    first.kill()
+    deployment.write_env(MY_REG_TAG="latest")
+
+    second = deployment.start()
+
+    replaced = second.wait_for_event("container.replaced")
+    assert old.id.startswith(replaced["old_id"][:12])
+    new = deployment.running()
+    assert old.id != new.id
+    assert old.spec_hash != new.spec_hash
+    deployment.assert_pullable(image)
