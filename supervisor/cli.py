@@ -8,14 +8,19 @@ import json
 import socket
 import sys
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from supervisor import __version__, log
+from supervisor.container import Engine
 from supervisor.errors import ConfigError, EngineUnavailable, ExitCode
+from supervisor.health import Probe, ProbeFailed, is_healthy
+from supervisor.notify import Notifier
 from supervisor.settings import Settings, effective, load_settings
+from supervisor.supervise import Supervisor
 
 PROG = "registry-supervisor"
 # `status`: the registry is not running or not answering (LSB's "not running").
@@ -78,17 +83,17 @@ def _print_problems(problems: list[str]) -> None:
 
 
 def _run(settings: Settings, env_file: Path | None) -> int:
-    from supervisor.notify import Notifier
-    from supervisor.supervise import Supervisor
-
+    notifier = Notifier()
     try:
-        Supervisor(settings, env_file, Notifier()).run()
+        Supervisor(settings, env_file, notifier).run()
     except (ConfigError, EngineUnavailable):
         raise
     except Exception:  # noqa: BLE001 (the last line of defence: log, exit 70)
         # A bug: say so loudly, leave the registry serving, let systemd restart us.
         structlog.get_logger().exception("supervisor.crashed")
         return ExitCode.SOFTWARE
+    finally:
+        notifier.close()
     return ExitCode.OK
 
 
@@ -106,11 +111,13 @@ def _port_owner(settings: Settings) -> str | None:
 
 
 def _check(settings: Settings) -> int:
-    from supervisor.container import Engine
-
     for key, value in effective(settings).items():
         print(f"{key}={value}")
-    engine = Engine()
+    with closing(Engine()) as engine:
+        return _check_engine(settings, engine)
+
+
+def _check_engine(settings: Settings, engine: Engine) -> int:
     engine.ping()
     version = engine.api.version().get("Version", "?")
     print(f"# docker engine: reachable (version {version})")
@@ -136,18 +143,13 @@ def _check(settings: Settings) -> int:
         certificate = settings.tls_dir / settings.tls_crt
         tls_key = settings.tls_dir / settings.tls_key
         print(f"# tls: certificate {certificate}, key {tls_key}")
-    engine.close()
     print("# ok")
     return ExitCode.OK
 
 
 def _status(settings: Settings, *, as_json: bool) -> int:
-    from supervisor.container import Engine
-    from supervisor.health import Probe, ProbeFailed, is_healthy
-
-    engine = Engine()
-    observed = engine.inspect(settings.name)
-    engine.close()
+    with closing(Engine()) as engine:
+        observed = engine.inspect(settings.name)
     container: dict[str, Any] | None = None
     health, detail = "absent", "no container"
     if observed is not None:

@@ -33,6 +33,9 @@ from supervisor.spec import (
 
 # API calls that should be quick; a hung engine must not hang the loop forever.
 API_TIMEOUT_S = 30
+# Docker Engine 20.10 and later speak it. A fixed version also keeps the client
+# constructor free of I/O ("auto" asks the engine and leaks a socket on failure).
+API_VERSION = "1.41"
 
 
 class ContainerState(StrEnum):
@@ -148,7 +151,7 @@ class Engine:
 
     def __init__(self) -> None:
         try:
-            self._client = docker.from_env(timeout=API_TIMEOUT_S)
+            self._client = docker.from_env(version=API_VERSION, timeout=API_TIMEOUT_S)
         except docker.errors.DockerException as err:
             raise EngineUnavailable(str(err)) from err
 

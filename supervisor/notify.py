@@ -27,12 +27,17 @@ def watchdog_interval(environ: Mapping[str, str], pid: int) -> float | None:
 class Notifier:
     """READY, STATUS, WATCHDOG, EXTEND_TIMEOUT, RELOADING and STOPPING for systemd."""
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
-        environ = os.environ if environ is None else environ
-        self.enabled = bool(environ.get("NOTIFY_SOCKET"))
-        self.watchdog_every_s = watchdog_interval(environ, os.getpid()) if self.enabled else None
+    def __init__(self) -> None:
+        # sdnotify reads NOTIFY_SOCKET from the process environment itself.
+        self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
+        self.watchdog_every_s = watchdog_interval(os.environ, os.getpid()) if self.enabled else None
         self._notifier = sdnotify.SystemdNotifier() if self.enabled else None
         self._last_status = ""
+
+    def close(self) -> None:
+        sock = getattr(self._notifier, "socket", None)
+        if sock is not None:
+            sock.close()
 
     def _send(self, *fields: str) -> None:
         if self._notifier is not None:

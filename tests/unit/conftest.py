@@ -1,0 +1,35 @@
+"""Unit tests see no ambient settings: no MY_REG_*/REGISTRY_* variables, no stray .env."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    for key in list(os.environ):
+        if key.startswith(("MY_REG_", "REGISTRY_", "NOTIFY_SOCKET", "WATCHDOG_")):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    yield
+    structlog.reset_defaults()
+
+
+@pytest.fixture
+def inspect_data() -> Callable[[str], dict[str, Any]]:
+    """Load a `docker inspect` dict captured from a real engine running the registry."""
+
+    def load(name: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((DATA / f"{name}.json").read_text())
+        return data
+
+    return load

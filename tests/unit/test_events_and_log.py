@@ -1,0 +1,60 @@
+"""Engine event parsing and log redaction (pure)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import structlog
+
+from supervisor import log
+from supervisor.events import ContainerEvent, parse_event
+from supervisor.settings import LogFormat, LogLevel
+
+
+def test_a_die_event_carries_exit_code() -> None:
+    """The engine's die event, as docker-py decodes it."""
+    raw = {
+        "status": "die",
+        "id": "abc",
+        "Type": "container",
+        "Action": "die",
+        "Actor": {"ID": "abc", "Attributes": {"exitCode": "137", "name": "my_registry"}},
+        "time": 1,
+    }
+    assert parse_event(raw) == ContainerEvent("die", "abc", exit_code=137)
+
+
+def test_a_kill_event_carries_the_signal() -> None:
+    """`docker stop` shows as kill with signal 15 before the die."""
+    raw = {"Action": "kill", "Actor": {"ID": "abc", "Attributes": {"signal": "15"}}}
+    assert parse_event(raw) == ContainerEvent("kill", "abc", signal=15)
+
+
+def test_redaction_masks_secret_keys_at_any_depth() -> None:
+    """Secret-named keys and KEY=value strings are masked, others untouched."""
+    event = {
+        "event": "x",
+        "REGISTRY_HTTP_SECRET": "s",
+        "env": {"REGISTRY_PROXY_PASSWORD": "p", "REGISTRY_LOG_LEVEL": "info"},
+        "args": ["REGISTRY_AUTH_TOKEN_X=t", "PLAIN=v"],
+    }
+    assert log.redact_secrets(None, "info", event) == {
+        "event": "x",
+        "REGISTRY_HTTP_SECRET": "********",
+        "env": {"REGISTRY_PROXY_PASSWORD": "********", "REGISTRY_LOG_LEVEL": "info"},
+        "args": ["REGISTRY_AUTH_TOKEN_X=********", "PLAIN=v"],
+    }
+
+
+def test_json_logs_have_timestamp_level_event_and_no_secret(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One JSON object per line on stderr, ISO UTC timestamp, secrets redacted."""
+    log.configure(LogFormat.JSON, LogLevel.INFO)
+    structlog.get_logger().info("container.created", container_id="abc", password="hunter2")
+    line = json.loads(capsys.readouterr().err)
+    assert line["event"] == "container.created"
+    assert line["level"] == "info"
+    assert line["timestamp"].endswith("Z")
+    assert line["password"] == "********"

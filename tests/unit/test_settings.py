@@ -1,0 +1,203 @@
+"""Settings: sources, precedence, validation messages, redaction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from supervisor.errors import ConfigError
+from supervisor.settings import LogFormat, PullPolicy, effective, load_settings
+
+SEED_ENV = """\
+MY_REG_TAG=latest
+MY_REG_DIR=/var/lib/my_registry
+MY_REG_PORT=5001
+#MY_REG_CONF=
+#MY_REG_TLS_DIR=/var/lib/my_registry_tls
+#MY_REG_TLS_CRT=certificate.pem
+#MY_REG_TLS_KEY=key.pem
+"""
+
+
+def write_env(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "registry.env"
+    path.write_text(text)
+    return path
+
+
+def problems_for(env_file: Path | None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env_file)
+    return caught.value.problems
+
+
+def test_defaults_match_the_documented_table() -> None:
+    """With no env file and no variables, every setting has its documented default."""
+    settings = load_settings(None)
+    assert (settings.image, settings.tag, settings.name) == ("registry", "latest", "my_registry")
+    assert settings.dir == Path("/var/lib/my_registry")
+    assert (settings.port, settings.bind) == (5001, "0.0.0.0")
+    assert settings.conf is None and settings.tls_dir is None
+    assert (settings.tls_crt, settings.tls_key) == ("certificate.pem", "key.pem")
+    assert settings.pull is PullPolicy.MISSING
+    assert (settings.health_interval, settings.health_timeout, settings.health_retries) == (5, 2, 3)
+    assert settings.stop_on_exit is True
+    assert settings.log_format is LogFormat.AUTO
+    assert settings.registry_env == {}
+
+
+def test_the_seeds_env_file_loads_unchanged(tmp_path: Path) -> None:
+    """The blog post's .env, comments included, is a valid env file."""
+    settings = load_settings(write_env(tmp_path, SEED_ENV))
+    assert settings.port == 5001
+    assert settings.conf is None
+
+
+def test_default_env_file_is_dot_env_in_the_working_directory(tmp_path: Path) -> None:
+    """Without --env-file, ./.env is read when present."""
+    (tmp_path / ".env").write_text("MY_REG_PORT=6000\n")
+    assert load_settings(None).port == 6000
+
+
+def test_env_file_wins_over_defaults(tmp_path: Path) -> None:
+    """A value in the env file replaces the default."""
+    assert load_settings(write_env(tmp_path, "MY_REG_NAME=reg2\n")).name == "reg2"
+
+
+def test_process_environment_wins_over_env_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in compose, a variable set in the environment overrides the file."""
+    monkeypatch.setenv("MY_REG_PORT", "7000")
+    assert load_settings(write_env(tmp_path, "MY_REG_PORT=6000\n")).port == 7000
+
+
+def test_registry_variables_pass_through_with_environment_winning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """REGISTRY_* from the file and the environment reach the container; env wins."""
+    monkeypatch.setenv("REGISTRY_LOG_LEVEL", "debug")
+    env_file = write_env(
+        tmp_path, "REGISTRY_LOG_LEVEL=info\nREGISTRY_HTTP_SECRET=s3cret\nOTHER=ignored\n"
+    )
+    settings = load_settings(env_file)
+    assert settings.registry_env == {
+        "REGISTRY_LOG_LEVEL": "debug",
+        "REGISTRY_HTTP_SECRET": "s3cret",
+    }
+
+
+def test_missing_explicit_env_file_is_a_config_error(tmp_path: Path) -> None:
+    """--env-file naming a file that does not exist is reported, not skipped."""
+    missing = tmp_path / "nope.env"
+    assert problems_for(missing) == [
+        f"--env-file {missing}: expected an existing, readable env file"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("MY_REG_PORT=abc", "MY_REG_PORT='abc': expected a TCP port number from 1 to 65535"),
+        ("MY_REG_PORT=0", "MY_REG_PORT='0': expected a TCP port number from 1 to 65535"),
+        ("MY_REG_PORT=65536", "MY_REG_PORT='65536': expected a TCP port number from 1 to 65535"),
+        ("MY_REG_DIR=data", "MY_REG_DIR='data': expected an absolute path"),
+        (
+            "MY_REG_CONF=/no/such/config.yml",
+            "MY_REG_CONF='/no/such/config.yml': expected an existing, readable config.yml file",
+        ),
+        (
+            "MY_REG_TLS_DIR=/no/such/dir",
+            "MY_REG_TLS_DIR='/no/such/dir': expected an existing directory",
+        ),
+        (
+            "MY_REG_HEALTH_INTERVAL=0",
+            "MY_REG_HEALTH_INTERVAL='0': expected a number of seconds greater than 0",
+        ),
+        (
+            "MY_REG_HEALTH_INTERVAL=-1",
+            "MY_REG_HEALTH_INTERVAL='-1': expected a number of seconds greater than 0",
+        ),
+        (
+            "MY_REG_HEALTH_TIMEOUT=nan",
+            "MY_REG_HEALTH_TIMEOUT='nan': expected a number of seconds greater than 0",
+        ),
+        (
+            "MY_REG_HEALTH_RETRIES=0",
+            "MY_REG_HEALTH_RETRIES='0': expected a whole number of at least 1",
+        ),
+        (
+            "MY_REG_PULL=sometimes",
+            "MY_REG_PULL='sometimes': expected one of missing, always, never",
+        ),
+        ("MY_REG_LOG_FORMAT=xml", "MY_REG_LOG_FORMAT='xml': expected one of auto, json, console"),
+        (
+            "MY_REG_NAME=-bad",
+            "MY_REG_NAME='-bad': expected a container name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)",
+        ),
+        ("MY_REG_BIND=localhost", "MY_REG_BIND='localhost': expected an IPv4 or IPv6 address"),
+        ("MY_REG_STOP_ON_EXIT=perhaps", "MY_REG_STOP_ON_EXIT='perhaps': expected true or false"),
+    ],
+)
+def test_each_bad_setting_gets_one_line_naming_it(tmp_path: Path, line: str, expected: str) -> None:
+    """A bad value is reported as VARIABLE='value': expected <what is valid>."""
+    assert problems_for(write_env(tmp_path, line + "\n")) == [expected]
+
+
+def test_tls_files_must_exist_in_the_tls_dir(tmp_path: Path) -> None:
+    """With MY_REG_TLS_DIR set, a missing certificate or key is named."""
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    (tls / "certificate.pem").write_text("cert")
+    problems = problems_for(write_env(tmp_path, f"MY_REG_TLS_DIR={tls}\n"))
+    assert problems == [f"MY_REG_TLS_KEY='key.pem': expected a readable file in {tls}"]
+
+
+def test_every_bad_setting_is_reported_at_once(tmp_path: Path) -> None:
+    """Several bad settings give several lines, one each."""
+    problems = problems_for(write_env(tmp_path, "MY_REG_PORT=x\nMY_REG_DIR=rel\nMY_REG_PULL=no\n"))
+    assert [line.split("=")[0] for line in problems] == ["MY_REG_DIR", "MY_REG_PORT", "MY_REG_PULL"]
+
+
+def test_blank_values_mean_unset(tmp_path: Path) -> None:
+    """`MY_REG_CONF=` leaves the setting at its default, as compose does."""
+    assert load_settings(write_env(tmp_path, "MY_REG_CONF=\nMY_REG_PORT=\n")).port == 5001
+
+
+def test_effective_settings_redact_secrets(tmp_path: Path) -> None:
+    """Secret-looking REGISTRY_* values are masked; others are shown."""
+    env_file = write_env(
+        tmp_path,
+        "REGISTRY_HTTP_SECRET=s3cret\nREGISTRY_PROXY_PASSWORD=pw\nREGISTRY_LOG_LEVEL=info\n",
+    )
+    shown = effective(load_settings(env_file))
+    assert shown["REGISTRY_HTTP_SECRET"] == "********"
+    assert shown["REGISTRY_PROXY_PASSWORD"] == "********"
+    assert shown["REGISTRY_LOG_LEVEL"] == "info"
+    assert shown["MY_REG_STOP_ON_EXIT"] == "true"
+    assert "s3cret" not in repr(shown)
+
+
+@pytest.mark.parametrize(
+    ("lines", "url"),
+    [
+        ("", "http://127.0.0.1:5001/v2/"),
+        ("MY_REG_BIND=::\n", "http://[::1]:5001/v2/"),
+        ("MY_REG_BIND=127.0.0.2\nMY_REG_PORT=6001\n", "http://127.0.0.2:6001/v2/"),
+    ],
+)
+def test_probe_url_targets_the_published_port(tmp_path: Path, lines: str, url: str) -> None:
+    """The probe asks the published port; an unspecified bind means loopback."""
+    assert load_settings(write_env(tmp_path, lines)).probe_url == url
+
+
+def test_probe_speaks_https_when_tls_is_on(tmp_path: Path) -> None:
+    """With a TLS dir, the probe URL is https."""
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    for name in ("certificate.pem", "key.pem"):
+        (tls / name).write_text("x")
+    assert load_settings(write_env(tmp_path, f"MY_REG_TLS_DIR={tls}\n")).probe_url.startswith(
+        "https://127.0.0.1:5001/"
+    )

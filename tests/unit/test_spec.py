@@ -1,0 +1,101 @@
+"""Container spec derivation and hashing (pure)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from supervisor.container import create_config
+from supervisor.settings import Settings, load_settings
+from supervisor.spec import MANAGED_BY_LABEL, SPEC_HASH_LABEL, Mount, derive_spec
+
+
+def settings_from(tmp_path: Path, text: str = "") -> Settings:
+    env_file = tmp_path / "spec.env"
+    env_file.write_text(text)
+    return load_settings(env_file)
+
+
+def test_data_dir_is_mounted_read_write_at_var_lib_registry(tmp_path: Path) -> None:
+    """MY_REG_DIR is the registry's storage, mounted where the image expects it."""
+    spec = derive_spec(settings_from(tmp_path, "MY_REG_DIR=/srv/reg\n"))
+    assert spec.mounts == (Mount("/srv/reg", "/var/lib/registry"),)
+    assert spec.image == "registry:latest"
+
+
+def test_config_file_is_mounted_read_only(tmp_path: Path) -> None:
+    """MY_REG_CONF replaces the image's config.yml, read-only."""
+    conf = tmp_path / "config.yml"
+    conf.write_text("version: 0.1\n")
+    spec = derive_spec(settings_from(tmp_path, f"MY_REG_CONF={conf}\n"))
+    assert Mount(str(conf), "/etc/docker/registry/config.yml", read_only=True) in spec.mounts
+
+
+def test_tls_dir_is_mounted_at_certs_with_the_seeds_variables(tmp_path: Path) -> None:
+    """TLS on: /certs mounted and REGISTRY_HTTP_TLS_* point at the files, as in the seed."""
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    for name in ("c.pem", "k.pem"):
+        (tls / name).write_text("x")
+    spec = derive_spec(
+        settings_from(
+            tmp_path, f"MY_REG_TLS_DIR={tls}\nMY_REG_TLS_CRT=c.pem\nMY_REG_TLS_KEY=k.pem\n"
+        )
+    )
+    assert Mount(str(tls), "/certs", read_only=True) in spec.mounts
+    assert dict(spec.environment) == {
+        "REGISTRY_HTTP_TLS_CERTIFICATE": "/certs/c.pem",
+        "REGISTRY_HTTP_TLS_KEY": "/certs/k.pem",
+    }
+
+
+def test_hash_is_stable_for_equal_settings(tmp_path: Path) -> None:
+    """Deriving twice from the same settings gives the same hash."""
+    settings = settings_from(tmp_path, "REGISTRY_A=1\nREGISTRY_B=2\n")
+    assert derive_spec(settings).spec_hash == derive_spec(settings).spec_hash
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "MY_REG_PORT=5002",
+        "MY_REG_TAG=2",
+        "MY_REG_BIND=127.0.0.1",
+        "MY_REG_DIR=/srv/other",
+        "REGISTRY_LOG_LEVEL=debug",
+        "MY_REG_STOP_TIMEOUT=30",
+    ],
+)
+def test_hash_changes_with_anything_that_shapes_the_container(tmp_path: Path, change: str) -> None:
+    """Each setting that changes the container changes the hash."""
+    base = derive_spec(settings_from(tmp_path)).spec_hash
+    assert derive_spec(settings_from(tmp_path, change + "\n")).spec_hash != base
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "MY_REG_HEALTH_INTERVAL=9",
+        "MY_REG_LOG_LEVEL=debug",
+        "MY_REG_STOP_ON_EXIT=false",
+        "MY_REG_PULL=never",
+    ],
+)
+def test_hash_ignores_supervisor_only_settings(tmp_path: Path, change: str) -> None:
+    """Probe, log and pull settings do not recreate the container."""
+    base = derive_spec(settings_from(tmp_path)).spec_hash
+    assert derive_spec(settings_from(tmp_path, change + "\n")).spec_hash == base
+
+
+def test_container_is_labelled_with_its_hash_and_never_restarted_by_docker(tmp_path: Path) -> None:
+    """The create call carries our labels, restart policy `no`, and the port binding."""
+    spec = derive_spec(settings_from(tmp_path, "MY_REG_BIND=127.0.0.1\nMY_REG_PORT=5005\n"))
+    config = create_config(spec)
+    assert config["labels"][SPEC_HASH_LABEL] == spec.spec_hash
+    assert config["labels"][MANAGED_BY_LABEL] == "registry-supervisor"
+    assert config["host_config"]["restart_policy"] == {"Name": "no"}
+    assert config["host_config"]["port_bindings"] == {"5000/tcp": ("127.0.0.1", 5005)}
+    assert config["host_config"]["binds"] == {
+        "/var/lib/my_registry": {"bind": "/var/lib/registry", "mode": "rw"}
+    }
