@@ -339,7 +339,8 @@ class Supervisor:
         except EngineUnavailable as err:
             self.engine_attempt += 1
             delay = ENGINE_RETRY.delay(self.engine_attempt + 1)
-            if self.engine_attempt == 1:
+            if self.engine_attempt == 1 and not self.engine_was_lost:
+                # (a lost engine was already reported by _engine_lost)
                 self.log.warning("engine.unreachable", error=str(err), retry_in_s=delay)
             self.phase = Phase.ENGINE_DOWN
             self.engine_retry_at = now + delay
