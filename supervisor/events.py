@@ -17,7 +17,8 @@ import docker
 import docker.errors
 import requests
 
-# Everything else (exec_*, attach, top...) is noise for supervision.
+# Everything else (exec_*, attach, top...) is noise for supervision. Filters must be
+# lists: docker-py turns any other iterable into one string that matches nothing.
 WATCHED_ACTIONS = ("die", "oom", "kill", "stop", "destroy")
 
 
@@ -85,7 +86,7 @@ class EventWatcher:
         try:
             self._stream = self._api.events(
                 decode=True,
-                filters={"type": "container", "container": self._name, "event": WATCHED_ACTIONS},
+                filters={"type": "container", "container": self._name, "event": list(WATCHED_ACTIONS)},
             )
         except (requests.exceptions.RequestException, docker.errors.DockerException) as err:
             self._ready.set()

@@ -10,6 +10,12 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
+# Crashes, removals and stops must be repaired from the Docker event stream, at once. These
+# tests probe only once a minute, so a repair within EVENT_DEADLINE seconds cannot have come
+# from a failed probe.
+PROBE_RARELY = {"MY_REG_HEALTH_INTERVAL": "60"}
+EVENT_DEADLINE = 10.0
+
 
 def test_first_start_creates_a_labelled_container(deployment):
     """With no container, the supervisor creates one with our labels, restart policy "no",
@@ -33,7 +39,9 @@ def test_first_start_creates_a_labelled_container(deployment):
 
 
 def test_killed_registry_process_is_started_again(deployment):
-    """A SIGKILLed registry process is started again in the same container, data intact."""
+    """A SIGKILLed registry process is started again at once (from the event stream, not a
+    probe), in the same container, data intact."""
+    deployment.write_env(**PROBE_RARELY)
     sup = deployment.start()
     image = deployment.push_image()
     before = deployment.data_snapshot()
@@ -43,7 +51,9 @@ def test_killed_registry_process_is_started_again(deployment):
     fault_at = time.time()
     os.kill(old.pid, signal.SIGKILL)
 
-    restarting = sup.wait_for_event("container.restarting", since=since, reason="crashed")
+    restarting = sup.wait_for_event(
+        "container.restarting", EVENT_DEADLINE, since=since, reason="crashed"
+    )
     deployment.record_recovery("registry process SIGKILLed", sup, since, fault_at)
     assert restarting.get("exit_code") == 137
     new = deployment.running()
@@ -54,7 +64,8 @@ def test_killed_registry_process_is_started_again(deployment):
 
 
 def test_removed_container_is_recreated(deployment):
-    """A container removed with `docker rm -f` is created again, data intact."""
+    """A container removed with `docker rm -f` is created again at once, data intact."""
+    deployment.write_env(**PROBE_RARELY)
     sup = deployment.start()
     image = deployment.push_image()
     before = deployment.data_snapshot()
@@ -64,7 +75,7 @@ def test_removed_container_is_recreated(deployment):
     fault_at = time.time()
     deployment.docker_cli("rm", "-f", deployment.name)
 
-    sup.wait_for_event("container.restarting", since=since, reason="removed")
+    sup.wait_for_event("container.restarting", EVENT_DEADLINE, since=since, reason="removed")
     created = sup.wait_for_event("container.created", since=since)
     deployment.record_recovery("container removed (docker rm -f)", sup, since, fault_at)
     new = deployment.running()
@@ -76,7 +87,8 @@ def test_removed_container_is_recreated(deployment):
 
 
 def test_stopped_container_is_started_again(deployment):
-    """A container stopped with `docker stop` is started again, data intact."""
+    """A container stopped with `docker stop` is started again at once, data intact."""
+    deployment.write_env(**PROBE_RARELY)
     sup = deployment.start()
     image = deployment.push_image()
     before = deployment.data_snapshot()
@@ -86,7 +98,7 @@ def test_stopped_container_is_started_again(deployment):
     fault_at = time.time()
     deployment.docker_cli("stop", "--time", "5", deployment.name)
 
-    sup.wait_for_event("container.restarting", since=since, reason="stopped")
+    sup.wait_for_event("container.restarting", EVENT_DEADLINE, since=since, reason="stopped")
     deployment.record_recovery("container stopped (docker stop)", sup, since, fault_at)
     new = deployment.running()
     assert old.id == new.id
