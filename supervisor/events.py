@@ -86,7 +86,11 @@ class EventWatcher:
         try:
             self._stream = self._api.events(
                 decode=True,
-                filters={"type": "container", "container": self._name, "event": list(WATCHED_ACTIONS)},
+                filters={
+                    "type": "container",
+                    "container": self._name,
+                    "event": list(WATCHED_ACTIONS),
+                },
             )
         except (requests.exceptions.RequestException, docker.errors.DockerException) as err:
             self._ready.set()
