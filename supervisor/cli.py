@@ -4,27 +4,32 @@ from __future__ import annotations
 
 import argparse
 import errno
+import getpass
 import json
 import socket
 import sys
 from collections.abc import Sequence
 from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from supervisor import __version__, log
+from supervisor import __version__, htpasswd, log, security
 from supervisor.container import Engine
 from supervisor.errors import ConfigError, EngineUnavailable, ExitCode
 from supervisor.health import Probe, ProbeFailed, is_healthy
 from supervisor.notify import Notifier
-from supervisor.settings import Settings, effective, load_settings
+from supervisor.secret import describe_secret, with_http_secret
+from supervisor.settings import Settings, effective, load_settings, raw_setting
 from supervisor.supervise import Supervisor
 
 PROG = "registry-supervisor"
 # `status`: the registry is not running or not answering (LSB's "not running").
 STATUS_NOT_HEALTHY = 3
+# `htpasswd`: Ctrl-C at the password prompt (128 + SIGINT, as a shell reports it).
+INTERRUPTED = 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,12 +56,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     status = commands.add_parser("status", parents=[common], help="show the container and health")
     status.add_argument("--json", action="store_true", help="print one JSON object")
+    users = commands.add_parser(
+        "htpasswd",
+        parents=[common],
+        help="add or update a registry user (bcrypt); password from stdin or a prompt",
+    )
+    users.add_argument("user", help="the user name")
+    users.add_argument(
+        "--file",
+        type=Path,
+        metavar="PATH",
+        help="the htpasswd file (default: MY_REG_AUTH_HTPASSWD); created 0600 if missing",
+    )
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 (one per command, error)
     args = _parser().parse_args(argv)
     env_file: Path | None = getattr(args, "env_file", None)
+    if args.command == "htpasswd":
+        # Before the settings are loaded: they are invalid until the file has a user.
+        return _htpasswd(args.user, args.file, env_file)
     try:
         settings = load_settings(env_file)
     except ConfigError as err:
@@ -85,7 +105,7 @@ def _print_problems(problems: list[str]) -> None:
 def _run(settings: Settings, env_file: Path | None) -> int:
     notifier = Notifier()
     try:
-        Supervisor(settings, env_file, notifier).run()
+        Supervisor(with_http_secret(settings), env_file, notifier).run()
     except (ConfigError, EngineUnavailable):
         raise
     except Exception:  # noqa: BLE001 (the last line of defence: log, exit 70)
@@ -113,6 +133,13 @@ def _port_owner(settings: Settings) -> str | None:
 def _check(settings: Settings) -> int:
     for key, value in effective(settings).items():
         print(f"{key}={value}")
+    certificate = security.certificate(settings)
+    now = datetime.now(UTC)
+    for line in security.describe(settings, certificate, now):
+        print(f"# {line}")
+    print(f"# http secret: {describe_secret(settings)}")
+    for warning in security.warnings(settings, certificate, now):
+        print(f"# WARNING: {warning.text}")
     with closing(Engine()) as engine:
         return _check_engine(settings, engine)
 
@@ -139,12 +166,52 @@ def _check_engine(settings: Settings, engine: Engine) -> int:
         print(f"# port {settings.port}: held by {holder} {observed.name}")
     else:
         print(f"# port {settings.port}: free")
-    if settings.tls_dir is not None:
-        certificate = settings.tls_dir / settings.tls_crt
-        tls_key = settings.tls_dir / settings.tls_key
-        print(f"# tls: certificate {certificate}, key {tls_key}")
     print("# ok")
     return ExitCode.OK
+
+
+def _htpasswd(user: str, file: Path | None, env_file: Path | None) -> int:
+    """Add or update one user; the password never comes from argv."""
+    try:
+        path = file or _configured_htpasswd(env_file)
+        created = not path.exists()
+        existed = htpasswd.set_password(path, user, _read_password(user))
+    except ConfigError as err:
+        _print_problems(err.problems)
+        return ExitCode.CONFIG
+    except htpasswd.HtpasswdError as err:
+        print(f"{PROG}: htpasswd: {err}", file=sys.stderr)
+        return ExitCode.CONFIG
+    except KeyboardInterrupt:  # Ctrl-C at the prompt: nothing was written
+        print(file=sys.stderr)
+        return INTERRUPTED
+    verb = "updated user" if existed else "added user"
+    print(f"{verb} {user} in {path}{' (new file, mode 0600)' if created else ''}")
+    return ExitCode.OK
+
+
+def _configured_htpasswd(env_file: Path | None) -> Path:
+    value = raw_setting("MY_REG_AUTH_HTPASSWD", env_file)
+    if value is None or not Path(value).is_absolute():
+        raise ConfigError(
+            [f"MY_REG_AUTH_HTPASSWD={value!r}: expected an absolute path, or give --file PATH"]
+        )
+    return Path(value)
+
+
+def _read_password(user: str) -> str:
+    """From a prompt on a terminal (asked twice), else the first line of stdin."""
+    if sys.stdin is not None and sys.stdin.isatty():
+        try:
+            password = getpass.getpass(f"password for {user}: ")
+            again = getpass.getpass("again: ")
+        except EOFError:  # Ctrl-D at the prompt
+            raise htpasswd.HtpasswdError("no password given") from None
+        if again != password:
+            raise htpasswd.HtpasswdError("the two passwords differ")
+        return password
+    line = sys.stdin.readline() if sys.stdin is not None else ""
+    return line.removesuffix("\n").removesuffix("\r")
 
 
 def _status(settings: Settings, *, as_json: bool) -> int:
@@ -162,7 +229,7 @@ def _status(settings: Settings, *, as_json: bool) -> int:
             "managed": observed.managed,
             "exit_code": observed.exit_code,
         }
-        probe = Probe(settings.probe_url)
+        probe = Probe(settings.probe_url, settings.tls_certificate)
         try:
             code = probe(settings.health_timeout)
             health = "healthy" if is_healthy(code) else "unhealthy"

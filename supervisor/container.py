@@ -28,6 +28,7 @@ from supervisor.spec import (
     MANAGED_BY_VALUE,
     REGISTRY_PORT,
     SPEC_HASH_LABEL,
+    TMPFS,
     ContainerSpec,
 )
 
@@ -106,7 +107,7 @@ def observe(attrs: dict[str, Any]) -> Observed:
 
 def create_config(spec: ContainerSpec) -> dict[str, Any]:
     """Arguments for the engine's container create call, host config included (pure)."""
-    return {
+    config: dict[str, Any] = {
         "image": spec.image,
         "name": spec.name,
         "detach": True,
@@ -125,6 +126,24 @@ def create_config(spec: ContainerSpec) -> dict[str, Any]:
             "restart_policy": {"Name": "no"},
         },
     }
+    config["host_config"].update(_hardening(spec))
+    return config
+
+
+def _hardening(spec: ContainerSpec) -> dict[str, Any]:
+    """Host config for the opt-out hardening: only the keys that are switched on."""
+    hardening: dict[str, Any] = {}
+    if spec.read_only:
+        hardening["read_only"] = True
+        hardening["tmpfs"] = dict(TMPFS)
+    if spec.no_new_privileges:
+        hardening["security_opt"] = ["no-new-privileges:true"]
+    if spec.cap_drop_all:
+        # The registry listens on 5000 and owns its files: it needs no capability.
+        hardening["cap_drop"] = ["ALL"]
+    if spec.memory is not None:
+        hardening["mem_limit"] = spec.memory
+    return hardening
 
 
 def _is_removal_conflict(err: docker.errors.APIError) -> bool:

@@ -8,17 +8,22 @@ Nothing else in the package reads ``os.environ`` for settings.
 
 from __future__ import annotations
 
+import difflib
+import io
 import ipaddress
 import os
 import re
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from supervisor import htpasswd, permissions, tls
 from supervisor.errors import ConfigError
 
 ENV_PREFIX = "MY_REG_"
@@ -26,7 +31,17 @@ PASSTHROUGH_PREFIX = "REGISTRY_"
 # Variable names that mark a secret; their values are never logged or printed.
 SECRET_MARKERS = ("SECRET", "PASSWORD", "PASSWD", "TOKEN", "CREDENTIAL", "ACCESSKEY", "ACCOUNTKEY")
 REDACTED = "********"
+# Values longer than this are shortened in error lines (a 5000-character path helps nobody).
+SHOWN_VALUE_MAX = 80
 DEFAULT_ENV_FILE = Path(".env")
+# Settings fields that are filled by load_settings, never by a MY_REG_* variable.
+INTERNAL = frozenset({f"{ENV_PREFIX}REGISTRY_ENV"})
+# A memory limit: bytes, or a number with a k, m or g suffix (binary units, as Docker's).
+_MEMORY = re.compile(r"([0-9]{1,13})([bkmg]?)", re.IGNORECASE)
+_MEMORY_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+MEMORY_MIN = 6 << 20  # Docker refuses less than 6 MiB
+MEMORY_MAX = 1 << 40
+MEMORY_EXPECTED = "a memory size from 6m to 1024g, such as 512m or 2g"
 # Docker's own rule for container names (daemon/names.go).
 _CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 
@@ -50,7 +65,10 @@ class LogLevel(StrEnum):
     ERROR = "error"
 
 
-Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+# Capped: a socket timeout beyond about 1e9 s raises OverflowError at the first probe.
+MAX_SECONDS = 86400
+Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False)]
+SECONDS_ABOVE_0 = "a number of seconds above 0, at most 86400"
 
 
 class Settings(BaseSettings):
@@ -77,17 +95,32 @@ class Settings(BaseSettings):
     tls_dir: Path | None = Field(None, description="an existing directory")
     tls_crt: str = Field("certificate.pem", description="a readable file in MY_REG_TLS_DIR")
     tls_key: str = Field("key.pem", description="a readable file in MY_REG_TLS_DIR")
+    auth_htpasswd: Path | None = Field(
+        None, description="an absolute path to an htpasswd file of bcrypt entries"
+    )
     pull: PullPolicy = Field(PullPolicy.MISSING, description="one of missing, always, never")
-    health_interval: Seconds = Field(5.0, description="a number of seconds greater than 0")
-    health_timeout: Seconds = Field(2.0, description="a number of seconds greater than 0")
+    health_interval: Seconds = Field(5.0, description=SECONDS_ABOVE_0)
+    health_timeout: Seconds = Field(2.0, description=SECONDS_ABOVE_0)
     health_retries: int = Field(3, ge=1, description="a whole number of at least 1")
     startup_grace: float = Field(
-        30.0, ge=0, allow_inf_nan=False, description="a number of seconds, 0 or more"
+        30.0,
+        ge=0,
+        le=MAX_SECONDS,
+        allow_inf_nan=False,
+        description="a number of seconds from 0 to 86400",
     )
     stop_on_exit: bool = Field(True, description="true or false")
-    stop_timeout: int = Field(10, ge=0, description="a whole number of seconds, 0 or more")
+    stop_timeout: int = Field(
+        10, ge=0, le=3600, description="a whole number of seconds from 0 to 3600"
+    )
     log_format: LogFormat = Field(LogFormat.AUTO, description="one of auto, json, console")
     log_level: LogLevel = Field(LogLevel.INFO, description="one of debug, info, warning, error")
+    state_dir: Path = Field(Path("/var/lib/registry-supervisor"), description="an absolute path")
+    # Container hardening, each on by default with an opt-out.
+    read_only: bool = Field(True, description="true or false")
+    no_new_privileges: bool = Field(True, description="true or false")
+    cap_drop_all: bool = Field(True, description="true or false")
+    memory: str | None = Field(None, description=MEMORY_EXPECTED)
     # REGISTRY_* variables, passed into the container unchanged. Filled by load_settings.
     registry_env: dict[str, str] = Field(default_factory=dict, exclude=True)
 
@@ -106,7 +139,7 @@ class Settings(BaseSettings):
         except ValueError:
             raise ValueError("an IPv4 or IPv6 address") from None
 
-    @field_validator("dir")
+    @field_validator("dir", "state_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         if not value.is_absolute():
@@ -130,7 +163,7 @@ class Settings(BaseSettings):
             return None
         if not value.is_absolute():
             raise ValueError("an absolute path to a directory")
-        if not value.is_dir():
+        if not _is_dir(value):
             raise ValueError("an existing directory")
         return value
 
@@ -141,8 +174,38 @@ class Settings(BaseSettings):
             raise ValueError("a file name inside MY_REG_TLS_DIR, not a path")
         tls_dir = info.data.get("tls_dir")
         if tls_dir is not None:
-            _require_readable_file(tls_dir / value, f"a readable file in {tls_dir}")
+            path = tls_dir / value
+            _require_readable_file(path, f"a readable file in {tls_dir}")
+            if info.field_name == "tls_crt":
+                tls.check_certificate(path, datetime.now(UTC))
+            else:
+                certificate = info.data.get("tls_crt")
+                tls.check_key(path, tls_dir / certificate if certificate else None)
         return value
+
+    @field_validator("auth_htpasswd")
+    @classmethod
+    def _htpasswd_file(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        if not value.is_absolute():
+            raise ValueError("an absolute path to an htpasswd file")
+        _require_readable_file(value, "an existing, readable htpasswd file")
+        try:
+            htpasswd.check_file(value)
+        except htpasswd.HtpasswdError as err:
+            raise ValueError(f"an htpasswd file of bcrypt entries ({value}: {err})") from None
+        return value
+
+    @field_validator("memory")
+    @classmethod
+    def _memory_size(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        size = _memory_bytes(value)
+        if size is None or not MEMORY_MIN <= size <= MEMORY_MAX:
+            raise ValueError(MEMORY_EXPECTED)
+        return value.strip().lower()
 
     @property
     def image_ref(self) -> str:
@@ -151,6 +214,18 @@ class Settings(BaseSettings):
     @property
     def tls(self) -> bool:
         return self.tls_dir is not None
+
+    @property
+    def tls_certificate(self) -> Path | None:
+        return None if self.tls_dir is None else self.tls_dir / self.tls_crt
+
+    @property
+    def tls_private_key(self) -> Path | None:
+        return None if self.tls_dir is None else self.tls_dir / self.tls_key
+
+    @property
+    def memory_bytes(self) -> int | None:
+        return None if self.memory is None else _memory_bytes(self.memory)
 
     @property
     def probe_url(self) -> str:
@@ -163,13 +238,33 @@ class Settings(BaseSettings):
         return f"{scheme}://{host}:{self.port}/v2/"
 
 
+def _memory_bytes(text: str) -> int | None:
+    match = _MEMORY.fullmatch(text.strip())
+    if match is None:
+        return None
+    return int(match[1]) * _MEMORY_UNITS[match[2].lower()]
+
+
 def _require_readable_file(path: Path, expected: str) -> None:
-    if not path.is_file() or not os.access(path, os.R_OK):
+    try:
+        readable = path.is_file() and os.access(path, os.R_OK)
+    except (OSError, ValueError):  # ENAMETOOLONG, EACCES on a parent, a NUL byte
+        readable = False
+    if not readable:
         raise ValueError(expected)
 
 
+def _is_dir(path: Path) -> bool:
+    """Path.is_dir() that answers False where it would raise (ENAMETOOLONG, EACCES)."""
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
 def is_secret(name: str) -> bool:
-    upper = name.upper()
+    # An htpasswd file's path and realm are not secrets (the hashes in it are its own).
+    upper = name.upper().replace("HTPASSWD", "")
     return any(marker in upper for marker in SECRET_MARKERS)
 
 
@@ -178,24 +273,131 @@ def load_settings(env_file: Path | None) -> Settings:
 
     ``env_file`` None means the default ``.env`` in the working directory, used
     only when it exists; an explicit path must exist (pydantic-settings would
-    skip a missing file silently).
+    skip a missing file silently). Lines the env file cannot parse, unknown
+    MY_REG_* names (a typo would silently drop a setting) and NUL bytes are
+    reported here, before pydantic sees anything.
     """
     if env_file is None:
-        path: Path | None = DEFAULT_ENV_FILE if DEFAULT_ENV_FILE.is_file() else None
-    elif not env_file.is_file() or not os.access(env_file, os.R_OK):
+        path: Path | None = DEFAULT_ENV_FILE if _readable(DEFAULT_ENV_FILE) else None
+    elif not _readable(env_file):
         raise ConfigError([f"--env-file {env_file}: expected an existing, readable env file"])
     else:
         path = env_file
-    file_values = dotenv_values(path) if path else {}
+    file_values = _read_env_file(path) if path else {}
+    problems = _unknown_or_unsafe({**file_values, **os.environ})
+    if problems:
+        raise ConfigError(problems)
     passthrough = {
         key: value
         for key, value in {**file_values, **os.environ}.items()
         if key.startswith(PASSTHROUGH_PREFIX) and value is not None
     }
     try:
-        return Settings(_env_file=path, registry_env=passthrough)  # type: ignore[call-arg]
+        settings = Settings(_env_file=path, registry_env=passthrough)  # type: ignore[call-arg]
     except ValidationError as err:
         raise ConfigError(_problems(err)) from None
+    except SettingsError as err:  # a value pydantic-settings could not even decode
+        raise ConfigError([f"{ENV_PREFIX}*: expected valid settings ({err})"]) from None
+    problems = _unusable_in_container(settings)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def raw_setting(name: str, env_file: Path | None) -> str | None:
+    """One variable as given (environment first, then the env file), blank meaning unset.
+
+    For helpers that must work while the settings as a whole are still invalid (the
+    `htpasswd` command creates the file MY_REG_AUTH_HTPASSWD names).
+    """
+    for key, value in os.environ.items():
+        if key.upper() == name:
+            return value or None
+    path = env_file if env_file is not None else DEFAULT_ENV_FILE
+    if env_file is not None and not _readable(path):
+        raise ConfigError([f"--env-file {env_file}: expected an existing, readable env file"])
+    if not _readable(path):
+        return None
+    for key, file_value in _read_env_file(path).items():
+        if key.upper() == name:
+            return file_value or None
+    return None
+
+
+def _readable(path: Path) -> bool:
+    try:
+        return path.is_file() and os.access(path, os.R_OK)
+    except (OSError, ValueError):
+        return False
+
+
+def _read_env_file(path: Path) -> dict[str, str | None]:
+    """The env file's NAME=value pairs; ConfigError naming each line it cannot parse."""
+    where = f"--env-file {path}"
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as err:
+        raise ConfigError([f"{where}: expected a readable env file ({err.strerror})"]) from None
+    except UnicodeDecodeError as err:
+        bad = f"byte {err.start} is 0x{err.object[err.start]:02x}"
+        raise ConfigError([f"{where}: expected UTF-8 text ({bad})"]) from None
+    problems = []
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            original = binding.original
+            line = original.line + len(original.string) - len(original.string.lstrip("\n"))
+            problems.append(f"{where}: line {line}: expected NAME=value, a comment or a blank")
+    if problems:
+        raise ConfigError(problems)
+    return dotenv_values(stream=io.StringIO(text))
+
+
+def _unknown_or_unsafe(values: dict[str, str | None]) -> list[str]:
+    """Unknown MY_REG_* names and values with NUL bytes, one line each."""
+    known = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields} - INTERNAL
+    problems = []
+    for key, value in sorted(values.items()):
+        upper = key.upper()
+        if upper.startswith(ENV_PREFIX) and upper not in known:
+            # Compared without the common prefix, which would make everything look close.
+            suffixes = sorted(name.removeprefix(ENV_PREFIX) for name in known)
+            suffix = upper.removeprefix(ENV_PREFIX)
+            close = difflib.get_close_matches(suffix, suffixes, n=1, cutoff=0.75)
+            hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
+            problems.append(f"{key}: expected a known {ENV_PREFIX}* setting{hint}")
+        elif value is not None and "\x00" in value and (
+            upper.startswith(ENV_PREFIX) or key.startswith(PASSTHROUGH_PREFIX)
+        ):
+            problems.append(f"{key}: expected a value without NUL bytes")
+    return problems
+
+
+def _unusable_in_container(settings: Settings) -> list[str]:
+    """Host files the registry, root without capabilities, could not use (MY_REG_CAP_DROP_ALL)."""
+    if not settings.cap_drop_all:
+        return []
+    read, write, search = permissions.READ, permissions.WRITE, permissions.SEARCH
+    wanted: list[tuple[str, str, Path | None, int]] = [
+        ("MY_REG_DIR", str(settings.dir), settings.dir, read | write | search),
+        ("MY_REG_CONF", str(settings.conf), settings.conf, read),
+        ("MY_REG_AUTH_HTPASSWD", str(settings.auth_htpasswd), settings.auth_htpasswd, read),
+        ("MY_REG_TLS_DIR", str(settings.tls_dir), settings.tls_dir, read | search),
+        ("MY_REG_TLS_CRT", settings.tls_crt, settings.tls_certificate, read),
+        ("MY_REG_TLS_KEY", settings.tls_key, settings.tls_private_key, read),
+    ]
+    problems = []
+    for variable, given, path, need in wanted:
+        try:
+            st = path.stat() if path is not None else None
+        except (OSError, ValueError):
+            continue  # absent (the data dir is created by us, as root) or reported already
+        if st is not None and not permissions.container_root_can(st, need):
+            problems.append(
+                f"{variable}={given!r}: expected {path} to be usable by the registry, which "
+                "runs as root with all capabilities dropped: owned by root, or open to "
+                "others (chown root, or chmod o+r), or set MY_REG_CAP_DROP_ALL=false"
+            )
+    return problems
 
 
 def _problems(err: ValidationError) -> list[str]:
@@ -210,9 +412,15 @@ def _problems(err: ValidationError) -> list[str]:
             info = Settings.model_fields.get(field)
             expected = (info.description if info else None) or error["msg"]
         given = error.get("input")
-        shown = REDACTED if is_secret(variable) else given
+        shown = REDACTED if is_secret(variable) else _shorten(given)
         lines.append(f"{variable}={shown!r}: expected {expected}")
     return lines
+
+
+def _shorten(value: object) -> object:
+    if isinstance(value, str) and len(value) > SHOWN_VALUE_MAX:
+        return f"{value[: SHOWN_VALUE_MAX - 20]}...({len(value)} characters)"
+    return value
 
 
 def effective(settings: Settings) -> dict[str, str]:

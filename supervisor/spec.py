@@ -21,6 +21,11 @@ REGISTRY_PORT = "5000/tcp"
 DATA_MOUNT = "/var/lib/registry"
 CONFIG_MOUNT = "/etc/docker/registry/config.yml"
 CERTS_MOUNT = "/certs"
+HTPASSWD_MOUNT = "/auth/htpasswd"
+# Shown in the client's login prompt; a REGISTRY_AUTH_HTPASSWD_REALM the user sets wins.
+DEFAULT_REALM = "registry"
+# With a read-only root filesystem the registry still gets a scratch /tmp.
+TMPFS = {"/tmp": "rw,noexec,nosuid,nodev,size=64m"}  # noqa: S108 (inside the container)
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,11 @@ class ContainerSpec:
     mounts: tuple[Mount, ...]
     environment: tuple[tuple[str, str], ...]
     stop_timeout: int
+    # Hardening (MY_REG_READ_ONLY, _NO_NEW_PRIVILEGES, _CAP_DROP_ALL, _MEMORY).
+    read_only: bool = False
+    no_new_privileges: bool = False
+    cap_drop_all: bool = False
+    memory: int | None = None
     spec_hash: str = field(default="", compare=False)
 
     @property
@@ -60,6 +70,11 @@ def derive_spec(settings: Settings) -> ContainerSpec:
             PurePosixPath(CERTS_MOUNT, settings.tls_crt)
         )
         environment["REGISTRY_HTTP_TLS_KEY"] = str(PurePosixPath(CERTS_MOUNT, settings.tls_key))
+    if settings.auth_htpasswd is not None:
+        mounts.append(Mount(str(settings.auth_htpasswd), HTPASSWD_MOUNT, read_only=True))
+        environment["REGISTRY_AUTH"] = "htpasswd"
+        environment.setdefault("REGISTRY_AUTH_HTPASSWD_REALM", DEFAULT_REALM)
+        environment["REGISTRY_AUTH_HTPASSWD_PATH"] = HTPASSWD_MOUNT
     spec = ContainerSpec(
         name=settings.name,
         image=settings.image_ref,
@@ -68,6 +83,10 @@ def derive_spec(settings: Settings) -> ContainerSpec:
         mounts=tuple(mounts),
         environment=tuple(sorted(environment.items())),
         stop_timeout=settings.stop_timeout,
+        read_only=settings.read_only,
+        no_new_privileges=settings.no_new_privileges,
+        cap_drop_all=settings.cap_drop_all,
+        memory=settings.memory_bytes,
     )
     return replace(spec, spec_hash=spec_hash(spec))
 
@@ -82,6 +101,10 @@ def spec_hash(spec: ContainerSpec) -> str:
         "mounts": [[m.source, m.target, m.read_only] for m in spec.mounts],
         "environment": [list(item) for item in spec.environment],
         "stop_timeout": spec.stop_timeout,
+        "read_only": spec.read_only,
+        "no_new_privileges": spec.no_new_privileges,
+        "cap_drop_all": spec.cap_drop_all,
+        "memory": spec.memory,
     }
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
@@ -22,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from supervisor import log
+from supervisor import log, security, tls
 from supervisor.backoff import BackoffPolicy, RestartBudget
 from supervisor.container import Engine, Observed
 from supervisor.errors import (
@@ -37,6 +38,7 @@ from supervisor.events import ContainerEvent, EngineLost, EventWatcher
 from supervisor.health import FailureCount, Probe, ProbeFailed, is_healthy
 from supervisor.notify import Notifier
 from supervisor.reconcile import Action, Reason, classify, decide
+from supervisor.secret import with_http_secret
 from supervisor.settings import PullPolicy, Settings, load_settings
 from supervisor.spec import ContainerSpec, derive_spec
 
@@ -129,7 +131,8 @@ class Supervisor:
         self.pending_reason: Reason | None = None
         self.budget = RestartBudget(BackoffPolicy())
         self.failures = FailureCount(settings.health_retries)
-        self.probe = Probe(settings.probe_url)
+        self.probe = Probe(settings.probe_url, settings.tls_certificate)
+        self.certificate = security.certificate(settings)
         self.probe_at = 0.0
         self.started_at = 0.0
         self.healthy_since: float | None = None
@@ -169,6 +172,7 @@ class Supervisor:
             notify=self.notifier.enabled,
             watchdog_s=self.notifier.watchdog_every_s,
         )
+        self._warn_risks()
         try:
             # Created if missing; never deleted or moved by us.
             self.settings.dir.mkdir(parents=True, exist_ok=True)
@@ -305,11 +309,22 @@ class Supervisor:
             self.watchdog_at = now + every
         self.notifier.status(self.status_line(now))
 
-    def status_line(self, now: float) -> str:  # noqa: PLR0911 (one return per phase)
-        """The one human line systemd shows as the unit's status."""
+    def _warn_risks(self) -> None:
+        """Log what is risky about the settings (exposure, an expiring certificate)."""
+        for warning in security.warnings(self.settings, self.certificate, datetime.now(UTC)):
+            self.log.warning(warning.event, detail=warning.text, **warning.fields)
+
+    def status_line(self, now: float) -> str:
+        """The one human line systemd shows as the unit's status, with any TLS warning."""
+        line = self._phase_line(now)
+        note = tls.expiry_note(self.certificate, datetime.now(UTC))
+        return f"{line}; {note}" if note else line
+
+    def _phase_line(self, now: float) -> str:  # noqa: PLR0911 (one return per phase)
         restarts = sum(self.restarts.values())
         if self.phase is Phase.HEALTHY and self.healthy_since is not None:
-            line = f"healthy: up {format_duration(now - self.healthy_since)}, {restarts} restarts"
+            counted = f"{restarts} restart" + ("" if restarts == 1 else "s")
+            line = f"healthy: up {format_duration(now - self.healthy_since)}, {counted}"
             return f"{line} (last: {self.last_reason})" if self.last_reason else line
         if self.phase is Phase.RESTARTING:
             wait = max(0.0, (self.repair_at or now) - now)
@@ -622,7 +637,7 @@ class Supervisor:
         self.notifier.reloading()
         self.log.info("supervisor.reloading")
         try:
-            new = load_settings(self.env_file)
+            new = with_http_secret(load_settings(self.env_file))
         except ConfigError as err:
             self.log.error("settings.reload_rejected", problems=err.problems)
             self.notifier.ready()
@@ -633,7 +648,8 @@ class Supervisor:
         self.settings, self.spec = new, new_spec
         self.log = self._bind_log()
         self.probe.close()
-        self.probe = Probe(new.probe_url)
+        self.probe = Probe(new.probe_url, new.tls_certificate)
+        self.certificate = security.certificate(new)
         self.failures = FailureCount(new.health_retries)
         changed = new_spec.spec_hash != old_spec.spec_hash
         if new.image_ref != old_settings.image_ref or new.pull is PullPolicy.ALWAYS:
@@ -647,6 +663,7 @@ class Supervisor:
                 self.log.warning("container.retire_failed", error=str(err))
             self._watch()
         self.log.info("supervisor.reloaded", spec_changed=changed, spec_hash=new_spec.spec_hash)
+        self._warn_risks()
         if changed and self.engine is not None and self.image_id is not None:
             self.repair_at = None
             self.schedule_repair(self.clock(), Reason.SPEC_CHANGED)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from supervisor.errors import ConfigError
 from supervisor.settings import LogFormat, PullPolicy, effective, load_settings
+
+MakeTls = Callable[..., tuple[Path, Path]]
 
 SEED_ENV = """\
 MY_REG_TAG=latest
@@ -113,15 +116,15 @@ def test_missing_explicit_env_file_is_a_config_error(tmp_path: Path) -> None:
         ),
         (
             "MY_REG_HEALTH_INTERVAL=0",
-            "MY_REG_HEALTH_INTERVAL='0': expected a number of seconds greater than 0",
+            "MY_REG_HEALTH_INTERVAL='0': expected a number of seconds above 0, at most 86400",
         ),
         (
             "MY_REG_HEALTH_INTERVAL=-1",
-            "MY_REG_HEALTH_INTERVAL='-1': expected a number of seconds greater than 0",
+            "MY_REG_HEALTH_INTERVAL='-1': expected a number of seconds above 0, at most 86400",
         ),
         (
             "MY_REG_HEALTH_TIMEOUT=nan",
-            "MY_REG_HEALTH_TIMEOUT='nan': expected a number of seconds greater than 0",
+            "MY_REG_HEALTH_TIMEOUT='nan': expected a number of seconds above 0, at most 86400",
         ),
         (
             "MY_REG_HEALTH_RETRIES=0",
@@ -145,11 +148,10 @@ def test_each_bad_setting_gets_one_line_naming_it(tmp_path: Path, line: str, exp
     assert problems_for(write_env(tmp_path, line + "\n")) == [expected]
 
 
-def test_tls_files_must_exist_in_the_tls_dir(tmp_path: Path) -> None:
+def test_tls_files_must_exist_in_the_tls_dir(tmp_path: Path, make_tls: MakeTls) -> None:
     """With MY_REG_TLS_DIR set, a missing certificate or key is named."""
     tls = tmp_path / "tls"
-    tls.mkdir()
-    (tls / "certificate.pem").write_text("cert")
+    make_tls(tls)[1].unlink()
     problems = problems_for(write_env(tmp_path, f"MY_REG_TLS_DIR={tls}\n"))
     assert problems == [f"MY_REG_TLS_KEY='key.pem': expected a readable file in {tls}"]
 
@@ -192,12 +194,10 @@ def test_probe_url_targets_the_published_port(tmp_path: Path, lines: str, url: s
     assert load_settings(write_env(tmp_path, lines)).probe_url == url
 
 
-def test_probe_speaks_https_when_tls_is_on(tmp_path: Path) -> None:
+def test_probe_speaks_https_when_tls_is_on(tmp_path: Path, make_tls: MakeTls) -> None:
     """With a TLS dir, the probe URL is https."""
     tls = tmp_path / "tls"
-    tls.mkdir()
-    for name in ("certificate.pem", "key.pem"):
-        (tls / name).write_text("x")
+    make_tls(tls)
     assert load_settings(write_env(tmp_path, f"MY_REG_TLS_DIR={tls}\n")).probe_url.startswith(
         "https://127.0.0.1:5001/"
     )

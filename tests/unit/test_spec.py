@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,12 +33,12 @@ def test_config_file_is_mounted_read_only(tmp_path: Path) -> None:
     assert Mount(str(conf), "/etc/docker/registry/config.yml", read_only=True) in spec.mounts
 
 
-def test_tls_dir_is_mounted_at_certs_with_the_seeds_variables(tmp_path: Path) -> None:
+def test_tls_dir_is_mounted_at_certs_with_the_seeds_variables(
+    tmp_path: Path, make_tls: Callable[..., tuple[Path, Path]]
+) -> None:
     """TLS on: /certs mounted and REGISTRY_HTTP_TLS_* point at the files, as in the seed."""
     tls = tmp_path / "tls"
-    tls.mkdir()
-    for name in ("c.pem", "k.pem"):
-        (tls / name).write_text("x")
+    make_tls(tls, crt="c.pem", key="k.pem")
     spec = derive_spec(
         settings_from(
             tmp_path, f"MY_REG_TLS_DIR={tls}\nMY_REG_TLS_CRT=c.pem\nMY_REG_TLS_KEY=k.pem\n"

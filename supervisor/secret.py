@@ -1,0 +1,110 @@
+"""The registry's HTTP secret: made once, kept 0600 in MY_REG_STATE_DIR, given on every start.
+
+Without ``http.secret`` the registry makes a random one per start, so an upload that a
+restart interrupts cannot resume (its state token no longer verifies), and it logs "No
+HTTP secret provided". A REGISTRY_HTTP_SECRET the user sets always wins.
+
+The secret reaches the container through its environment, so the spec hash covers it:
+it is read from the same file at every start, so the hash stays the same across
+restarts. It is never logged (its name contains SECRET) and ``check`` shows it redacted.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from supervisor.errors import ConfigError
+from supervisor.settings import Settings
+
+# Names, not secrets.
+SECRET_VARIABLE = "REGISTRY_HTTP_SECRET"  # noqa: S105
+SECRET_FILE = "http-secret"  # noqa: S105
+SECRET_BYTES = 32  # 256 bits, URL-safe base64: 43 characters
+STATE_DIR_MODE = 0o700
+SECRET_MODE = 0o600
+
+
+def secret_path(settings: Settings) -> Path:
+    return settings.state_dir / SECRET_FILE
+
+
+def with_http_secret(settings: Settings) -> Settings:
+    """``settings`` with REGISTRY_HTTP_SECRET for the container, made and stored if new."""
+    if SECRET_VARIABLE in settings.registry_env:
+        return settings
+    value = load_or_create(secret_path(settings))
+    registry_env = {**settings.registry_env, SECRET_VARIABLE: value}
+    return settings.model_copy(update={"registry_env": registry_env})
+
+
+def describe_secret(settings: Settings) -> str:
+    """Where the container's HTTP secret comes from, for `check` (never the value)."""
+    if SECRET_VARIABLE in settings.registry_env:
+        return f"set by {SECRET_VARIABLE} (redacted)"
+    path = secret_path(settings)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return f"none yet; `run` makes one and keeps it in {path} (mode 0600)"
+    except OSError as err:
+        return f"{path}: {err.strerror}"
+    return f"kept in {path} (mode {mode:04o})"
+
+
+def load_or_create(path: Path) -> str:
+    """The secret stored at ``path``; a new one is written (0600) when there is none.
+
+    ConfigError names MY_REG_STATE_DIR when the directory or file cannot be used.
+    """
+    try:
+        path.parent.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
+        existing = _read(path)
+        if existing:
+            return existing
+        return _create(path)
+    except OSError as err:
+        raise ConfigError(
+            [
+                f"MY_REG_STATE_DIR={str(path.parent)!r}: expected a directory where "
+                f"{path.name} can be kept ({err.strerror}: {err.filename or path})"
+            ]
+        ) from None
+
+
+def _read(path: Path) -> str | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as file:
+        if stat.S_IMODE(os.fstat(fd).st_mode) & 0o077:
+            # Someone loosened it (or copied it in): a secret is for root's eyes only.
+            os.fchmod(fd, SECRET_MODE)
+        value = file.read().decode("ascii", "replace").strip()
+    return value or None
+
+
+def _create(path: Path) -> str:
+    """Write a new secret with no window where another process sees a partial file."""
+    value = secrets.token_urlsafe(SECRET_BYTES)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, SECRET_MODE)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(value.encode("ascii") + b"\n")
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            # link() never replaces: two supervisors starting at once agree on one secret.
+            os.link(temporary, path)
+        except FileExistsError:
+            current = _read(path)
+            if current:
+                return current
+            os.replace(temporary, path)  # an empty file (a crash mid-write long ago)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return value

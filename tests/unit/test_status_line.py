@@ -1,0 +1,54 @@
+"""The STATUS line systemd shows, for each phase of the loop (no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from supervisor.notify import Notifier
+from supervisor.reconcile import Reason
+from supervisor.settings import load_settings
+from supervisor.supervise import Phase, Supervisor, format_duration
+
+
+@pytest.fixture
+def supervisor() -> Iterator[Supervisor]:
+    sup = Supervisor(load_settings(None), None, Notifier(), clock=lambda: 1000.0)
+    yield sup
+    sup.probe.close()
+
+
+def test_healthy_shows_uptime_and_restart_count(supervisor: Supervisor) -> None:
+    """Healthy: uptime since it last became healthy, and how many restarts so far."""
+    supervisor.phase, supervisor.healthy_since = Phase.HEALTHY, 1000.0 - 192
+    assert supervisor.status_line(1000.0) == "healthy: up 3m12s, 0 restarts"
+
+
+def test_healthy_after_a_restart_names_the_last_reason(supervisor: Supervisor) -> None:
+    """One restart reads in the singular and says why."""
+    supervisor.phase, supervisor.healthy_since = Phase.HEALTHY, 990.0
+    supervisor.restarts[Reason.CRASHED] += 1
+    supervisor.last_reason = Reason.CRASHED
+    assert supervisor.status_line(1000.0) == "healthy: up 10s, 1 restart (last: crashed)"
+
+
+def test_restarting_shows_reason_attempt_and_next_delay(supervisor: Supervisor) -> None:
+    """A scheduled restart says why, which attempt, and how long until it."""
+    supervisor.schedule_repair(1000.0, Reason.CRASHED)
+    supervisor.schedule_repair(1000.0, Reason.CRASHED)  # already scheduled: ignored
+    supervisor.repair_at = 1000.5
+    assert supervisor.status_line(1000.0) == "restarting: crashed, attempt 1, next in 0.5s"
+
+
+def test_waiting_for_the_engine(supervisor: Supervisor) -> None:
+    """Before the engine answers, the status says so."""
+    assert supervisor.status_line(1000.0) == "waiting for Docker engine"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(5, "5s"), (65, "1m5s"), (3700, "1h1m"), (90000, "1d1h")]
+)
+def test_durations_are_short(seconds: float, text: str) -> None:
+    """Uptime is printed at the two largest units."""
+    assert format_duration(seconds) == text
