@@ -365,8 +365,10 @@ def _unknown_or_unsafe(values: dict[str, str | None]) -> list[str]:
             close = difflib.get_close_matches(suffix, suffixes, n=1, cutoff=0.75)
             hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
             problems.append(f"{key}: expected a known {ENV_PREFIX}* setting{hint}")
-        elif value is not None and "\x00" in value and (
-            upper.startswith(ENV_PREFIX) or key.startswith(PASSTHROUGH_PREFIX)
+        elif (
+            value is not None
+            and "\x00" in value
+            and (upper.startswith(ENV_PREFIX) or key.startswith(PASSTHROUGH_PREFIX))
         ):
             problems.append(f"{key}: expected a value without NUL bytes")
     return problems
