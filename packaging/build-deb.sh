@@ -2,15 +2,16 @@
 # Build dist/registry-supervisor_<version>_<arch>.deb with dpkg-deb.
 #
 # The package ships wheels, not a virtual environment: a venv holds absolute paths and the
-# interpreter it was made with, so it is made on the target by postinst, at its final path
-# /opt/registry-supervisor, with the target's own python3 (`python3 -m venv`, then
-# `pip install --no-index --find-links` from the bundled wheels; no network needed). That
-# keeps the application's `supervisor` module away from every other Python package,
-# Supervisor's (supervisord) included.
+# interpreter it was made with, so it is made on the target by postinst (debian/postinst),
+# at its final path under /opt/registry-supervisor, with the target's own python3
+# (`python3 -m venv`, then `pip install --no-index --find-links` from the bundled wheels;
+# no network needed). That keeps the application's `supervisor` module away from every
+# other Python package, Supervisor's (supervisord) included.
 #
 # Wheels are bundled for each Python in PY_TARGETS (default 3.11 3.12 3.13: Debian 12 and
-# 13, Ubuntu 24.04), so the one binary dependency (pydantic-core) matches whichever
-# python3 the target has. Every target gets the same versions as the build's own
+# 13, Ubuntu 24.04), so the binary dependencies (pydantic-core, cryptography, ...) match
+# whichever python3 the target has, and for glibc up to GLIBC_BASELINE (default 2.36,
+# Debian 12's, the oldest target). Every target gets the same versions as the build's own
 # resolution.
 #
 # Needs: python3 with venv (apt-get install python3-venv), dpkg-deb, and PyPI.
@@ -22,6 +23,7 @@ repo=$(dirname "$here")
 out=${1:-$repo/dist}
 PYTHON=${PYTHON:-/usr/bin/python3}
 PY_TARGETS=${PY_TARGETS:-"3.11 3.12 3.13"}
+GLIBC_BASELINE=${GLIBC_BASELINE:-2.36}
 PKG=registry-supervisor
 
 die() {
@@ -38,6 +40,8 @@ import sys, tomllib
 with open(sys.argv[1], "rb") as f:
     print(tomllib.load(f)["project"]["version"])
 ' "$repo/pyproject.toml")
+# PEP 440 pre-releases sort before the release in Debian only with a tilde: 1.0rc1 -> 1.0~rc1.
+deb_version=$(sed -E 's/^([0-9.]+)(a|b|rc|\.dev)([0-9]+)/\1~\2\3/' <<<"$version")
 arch=$(dpkg --print-architecture)
 case $arch in
 amd64) machine=x86_64 ;;
@@ -55,9 +59,18 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 pip=("$work/buildenv/bin/python" -m pip --quiet)
 
 # 1. Our wheel and all dependencies for the build's Python. Dependencies published only as
-#    source (sdnotify) become pure-Python wheels here.
+#    source (sdnotify) become pure-Python wheels here. Built from a copy of the sources:
+#    setuptools reuses a build/ directory in place, and stale modules there would end up
+#    in the wheel.
+src=$work/src
+mkdir -p "$src"
+cp -a "$repo/pyproject.toml" "$repo/supervisor" "$src/"
+for extra in README.md LICENSE; do
+    if [[ -f $repo/$extra ]]; then cp -a "$repo/$extra" "$src/"; fi
+done
+find "$src" -name __pycache__ -prune -exec rm -rf {} +
 wheels=$work/wheels
-"${pip[@]}" wheel --wheel-dir "$wheels" "$repo"
+"${pip[@]}" wheel --wheel-dir "$wheels" "$src"
 ls "$wheels"/${PKG//-/_}-"$version"-*.whl >/dev/null 2>&1 ||
     die "no wheel of $PKG $version was built"
 
@@ -68,12 +81,19 @@ for whl in sorted(pathlib.Path(sys.argv[1]).glob("*.whl")):
     name, version = whl.name.split("-")[:2]
     print(f"{name}=={version}")
 PY
-build_py=$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+# pip does not widen a given manylinux platform to the older ones it implies: list them
+# all, from the baseline down to the legacy aliases.
+platforms=()
+for ((minor = ${GLIBC_BASELINE#2.}; minor >= 17; minor--)); do
+    platforms+=(--platform "manylinux_2_${minor}_$machine")
+done
+for legacy in manylinux2014 manylinux_2_12 manylinux2010 manylinux_2_5 manylinux1; do
+    platforms+=(--platform "${legacy}_$machine")
+done
+# The build's own Python too: step 1 took whatever suits the build machine's glibc.
 for py in $PY_TARGETS; do
-    [[ $py == "$build_py" ]] && continue
     "${pip[@]}" download --dest "$wheels" --find-links "$wheels" \
-        --only-binary=:all: --implementation cp --python-version "$py" \
-        --platform "manylinux2014_$machine" --platform "manylinux_2_17_$machine" \
+        --only-binary=:all: --implementation cp --python-version "$py" "${platforms[@]}" \
         --constraint "$work/constraints.txt" "$PKG==$version"
 done
 
@@ -84,7 +104,7 @@ install -d "$root/DEBIAN" "$root/usr/bin" "$root/lib/systemd/system" \
 install -m 0644 "$wheels"/*.whl "$root/usr/share/$PKG/wheels/"
 install -m 0644 "$here/registry-supervisor.service" "$root/lib/systemd/system/"
 install -m 0644 "$here/registry.env" "$root/etc/$PKG/registry.env"
-ln -s "/opt/$PKG/bin/$PKG" "$root/usr/bin/$PKG"
+ln -s "/opt/$PKG/current/bin/$PKG" "$root/usr/bin/$PKG"
 if [[ -f $repo/README.md ]]; then
     install -m 0644 "$repo/README.md" "$root/usr/share/doc/$PKG/README.md"
 fi
@@ -96,6 +116,11 @@ EOF
 cat >"$root/DEBIAN/conffiles" <<EOF
 /etc/$PKG/registry.env
 EOF
+# python3-minimal ships this file: its upgrades (a new Python after a distribution
+# upgrade) run postinst "triggered", which remakes the venv when it stopped working.
+cat >"$root/DEBIAN/triggers" <<EOF
+interest-noawait /usr/share/python3/debian_defaults
+EOF
 
 max_py=$(tr ' ' '\n' <<<"$PY_TARGETS" | sort -V | tail -n 1)
 lowest_py=$(tr ' ' '\n' <<<"$PY_TARGETS" | sort -V | head -n 1)
@@ -103,11 +128,11 @@ next_py="${max_py%%.*}.$((${max_py#*.} + 1))"
 installed_kb=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
 cat >"$root/DEBIAN/control" <<EOF
 Package: $PKG
-Version: $version
+Version: $deb_version
 Architecture: $arch
 Maintainer: registry-supervisor developers <root@localhost>
 Installed-Size: $installed_kb
-Depends: python3 (>= $lowest_py), python3 (<< $next_py), python3-venv
+Depends: python3 (>= $lowest_py), python3 (<< $next_py), python3-venv, procps, libc6 (>= $GLIBC_BASELINE)
 Recommends: docker.io | docker-ce
 Section: admin
 Priority: optional
@@ -124,63 +149,12 @@ Description: keeps a private Docker registry container running and healthy
  systemctl enable --now registry-supervisor
 EOF
 
-cat >"$root/DEBIAN/postinst" <<EOF
-#!/bin/sh
-# Make the application's venv from the bundled wheels, offline, with this machine's
-# python3; reload systemd. Never starts the service; restarts it on upgrade only if it
-# runs (the supervisor adopts the running registry: no downtime).
-set -e
-VENV=/opt/$PKG
-WHEELS=/usr/share/$PKG/wheels
-if [ "\$1" = configure ]; then
-    rm -rf "\$VENV"
-    python3 -m venv "\$VENV"
-    PIP_DISABLE_PIP_VERSION_CHECK=1 "\$VENV/bin/python" -m pip install --quiet \\
-        --no-index --find-links "\$WHEELS" "$PKG==$version"
-    if [ -d /run/systemd/system ]; then
-        systemctl daemon-reload || true
-        if [ -n "\$2" ]; then
-            systemctl try-restart $PKG.service || true
-        fi
-    fi
-fi
-exit 0
-EOF
-
-cat >"$root/DEBIAN/prerm" <<EOF
-#!/bin/sh
-# On removal stop the service (which stops the registry when MY_REG_STOP_ON_EXIT is true).
-# On upgrade leave it running: postinst restarts it into the new version.
-set -e
-if [ "\$1" = remove ] && [ -d /run/systemd/system ]; then
-    systemctl stop $PKG.service || true
-fi
-exit 0
-EOF
-
-cat >"$root/DEBIAN/postrm" <<EOF
-#!/bin/sh
-# remove: delete the venv (made by postinst, so dpkg does not own it).
-# purge: also forget the enablement and our state dir. The registry's data dir
-# (MY_REG_DIR, /var/lib/my_registry by default) is never touched.
-set -e
-case "\$1" in
-remove)
-    rm -rf /opt/$PKG
-    ;;
-purge)
-    rm -rf /opt/$PKG /var/lib/$PKG
-    rm -f /etc/systemd/system/multi-user.target.wants/$PKG.service
-    ;;
-esac
-if [ -d /run/systemd/system ]; then
-    systemctl daemon-reload || true
-fi
-exit 0
-EOF
-chmod 0755 "$root/DEBIAN/postinst" "$root/DEBIAN/prerm" "$root/DEBIAN/postrm"
+for script in postinst prerm postrm; do
+    sed "s/@VERSION@/$version/g" "$here/debian/$script" >"$root/DEBIAN/$script"
+    chmod 0755 "$root/DEBIAN/$script"
+done
 
 mkdir -p "$out"
-deb=$out/${PKG}_${version}_${arch}.deb
+deb=$out/${PKG}_${deb_version}_${arch}.deb
 dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >/dev/null
 echo "$deb"

@@ -16,11 +16,15 @@ LABEL=registry-supervisor.test-image
 SUITE=bookworm
 
 stamp=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-16)
+# One build at a time: a second caller waits, then finds the image built.
+exec 9>/var/lock/registry-supervisor-systemd-image.lock
+flock 9
 current=$(docker image inspect "$IMAGE" \
     --format "{{ index .Config.Labels \"$LABEL\" }}" 2>/dev/null || true)
 if [[ $current == "$stamp" ]]; then
     exit 0
 fi
+previous=$(docker image inspect "$IMAGE" --format '{{ .Id }}' 2>/dev/null || true)
 
 if ! command -v debootstrap >/dev/null; then
     echo "build-systemd-image: debootstrap missing; apt-get install debootstrap" >&2
@@ -31,10 +35,8 @@ root=$(mktemp -d /var/tmp/registry-supervisor-rootfs.XXXXXX)
 cleanup() {
     # debootstrap mounts /proc and /sys inside the root while it works; a failed run can
     # leave them mounted, and rm -rf must never walk into them.
-    local mnt
-    for mnt in $(awk -v r="$root/" 'index($2, r) == 1 { print $2 }' /proc/mounts | sort -r); do
-        umount -l "$mnt" || true
-    done
+    awk -v r="$root/" 'index($2, r) == 1 { print $2 }' /proc/mounts | sort -r |
+        while read -r mnt; do umount -l "$mnt" || true; done
     rm -rf --one-file-system "$root"
 }
 trap cleanup EXIT
@@ -78,4 +80,8 @@ tar --numeric-owner -C "$root" -c . | docker import \
     --change 'ENV container=docker' \
     --change "LABEL $LABEL=$stamp" \
     - "$IMAGE" >/dev/null
+if [[ -n $previous ]]; then
+    # The tag moved on: drop the outdated image unless a container still uses it.
+    docker image rm "$previous" >/dev/null 2>&1 || true
+fi
 echo "build-systemd-image: built $IMAGE ($stamp) in $((SECONDS - started)) s"
