@@ -103,6 +103,9 @@ install -d "$root/DEBIAN" "$root/usr/bin" "$root/lib/systemd/system" \
     "$root/etc/$PKG" "$root/usr/share/$PKG/wheels" "$root/usr/share/doc/$PKG"
 install -m 0644 "$wheels"/*.whl "$root/usr/share/$PKG/wheels/"
 install -m 0644 "$here/registry-supervisor.service" "$root/lib/systemd/system/"
+# Scheduled garbage collection: shipped, not enabled (systemctl enable --now ...gc.timer).
+install -m 0644 "$here/registry-supervisor-gc.service" "$here/registry-supervisor-gc.timer" \
+    "$root/lib/systemd/system/"
 install -m 0644 "$here/registry.env" "$root/etc/$PKG/registry.env"
 ln -s "/opt/$PKG/current/bin/$PKG" "$root/usr/bin/$PKG"
 if [[ -f $repo/README.md ]]; then

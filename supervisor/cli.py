@@ -16,18 +16,21 @@ from typing import Any
 
 import structlog
 
-from supervisor import __version__, htpasswd, log, security
+from supervisor import __version__, disk, glance, htpasswd, log, security
 from supervisor.container import Engine
-from supervisor.errors import ConfigError, EngineUnavailable, ExitCode
+from supervisor.errors import ConfigError, EngineUnavailable, ExitCode, MaintenanceFailed
+from supervisor.gc import GarbageCollection
 from supervisor.health import Probe, ProbeFailed, is_healthy
 from supervisor.notify import Notifier
 from supervisor.secret import describe_secret, with_http_secret
 from supervisor.settings import Settings, effective, load_settings, raw_setting
-from supervisor.supervise import Supervisor
+from supervisor.supervise import Supervisor, format_duration
 
 PROG = "registry-supervisor"
 # `status`: the registry is not running or not answering (LSB's "not running").
 STATUS_NOT_HEALTHY = 3
+# `gc`: the collection failed (the registry is restored to normal mode first).
+GC_FAILED = 1
 # `htpasswd`: Ctrl-C at the password prompt (128 + SIGINT, as a shell reports it).
 INTERRUPTED = 130
 
@@ -56,6 +59,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     status = commands.add_parser("status", parents=[common], help="show the container and health")
     status.add_argument("--json", action="store_true", help="print one JSON object")
+    gc = commands.add_parser(
+        "gc",
+        parents=[common],
+        help="garbage-collect the registry's storage (read-only meanwhile; pulls keep working)",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="only report what would be deleted")
+    gc.add_argument(
+        "--delete-untagged",
+        action="store_true",
+        help="also delete manifests that no tag references (and their blobs)",
+    )
+    gc.add_argument("--json", action="store_true", help="print the result as one JSON object")
     users = commands.add_parser(
         "htpasswd",
         parents=[common],
@@ -88,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 (one per co
             return _run(settings, env_file)
         if args.command == "check":
             return _check(settings)
+        if args.command == "gc":
+            return _gc(settings, args)
         return _status(settings, as_json=args.json)
     except ConfigError as err:
         _print_problems(err.problems)
@@ -114,6 +131,42 @@ def _run(settings: Settings, env_file: Path | None) -> int:
         return ExitCode.SOFTWARE
     finally:
         notifier.close()
+    return ExitCode.OK
+
+
+def _gc(settings: Settings, args: argparse.Namespace) -> int:
+    # The HTTP secret is part of the spec: the normal container must come back identical.
+    settings = with_http_secret(settings)
+    with closing(Engine()) as engine:
+        collection = GarbageCollection(
+            settings, engine, dry_run=args.dry_run, delete_untagged=args.delete_untagged
+        )
+        try:
+            result = collection.run()
+        except MaintenanceFailed as err:
+            print(f"{PROG}: gc: {err}", file=sys.stderr)
+            return GC_FAILED
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+        return ExitCode.OK
+    eligible = (
+        f"{result.blobs_eligible} blobs and {result.manifests_eligible} manifests"
+        if result.blobs_eligible is not None
+        else "unknown (collector output not recognised)"
+    )
+    print(f"eligible for deletion: {eligible}")
+    if result.dry_run:
+        would = result.eligible_bytes
+        estimate = "an unknown amount" if would is None else disk.human_bytes(would)
+        print(f"dry run: nothing deleted; a real run would free about {estimate}")
+    else:
+        print(
+            f"freed: {disk.human_bytes(result.freed_bytes)} ({result.freed_bytes} bytes); "
+            f"data dir now {disk.human_bytes(result.after_bytes)}"
+        )
+    switched = result.registry_was_running and not result.dry_run
+    back = "; registry back in normal mode" if switched else ""
+    print(f"took {result.duration_s:.1f} s{back}")
     return ExitCode.OK
 
 
@@ -243,7 +296,12 @@ def _status(settings: Settings, *, as_json: bool) -> int:
         "health": health,
         "detail": detail,
         "probe_url": settings.probe_url,
+        "image_id": observed.image_id if observed is not None else None,
     }
+    started = observed.started_at if observed is not None and observed.running else None
+    report.update(glance.gather(settings, started, datetime.now(UTC)))
+    if health != "healthy":
+        report["uptime_s"] = None
     if as_json:
         print(json.dumps(report, indent=2))
     else:
@@ -255,4 +313,61 @@ def _status(settings: Settings, *, as_json: bool) -> int:
             print(f"image:     {container['image']}")
             print(f"managed:   {'yes' if container['managed'] else 'no (foreign)'}")
         print(f"health:    {health} ({detail}) at {settings.probe_url}")
+        for line in _glance_lines(report):
+            print(line)
     return ExitCode.OK if health == "healthy" else STATUS_NOT_HEALTHY
+
+
+def _glance_lines(report: dict[str, Any]) -> list[str]:
+    """The human lines for what `glance.gather` found (pure)."""
+    lines = []
+    uptime = report.get("uptime_s")
+    lines.append(f"uptime:    {format_duration(uptime) if uptime is not None else '-'}")
+    if report.get("image_id"):
+        lines.append(f"image id:  {report['image_id']}")
+    restarts: dict[str, int] = report.get("restarts") or {}
+    total = sum(restarts.values())
+    by_reason = ", ".join(f"{reason} {count}" for reason, count in sorted(restarts.items()))
+    line = f"restarts:  {total}" + (f" ({by_reason})" if by_reason else "")
+    if report.get("last_reason"):
+        line += f"; last: {report['last_reason']} at {report.get('last_reason_at')}"
+    lines.append(line)
+    data = report["data_dir"]
+    size = disk.human_bytes(data["size_bytes"]) + ("" if data["size_complete"] else "+")
+    line = f"data dir:  {data['path']}: {size} in {data['files']} files"
+    if data["free_bytes"] is not None:
+        line += (
+            f"; {disk.human_bytes(data['free_bytes'])} free of "
+            f"{disk.human_bytes(data['total_bytes'])} ({data['free_percent']:.1f}%)"
+        )
+        if data["low"]:
+            line += f", LOW (MY_REG_MIN_FREE={data['min_free_percent']:g}%)"
+    lines.append(line)
+    cert = report.get("certificate")
+    lines.append(
+        f"tls:       certificate expires {cert['not_after']} ({cert['days_left']:g} days)"
+        if cert
+        else "tls:       off"
+    )
+    gc = report.get("last_gc")
+    if gc:
+        kind = (
+            "dry run"
+            if gc.get("dry_run")
+            else "freed " + disk.human_bytes(gc.get("freed_bytes", 0))
+        )
+        lines.append(f"last gc:   {gc.get('finished_at')}: {kind} ({gc.get('outcome')})")
+    else:
+        lines.append("last gc:   never")
+    supervised = report.get("supervisor")
+    if supervised is None:
+        lines.append("supervisor: no state file yet")
+    else:
+        running = "running" if supervised.get("running") else "not running"
+        lines.append(
+            f"supervisor: {running} (pid {supervised.get('pid')}, {supervised.get('phase')}, "
+            f"state of {supervised.get('updated_at')})"
+        )
+    if report.get("maintenance"):
+        lines.append(f"maintenance: {report['maintenance']['task']} in progress")
+    return lines

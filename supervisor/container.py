@@ -8,7 +8,7 @@ engine is ``EngineUnavailable``, a refusal is ``ContainerActionFailed``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -237,6 +237,30 @@ class Engine:
         """Remove a container, never its volumes: registry data is not ours to delete."""
         with _translated("remove"):
             self._client.api.remove_container(container_id, v=False, force=True)
+
+    def run_once(self, config: dict[str, Any], timeout: int) -> tuple[int, str]:
+        """Create, start and wait for a one-shot container: its exit code and output.
+
+        ``config`` is in ``create_config``'s form. The container is removed afterwards,
+        whatever happened (never its volumes).
+        """
+        config = dict(config)
+        try:
+            with _translated("create"):
+                host_config = self._client.api.create_host_config(**config.pop("host_config"))
+                created = self._client.api.create_container(**config, host_config=host_config)
+        except ContainerGone as err:
+            raise ImageUnavailable(f"{config.get('image')}: not present locally") from err
+        container_id = created["Id"]
+        try:
+            with _translated("run"):
+                self._client.api.start(container_id)
+                result = self._client.api.wait(container_id, timeout=timeout)
+                output = self._client.api.logs(container_id, stdout=True, stderr=True)
+        finally:
+            with suppress(ContainerGone, ContainerActionFailed, EngineUnavailable):
+                self.remove(container_id)
+        return int(result.get("StatusCode", -1)), output.decode(errors="replace")
 
     def close(self) -> None:
         self._client.close()

@@ -44,3 +44,7 @@ class ContainerGone(SupervisorError):
 
 class ContainerActionFailed(SupervisorError):
     """The engine refused to create or start the container (port taken, bad mount...)."""
+
+
+class MaintenanceFailed(SupervisorError):
+    """A maintenance task (garbage collection) could not be done or finished."""

@@ -23,7 +23,7 @@ from dotenv.parser import parse_stream
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from supervisor import htpasswd, permissions, tls
+from supervisor import htpasswd, metrics, permissions, tls
 from supervisor.errors import ConfigError
 
 ENV_PREFIX = "MY_REG_"
@@ -116,11 +116,25 @@ class Settings(BaseSettings):
     log_format: LogFormat = Field(LogFormat.AUTO, description="one of auto, json, console")
     log_level: LogLevel = Field(LogLevel.INFO, description="one of debug, info, warning, error")
     state_dir: Path = Field(Path("/var/lib/registry-supervisor"), description="an absolute path")
+    # Warn (log and STATUS) when free space on the data dir's file system is below this.
+    min_free: float = Field(
+        5.0,
+        ge=0,
+        le=100,
+        allow_inf_nan=False,
+        description="a percentage of free disk space from 0 to 100 (0: no warning)",
+    )
     # Container hardening, each on by default with an opt-out.
     read_only: bool = Field(True, description="true or false")
     no_new_privileges: bool = Field(True, description="true or false")
     cap_drop_all: bool = Field(True, description="true or false")
     memory: str | None = Field(None, description=MEMORY_EXPECTED)
+    # Re-emit the registry container's log lines as our structured events (one journal).
+    forward_logs: bool = Field(True, description="true or false")
+    # Prometheus exporter; unset: off. A port alone listens on 127.0.0.1.
+    metrics_addr: str | None = Field(
+        None, description="a port, or an address and port such as 127.0.0.1:9341"
+    )
     # REGISTRY_* variables, passed into the container unchanged. Filled by load_settings.
     registry_env: dict[str, str] = Field(default_factory=dict, exclude=True)
 
@@ -206,6 +220,17 @@ class Settings(BaseSettings):
         if size is None or not MEMORY_MIN <= size <= MEMORY_MAX:
             raise ValueError(MEMORY_EXPECTED)
         return value.strip().lower()
+
+    @field_validator("metrics_addr")
+    @classmethod
+    def _metrics_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            host, port = metrics.parse_address(value)
+        except ValueError:
+            raise ValueError("a port, or an address and port such as 127.0.0.1:9341") from None
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     @property
     def image_ref(self) -> str:

@@ -9,6 +9,7 @@ next deadline, so the watchdog is fed by the loop itself.
 
 from __future__ import annotations
 
+import os
 import queue
 import signal
 import time
@@ -23,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from supervisor import log, security, tls
+from supervisor import disk, journal, log, maintenance, metrics, security, state, tls
 from supervisor.backoff import BackoffPolicy, RestartBudget
 from supervisor.container import Engine, Observed
 from supervisor.errors import (
@@ -52,6 +53,18 @@ IMAGE_RETRY = BackoffPolicy(base_s=1.0, factor=2.0, cap_s=60.0)
 # How much longer systemd should wait for READY while we pull or wait for the engine.
 START_EXTENSION_S = 90.0
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# Free space on the data dir's file system is looked at this often (MY_REG_MIN_FREE).
+DISK_CHECK_S = 60.0
+# While `gc` holds the maintenance file, look for its end this often.
+MAINTENANCE_POLL_S = 0.5
+# The state file is not written while a repair is due this soon (or right after a
+# start, while probes run fast): recovery never waits on the disk.
+STATE_QUIET_S = 1.0
+# The data dir walk for registry_data_dir_bytes runs on the loop: keep it short.
+METRICS_WALK_MAX_S = 0.2
+# A registry log stream that ended (container stopped, read timeout) is followed again
+# no sooner than this.
+FOLLOW_RETRY_S = 1.0
 
 
 class Phase(StrEnum):
@@ -62,6 +75,7 @@ class Phase(StrEnum):
     UNHEALTHY = "unhealthy"
     RESTARTING = "restarting"
     STOPPING = "stopping"
+    MAINTENANCE = "maintenance"  # `gc` restarts the registry on purpose; we stand aside
 
 
 Message = int | ContainerEvent | EngineLost
@@ -143,6 +157,22 @@ class Supervisor:
         self.watchdog_at = 0.0
         self.exit_signal: int | None = None
 
+        # Status at a glance (supervisor/state.py), disk guard, maintenance by `gc`.
+        self.started_wall = datetime.now(UTC)
+        self.healthy_since_wall: datetime | None = None
+        self.last_reason_wall: datetime | None = None
+        self.state_file = state.StateFile(state.state_path(settings))
+        self.state_failed = False
+        self.disk_guard = disk.DiskGuard(settings.min_free)
+        self.disk_check_at = 0.0
+        self.maintenance_path = maintenance.maintenance_path(settings)
+        self.maintenance: maintenance.Maintenance | None = None
+        self.metrics = metrics.Metrics()
+        self.last_ok_at: float | None = None
+        self.boot_at = clock()
+        self.log_follower: journal.LogFollower | None = None
+        self.follow_retry_at = 0.0
+
     def _bind_log(self) -> Any:
         return structlog.get_logger().bind(
             container=self.settings.name, image=self.spec.image, port=self.settings.port
@@ -183,7 +213,23 @@ class Supervisor:
                     f"({err.strerror})"
                 ]
             ) from None
+        self._serve_metrics()
         self.notifier.status("starting")
+
+    def _serve_metrics(self) -> None:
+        if self.settings.metrics_addr is None:
+            return
+        host, port = metrics.parse_address(self.settings.metrics_addr)
+        try:
+            self.metrics.serve(host, port)
+        except OSError as err:
+            raise ConfigError(
+                [
+                    f"MY_REG_METRICS_ADDR={self.settings.metrics_addr!r}: expected an address "
+                    f"we can listen on ({err.strerror})"
+                ]
+            ) from None
+        self.log.info("metrics.serving", url=f"http://{self.settings.metrics_addr}/metrics")
 
     def main_loop(self) -> None:
         while self.exit_signal is None:
@@ -235,6 +281,8 @@ class Supervisor:
             self.docker.close()
             self.engine = None
         self.probe.close()
+        self.metrics.close()
+        self._stop_following()
 
     # -- messages ----------------------------------------------------------------
 
@@ -249,7 +297,7 @@ class Supervisor:
             self.exit_signal = message
 
     def _on_event(self, event: ContainerEvent) -> None:
-        if self.engine is None:
+        if self.engine is None or self._in_maintenance(self.clock()):
             return
         self.recent_actions.append(event.action)
         self.log.debug("container.event", action=event.action, exit_code=event.exit_code)
@@ -274,6 +322,8 @@ class Supervisor:
         return self.engine is not None and self.image_id is not None and self.repair_at is None
 
     def _next_deadline(self) -> float:
+        if self.maintenance is not None:
+            return min(self.clock() + MAINTENANCE_POLL_S, self._watchdog_deadline())
         deadlines = [self.probe_at if self.probing else float("inf")]
         if self.engine is None:
             deadlines.append(self.engine_retry_at)
@@ -287,8 +337,14 @@ class Supervisor:
         deadlines.append(self.clock() + 1.0)
         return min(deadlines)
 
+    def _watchdog_deadline(self) -> float:
+        return self.watchdog_at if self.notifier.watchdog_every_s is not None else float("inf")
+
     def tick(self) -> None:
         now = self.clock()
+        if self._in_maintenance(now):
+            self._heartbeat(now)
+            return
         try:
             if self.engine is None:
                 self._connect(now)
@@ -300,6 +356,8 @@ class Supervisor:
                 self._probe(now)
         except EngineUnavailable as err:
             self._engine_lost(str(err))
+        self._check_disk(self.clock())
+        self._follow_logs(self.clock())
         self._heartbeat(self.clock())
 
     def _heartbeat(self, now: float) -> None:
@@ -308,6 +366,8 @@ class Supervisor:
             self.notifier.watchdog()
             self.watchdog_at = now + every
         self.notifier.status(self.status_line(now))
+        self._save_state(now)
+        self._update_metrics(now)
 
     def _warn_risks(self) -> None:
         """Log what is risky about the settings (exposure, an expiring certificate)."""
@@ -318,7 +378,9 @@ class Supervisor:
         """The one human line systemd shows as the unit's status, with any TLS warning."""
         line = self._phase_line(now)
         note = tls.expiry_note(self.certificate, datetime.now(UTC))
-        return f"{line}; {note}" if note else line
+        line = f"{line}; {note}" if note else line
+        disk_note = self.disk_guard.note()
+        return f"{line}; {disk_note}" if disk_note else line
 
     def _phase_line(self, now: float) -> str:  # noqa: PLR0911 (one return per phase)
         restarts = sum(self.restarts.values())
@@ -341,6 +403,8 @@ class Supervisor:
             return f"unhealthy: {failed} probes failed"
         if self.phase is Phase.STARTING:
             return f"starting: waiting for {self.settings.probe_url} to answer"
+        if self.phase is Phase.MAINTENANCE and self.maintenance is not None:
+            return f"maintenance: {self.maintenance.task}"
         return str(self.phase)
 
     # -- engine --------------------------------------------------------------------
@@ -458,7 +522,7 @@ class Supervisor:
 
     def _check_container(self, now: float, down_reason: Reason | None = None) -> None:
         """Look at the container after an event or a failed probe; repair if it is down."""
-        if self.repair_at is not None:
+        if self.repair_at is not None or self._in_maintenance(now):
             return
         observed = self.docker.inspect(self.settings.name)
         decision = decide(observed, self.spec, self.image_id)
@@ -480,14 +544,16 @@ class Supervisor:
 
     def schedule_repair(self, now: float, reason: Reason, exit_code: int | None = None) -> None:
         """Count a restart, log it once, and set when it happens (backoff)."""
-        if self.repair_at is not None:
+        if self.repair_at is not None or self._in_maintenance(now):
             return
         if reason is Reason.SPEC_CHANGED:
             attempt, delay = self.budget.attempt, 0.0  # a change, not a failure
         else:
             attempt, delay = self.budget.next_restart()
         self.restarts[reason] += 1
+        self.metrics.restarts.labels(reason=reason.value).inc()
         self.last_reason = reason
+        self.last_reason_wall = datetime.now(UTC)
         self.pending_reason = reason
         self.repair_at = now + delay
         # HEALTHY | STARTING | UNHEALTHY -> RESTARTING
@@ -578,10 +644,13 @@ class Supervisor:
             healthy, detail = is_healthy(status), f"HTTP {status}"
         except ProbeFailed as err:
             healthy, detail = False, str(err)
+        self.metrics.probe_seconds.observe(max(0.0, self.clock() - now))
         now = self.clock()
         if healthy:
             self._healthy(now)
             return
+        if self._in_maintenance(now):
+            return  # `gc` stopped it on purpose while we asked
         self.budget.observe_unhealthy()
         in_grace = (
             self.phase is Phase.STARTING and now - self.started_at < self.settings.startup_grace
@@ -622,7 +691,9 @@ class Supervisor:
             )
             self.phase = Phase.HEALTHY
             self.healthy_since = now
+            self.healthy_since_wall = datetime.now(UTC)
         self.failures.reset()
+        self.last_ok_at = now
         self.budget.observe_healthy(now)
         if not self.ready_sent:
             self.ready_sent = True
@@ -651,6 +722,10 @@ class Supervisor:
         self.probe = Probe(new.probe_url, new.tls_certificate)
         self.certificate = security.certificate(new)
         self.failures = FailureCount(new.health_retries)
+        self.disk_guard.min_free_percent = new.min_free
+        self.disk_check_at = 0.0
+        self.state_file = state.StateFile(state.state_path(new))
+        self.maintenance_path = maintenance.maintenance_path(new)
         changed = new_spec.spec_hash != old_spec.spec_hash
         if new.image_ref != old_settings.image_ref or new.pull is PullPolicy.ALWAYS:
             self.image_id = None
@@ -668,3 +743,150 @@ class Supervisor:
             self.repair_at = None
             self.schedule_repair(self.clock(), Reason.SPEC_CHANGED)
         self.notifier.ready()
+
+    # -- maintenance, disk guard, state file ---------------------------------------------
+
+    def _in_maintenance(self, now: float) -> bool:
+        """Whether `gc` holds the maintenance file; notices its start and its end."""
+        current = maintenance.read(self.maintenance_path)
+        if current is not None and self.maintenance is None:
+            # any phase -> MAINTENANCE
+            self.maintenance = current
+            self.phase = Phase.MAINTENANCE
+            self.repair_at = None
+            self.pending_reason = None
+            self.log.info("maintenance.started", task=current.task, pid=current.pid)
+        elif current is None and self.maintenance is not None:
+            self.maintenance = None
+            self.log.info("maintenance.ended")
+            self._after_maintenance(now)
+        return self.maintenance is not None
+
+    def _after_maintenance(self, now: float) -> None:
+        """Adopt what `gc` left (the normal container); repair it if it left none."""
+        # MAINTENANCE -> STARTING (or RESTARTING)
+        self.phase = Phase.STARTING if self.engine is not None else Phase.ENGINE_DOWN
+        self.recent_actions.clear()
+        self.failures.reset()
+        self.started_at = now
+        self.probe_at = now
+        if self.engine is None or self.image_id is None:
+            return
+        try:
+            self._check_container(now)
+        except EngineUnavailable as err:
+            self._engine_lost(str(err))
+
+    def _check_disk(self, now: float) -> None:
+        """At most every DISK_CHECK_S: warn once when free space crosses MY_REG_MIN_FREE."""
+        if not self.disk_guard.enabled and not self.disk_guard.low and not self.metrics_on:
+            return
+        if now < self.disk_check_at or self.repair_at is not None:
+            return
+        self.disk_check_at = now + DISK_CHECK_S
+        try:
+            usage = disk.usage(self.settings.dir)
+        except OSError as err:
+            self.log.warning("disk.usage_failed", error=str(err))
+            return
+        crossing = self.disk_guard.update(usage.free_percent)
+        self.metrics.data_dir_free_bytes.set(usage.free)
+        if self.metrics_on:
+            size = disk.tree_size(self.settings.dir, max_seconds=METRICS_WALK_MAX_S)
+            self.metrics.data_dir_bytes.set(size.bytes)
+        fields = {
+            "data_dir": str(self.settings.dir),
+            "free_percent": round(usage.free_percent, 2),
+            "free_bytes": usage.free,
+            "min_free_percent": self.settings.min_free,
+        }
+        if crossing is disk.Crossing.LOW:
+            self.log.warning("disk.low", hint="registry-supervisor gc --dry-run", **fields)
+        elif crossing is disk.Crossing.RECOVERED:
+            self.log.info("disk.ok", **fields)
+
+    def state_content(self) -> dict[str, Any]:
+        """What the state file holds (pure: no I/O)."""
+
+        def iso(moment: datetime | None) -> str | None:
+            return moment.isoformat(timespec="seconds") if moment is not None else None
+
+        return {
+            "version": state.STATE_VERSION,
+            "pid": os.getpid(),
+            "container": self.settings.name,
+            "container_id": self.container_id,
+            "phase": self.phase.value,
+            "supervisor_started_at": iso(self.started_wall),
+            "healthy_since": iso(self.healthy_since_wall) if self.phase is Phase.HEALTHY else None,
+            "restarts": {reason.value: count for reason, count in sorted(self.restarts.items())},
+            "last_reason": self.last_reason.value if self.last_reason else None,
+            "last_reason_at": iso(self.last_reason_wall),
+            "image_id": self.image_id,
+            "disk_low": self.disk_guard.low,
+            "disk_free_percent": (
+                None
+                if self.disk_guard.free_percent is None
+                else round(self.disk_guard.free_percent, 2)
+            ),
+            "updated_at": iso(datetime.now(UTC)),
+        }
+
+    def _save_state(self, now: float) -> None:
+        """Offer the state file a new content, off the hot path of a restart."""
+        if self.repair_at is not None and self.repair_at - now < STATE_QUIET_S:
+            return
+        if self.phase is Phase.STARTING and now - self.started_at < STATE_QUIET_S:
+            return
+        try:
+            self.state_file.offer(now, self.state_content())
+        except OSError as err:
+            if not self.state_failed:
+                self.log.warning(
+                    "state.write_failed", path=str(self.state_file.path), error=str(err)
+                )
+            self.state_failed = True
+        else:
+            self.state_failed = False
+
+    @property
+    def metrics_on(self) -> bool:
+        return self.settings.metrics_addr is not None
+
+    def _update_metrics(self, now: float) -> None:
+        """The gauges that follow the phase (cheap: no I/O)."""
+        healthy = self.phase is Phase.HEALTHY
+        self.metrics.up.set(1 if healthy else 0)
+        self.metrics.maintenance.set(1 if self.phase is Phase.MAINTENANCE else 0)
+        since = self.last_ok_at if self.last_ok_at is not None else self.boot_at
+        self.metrics.since_healthy.set(0.0 if healthy else max(0.0, now - since))
+
+    # -- one journal ----------------------------------------------------------------------
+
+    def _follow_logs(self, now: float) -> None:
+        """Keep one LogFollower on the current container (MY_REG_FORWARD_LOGS)."""
+        if not self.settings.forward_logs or self.engine is None or self.container_id is None:
+            return
+        follower = self.log_follower
+        same = follower is not None and follower.container_id == self.container_id
+        if same and follower is not None and follower.alive:
+            return
+        if self.repair_at is not None or self.maintenance is not None:
+            return  # the container is about to change
+        if now < self.follow_retry_at:
+            return
+        self.follow_retry_at = now + FOLLOW_RETRY_S
+        # Lines from before this supervisor started were someone else's to read.
+        since = self.started_wall.timestamp()
+        if same and follower is not None:
+            since = max(since, follower.last_seen)
+        self._stop_following()
+        self.log_follower = journal.LogFollower(
+            self.docker.api, self.container_id, since, self.log.bind(source="registry")
+        )
+        self.log_follower.start()
+
+    def _stop_following(self) -> None:
+        if self.log_follower is not None:
+            self.log_follower.close()
+            self.log_follower = None

@@ -1,0 +1,279 @@
+"""Garbage collection of the registry's data dir, done safely.
+
+The registry must not accept writes while `registry garbage-collect` runs, and must be
+restarted afterwards (its blob descriptor cache would keep deleted blobs "present",
+and a re-push would then skip uploading them). So, with the maintenance file held
+(a running supervisor stands aside, see supervisor/maintenance.py):
+
+1. the registry container is recreated in read-only mode (pulls keep working,
+   pushes get 503 for the duration),
+2. the collector runs in a one-shot container on the same image, mounts and environment,
+3. the normal container is recreated from the normal spec (no stale cache survives),
+4. bytes freed are measured as the data dir's size before and after.
+
+A dry run skips steps 1 and 3 (it deletes nothing, so the registry keeps serving
+untouched) and reports what a real run would free: the size of the blobs it names.
+Nothing but the registry's own collector deletes anything; the data dir stays where it is.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from supervisor import disk, maintenance, state
+from supervisor.container import Engine, Observed, create_config
+from supervisor.errors import MaintenanceFailed
+from supervisor.health import Probe, ProbeFailed, is_healthy
+from supervisor.settings import Settings
+from supervisor.spec import CONFIG_MOUNT, MANAGED_BY_LABEL, ContainerSpec, derive_spec, spec_hash
+
+READONLY_VARIABLE = "REGISTRY_STORAGE_MAINTENANCE_READONLY"
+READONLY_VALUE = '{"enabled": true}'
+# The registry binary in the official image and in the Debian-built test image.
+REGISTRY_BINARY = "/bin/registry"
+COLLECTOR_SUFFIX = "-gc"
+# How long the registry may take to answer after each recreation.
+ANSWER_TIMEOUT_S = 60.0
+ANSWER_POLL_S = 0.1
+COLLECT_TIMEOUT_S = int(maintenance.MAX_AGE_S)
+_ELIGIBLE_BLOB = re.compile(r"^blob eligible for deletion: (sha256:[0-9a-f]{64})\s*$", re.MULTILINE)
+# Where the filesystem driver keeps blobs under its root (the data dir).
+BLOBS_DIR = "docker/registry/v2/blobs"
+_SUMMARY = re.compile(
+    r"(?P<marked>\d+) blobs marked, (?P<blobs>\d+) blobs and "
+    r"(?P<manifests>\d+) manifests eligible for deletion"
+)
+
+
+@dataclass(frozen=True)
+class GcResult:
+    """What one garbage collection did; stored as the last gc and printed by `gc`."""
+
+    dry_run: bool
+    delete_untagged: bool
+    started_at: str
+    finished_at: str
+    duration_s: float
+    before_bytes: int
+    after_bytes: int
+    freed_bytes: int
+    blobs_marked: int | None
+    blobs_eligible: int | None
+    manifests_eligible: int | None
+    registry_was_running: bool
+    outcome: str  # "ok" or "failed: ..."
+    # Sum of the eligible blobs' files in the data dir: what a real run frees (about).
+    eligible_bytes: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def readonly_spec(spec: ContainerSpec) -> ContainerSpec:
+    """The same container with the registry's storage in read-only maintenance mode (pure)."""
+    environment = dict(spec.environment)
+    environment[READONLY_VARIABLE] = READONLY_VALUE
+    readonly = replace(spec, environment=tuple(sorted(environment.items())))
+    return replace(readonly, spec_hash=spec_hash(readonly))
+
+
+def collector_command(*, dry_run: bool, delete_untagged: bool) -> list[str]:
+    """Arguments of `registry` for the collection (pure)."""
+    flags = (["--dry-run"] if dry_run else []) + (["--delete-untagged"] if delete_untagged else [])
+    return ["garbage-collect", *flags, CONFIG_MOUNT]
+
+
+def collector_config(spec: ContainerSpec, command: list[str]) -> dict[str, Any]:
+    """Create arguments of the one-shot collector: the registry's mounts, env and hardening,
+    no published port, no spec hash (it is never mistaken for the registry) (pure)."""
+    config = create_config(spec)
+    config.pop("ports")
+    config.pop("stop_signal")
+    config.pop("stop_timeout")
+    config["host_config"].pop("port_bindings")
+    config["name"] = f"{spec.name}{COLLECTOR_SUFFIX}"
+    config["labels"] = {MANAGED_BY_LABEL: spec.labels[MANAGED_BY_LABEL]}
+    config["entrypoint"] = [REGISTRY_BINARY]
+    config["command"] = command
+    config["detach"] = True
+    return config
+
+
+def parse_summary(output: str) -> tuple[int | None, int | None, int | None]:
+    """(blobs marked, blobs eligible, manifests eligible) from the collector's output (pure)."""
+    match = _SUMMARY.search(output)
+    if match is None:
+        return None, None, None
+    return int(match["marked"]), int(match["blobs"]), int(match["manifests"])
+
+
+def eligible_blobs(output: str) -> list[str]:
+    """Digests the collector names as eligible for deletion (pure)."""
+    return _ELIGIBLE_BLOB.findall(output)
+
+
+def blobs_bytes(data_dir: Path, digests: list[str]) -> int | None:
+    """Allocated bytes of these blobs in a filesystem-driver data dir; None if none is there."""
+    total, found = 0, False
+    for digest in digests:
+        algorithm, _, hexdigest = digest.partition(":")
+        path = data_dir / BLOBS_DIR / algorithm / hexdigest[:2] / hexdigest / "data"
+        try:
+            total += path.stat().st_blocks * 512
+            found = True
+        except OSError:
+            continue
+    return total if found or not digests else None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class GarbageCollection:
+    """One `registry-supervisor gc` run against the engine."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        *,
+        dry_run: bool,
+        delete_untagged: bool,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.dry_run = dry_run
+        self.delete_untagged = delete_untagged
+        self.sleep = sleep
+        self.spec = derive_spec(settings)
+        self.log = structlog.get_logger().bind(container=settings.name, image=self.spec.image)
+
+    def run(self) -> GcResult:
+        """Collect garbage; MaintenanceFailed (after restoring the registry) if it fails."""
+        path = maintenance.maintenance_path(self.settings)
+        try:
+            held = maintenance.acquire(path, maintenance.GARBAGE_COLLECTION)
+        except maintenance.MaintenanceBusy as err:
+            raise MaintenanceFailed(str(err)) from None
+        except OSError as err:
+            raise MaintenanceFailed(f"cannot write {path}: {err.strerror}") from None
+        try:
+            return self._collect()
+        finally:
+            maintenance.release(path, held)
+
+    def _collect(self) -> GcResult:
+        started, clock = _now(), time.monotonic()
+        before = disk.tree_size(self.settings.dir)
+        observed = self.engine.inspect(self.spec.name)
+        running = observed is not None and observed.running
+        # A dry run deletes nothing: the registry keeps serving untouched.
+        switch = running and not self.dry_run
+        if observed is not None and switch and not observed.managed:
+            raise MaintenanceFailed(
+                f"container {observed.name} was not created by registry-supervisor; "
+                "start `registry-supervisor run` first (it replaces it) or stop it"
+            )
+        self.log.info(
+            "gc.started",
+            dry_run=self.dry_run,
+            delete_untagged=self.delete_untagged,
+            data_dir=str(self.settings.dir),
+            size_bytes=before.bytes,
+            registry_running=running,
+        )
+        outcome = "ok"
+        summary: tuple[int | None, int | None, int | None] = (None, None, None)
+        eligible_bytes = None
+        try:
+            if switch and observed is not None:
+                self._recreate(observed, readonly_spec(self.spec), "read-only")
+            command = collector_command(dry_run=self.dry_run, delete_untagged=self.delete_untagged)
+            code, output = self.engine.run_once(
+                collector_config(self.spec, command), COLLECT_TIMEOUT_S
+            )
+            summary = parse_summary(output)
+            if self.dry_run:  # after a real run they are gone: freed_bytes measures that
+                eligible_bytes = blobs_bytes(self.settings.dir, eligible_blobs(output))
+            for line in output.splitlines()[-5:]:
+                self.log.debug("gc.output", line=line)
+            if code != 0:
+                tail = " | ".join(output.strip().splitlines()[-3:])
+                outcome = f"failed: the collector exited {code}: {tail}"
+        finally:
+            if switch:
+                current = self.engine.inspect(self.spec.name)
+                self._recreate(current, self.spec, "normal")
+        after = disk.tree_size(self.settings.dir)
+        result = GcResult(
+            dry_run=self.dry_run,
+            delete_untagged=self.delete_untagged,
+            started_at=started.isoformat(timespec="seconds"),
+            finished_at=_now().isoformat(timespec="seconds"),
+            duration_s=round(time.monotonic() - clock, 3),
+            before_bytes=before.bytes,
+            after_bytes=after.bytes,
+            freed_bytes=max(0, before.bytes - after.bytes),
+            blobs_marked=summary[0],
+            blobs_eligible=summary[1],
+            manifests_eligible=summary[2],
+            registry_was_running=running,
+            outcome=outcome,
+            eligible_bytes=eligible_bytes,
+        )
+        try:
+            state.write_json(state.gc_path(self.settings), result.as_dict())
+        except OSError as err:
+            self.log.warning("gc.record_failed", error=str(err))
+        if outcome != "ok":
+            self.log.error("gc.failed", error=outcome)
+            raise MaintenanceFailed(outcome)
+        self.log.info(
+            "gc.finished",
+            freed_bytes=result.freed_bytes,
+            blobs_eligible=result.blobs_eligible,
+            manifests_eligible=result.manifests_eligible,
+            eligible_bytes=result.eligible_bytes,
+            duration_s=result.duration_s,
+        )
+        return result
+
+    def _recreate(self, observed: Observed | None, spec: ContainerSpec, mode: str) -> None:
+        """Replace the registry container by one of ``spec`` and wait until it answers."""
+        if observed is not None:
+            if observed.running:
+                self.engine.stop(observed.id, self.settings.stop_timeout)
+            self.engine.remove(observed.id)
+        created = self.engine.create(spec)
+        self.engine.start(created.id)
+        self.log.info("gc.registry_recreated", mode=mode, container_id=created.short_id)
+        self._wait_answering(mode)
+
+    def _wait_answering(self, mode: str) -> None:
+        probe = Probe(self.settings.probe_url, self.settings.tls_certificate)
+        deadline = time.monotonic() + ANSWER_TIMEOUT_S
+        try:
+            while True:
+                try:
+                    if is_healthy(probe(self.settings.health_timeout)):
+                        return
+                except ProbeFailed:
+                    pass
+                if time.monotonic() > deadline:
+                    raise MaintenanceFailed(
+                        f"the registry ({mode}) did not answer at {self.settings.probe_url} "
+                        f"within {ANSWER_TIMEOUT_S:.0f} s"
+                    )
+                self.sleep(ANSWER_POLL_S)
+        finally:
+            probe.close()

@@ -1,0 +1,251 @@
+"""One journal: the registry container's own log lines, re-emitted as structured events.
+
+``parse_line`` (pure) reads one line: the registry's logfmt lines become ``registry.log``
+events with their fields as keys (dots become underscores); access-log lines (and the
+"response completed" line the registry writes for each request) are counted into a
+``RequestSummary`` emitted as one ``registry.requests`` event per interval; failed
+requests are ``registry.request_failed``, except HEAD (existence checks: a push asks for
+each blob before uploading it, and most answers are 404). Our own health probes are left
+out of the counts.
+
+``LogFollower`` (I/O) is a daemon thread following one container's log stream. It only
+logs: it decides nothing, so it does not go through the loop's queue. The loop starts a
+new one when the container changes or the stream ended (the container stopped, or the
+engine's read timeout on a quiet stream), from the last line already forwarded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+
+# Keys every registry line carries that say nothing about the event.
+DROPPED_KEYS = frozenset({"time", "go.version", "instance.id", "service", "version"})
+LEVELS = {
+    "debug": "debug",
+    "info": "info",
+    "warn": "warning",
+    "warning": "warning",
+    "error": "error",
+    "fatal": "error",
+    "panic": "error",
+}
+SUMMARY_EVERY_S = 60.0
+# What our health probe looks like in the registry's access log (GET /v2/ via requests).
+PROBE_PATH = "/v2/"
+PROBE_AGENT_PREFIX = "python-requests/"
+
+_LOGFMT = re.compile(r'([A-Za-z_][\w.\-]*)=("(?:[^"\\]|\\.)*"|\S*)')
+_ACCESS = re.compile(
+    r'^(?P<client>\S+) \S+ (?P<user>\S+) \[[^\]]+\] "(?P<method>[A-Z]+) (?P<path>\S+)[^"]*" '
+    r'(?P<status>\d{3}) (?P<bytes>\d+|-) "[^"]*" "(?P<agent>[^"]*)"'
+)
+
+
+@dataclass(frozen=True)
+class Access:
+    method: str
+    path: str
+    status: int
+    size: int
+    agent: str
+
+    @property
+    def is_probe(self) -> bool:
+        return (
+            self.method == "GET"
+            and self.path == PROBE_PATH
+            and self.agent.startswith(PROBE_AGENT_PREFIX)
+        )
+
+
+@dataclass(frozen=True)
+class Line:
+    """A logfmt line: its level (ours), message and remaining fields."""
+
+    level: str
+    msg: str
+    fields: dict[str, str]
+
+
+def parse_logfmt(text: str) -> dict[str, str]:
+    """key=value and key="quoted value" pairs of a logfmt line (pure)."""
+    pairs = {}
+    for key, raw in _LOGFMT.findall(text):
+        value = raw
+        if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
+            value = raw[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+        pairs[key] = value
+    return pairs
+
+
+def parse_line(text: str) -> Access | Line | None:
+    """One line of the registry's output; None for a blank one (pure)."""
+    text = text.strip()
+    if not text:
+        return None
+    access = _ACCESS.match(text)
+    if access is not None:
+        size = access["bytes"]
+        return Access(
+            method=access["method"],
+            path=access["path"],
+            status=int(access["status"]),
+            size=int(size) if size.isdigit() else 0,
+            agent=access["agent"],
+        )
+    pairs = parse_logfmt(text)
+    if "msg" not in pairs or "level" not in pairs:
+        return Line(level="info", msg=text, fields={})  # plain output (a panic, a banner)
+    fields = {
+        key.replace(".", "_"): value
+        for key, value in pairs.items()
+        if key not in DROPPED_KEYS and key not in ("msg", "level")
+    }
+    return Line(level=LEVELS.get(pairs["level"].lower(), "info"), msg=pairs["msg"], fields=fields)
+
+
+@dataclass
+class RequestSummary:
+    """Requests counted since the last summary (our probes apart)."""
+
+    started: float
+    total: int = 0
+    bytes: int = 0
+    probes: int = 0
+    by_status: Counter[str] = field(default_factory=Counter)
+    by_method: Counter[str] = field(default_factory=Counter)
+
+    def add(self, access: Access) -> None:
+        if access.is_probe:
+            self.probes += 1
+            return
+        self.total += 1
+        self.bytes += access.size
+        self.by_status[f"{access.status // 100}xx"] += 1
+        self.by_method[access.method] += 1
+
+    def fields(self, now: float) -> dict[str, Any]:
+        return {
+            "requests": self.total,
+            "bytes_sent": self.bytes,
+            "by_status": dict(sorted(self.by_status.items())),
+            "by_method": dict(sorted(self.by_method.items())),
+            "probes": self.probes,
+            "interval_s": round(now - self.started, 1),
+        }
+
+
+class Forwarder:
+    """Turns lines into log events on ``log``; the summary is flushed every ``every_s``."""
+
+    def __init__(self, log: Any, every_s: float = SUMMARY_EVERY_S) -> None:
+        self.log = log
+        self.every_s = every_s
+        self.summary = RequestSummary(time.monotonic())
+
+    def feed(self, text: str, now: float) -> None:
+        parsed = parse_line(text)
+        if isinstance(parsed, Access):
+            self.summary.add(parsed)
+        elif isinstance(parsed, Line):
+            self._emit(parsed)
+        if now - self.summary.started >= self.every_s:
+            self.flush(now)
+
+    def _emit(self, line: Line) -> None:
+        if line.msg == "response completed":
+            return  # counted through its access-log line
+        if line.msg == "response completed with error":
+            if line.fields.get("http_request_method") == "HEAD":
+                return  # an existence check (every push asks for blobs it may skip): counted
+            fields = {k: v for k, v in line.fields.items() if not k.startswith("http_response_")}
+            self.log.warning("registry.request_failed", **fields)
+            return
+        getattr(self.log, line.level)("registry.log", msg=line.msg, **line.fields)
+
+    def flush(self, now: float) -> None:
+        """Emit the request summary if anything was counted; start a new interval."""
+        if self.summary.total:
+            self.log.info("registry.requests", **self.summary.fields(now))
+        self.summary = RequestSummary(now)
+
+
+def docker_timestamp(text: str) -> float | None:
+    """Epoch seconds of a Docker log timestamp (RFC 3339, nanoseconds), or None (pure)."""
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+class LogFollower:
+    """A daemon thread forwarding one container's log lines from ``since`` (epoch s)."""
+
+    def __init__(self, api: docker.APIClient, container_id: str, since: float, log: Any) -> None:
+        self.api = api
+        self.container_id = container_id
+        self.last_seen = since
+        self.forwarder = Forwarder(log)
+        self._stream: Any = None
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="registry-logs", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        buffer = b""
+        try:
+            self._stream = self.api.logs(
+                self.container_id,
+                stream=True,
+                follow=True,
+                timestamps=True,
+                since=self.last_seen,
+            )
+            if self._closed.is_set():
+                return
+            for chunk in self._stream:
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for raw in lines:
+                    self._line(raw.decode(errors="replace"))
+        except (requests.exceptions.RequestException, docker.errors.DockerException, OSError):
+            pass  # the container went away, the engine restarted, or a read timeout
+        finally:
+            if buffer:
+                self._line(buffer.decode(errors="replace"))
+            self.forwarder.flush(time.monotonic())
+
+    def _line(self, text: str) -> None:
+        stamp, _, rest = text.partition(" ")
+        moment = docker_timestamp(stamp)
+        if moment is None:
+            rest = text
+        else:
+            self.last_seen = max(self.last_seen, moment + 1e-6)
+        self.forwarder.feed(rest, time.monotonic())
+
+    def close(self) -> None:
+        self._closed.set()
+        stream = self._stream
+        if stream is not None:
+            with contextlib.suppress(OSError, AttributeError):
+                stream.close()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)

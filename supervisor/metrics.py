@@ -1,0 +1,88 @@
+"""Prometheus metrics of the supervisor (MY_REG_METRICS_ADDR; off by default).
+
+The loop sets every value; the exporter's HTTP thread only reads them when scraped.
+Metrics live in a registry of their own (not prometheus_client's global one), so one
+process can hold several supervisors (tests) without name clashes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from threading import Thread
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+DEFAULT_HOST = "127.0.0.1"
+PROBE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """'9341' (loopback), '127.0.0.1:9341' or '[::1]:9341' -> (host, port); ValueError."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep:
+        host = DEFAULT_HOST
+    host = host.removeprefix("[").removesuffix("]")
+    address = str(ipaddress.ip_address(host))
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(port)
+    return address, int(port)
+
+
+class Metrics:
+    """The gauges, counters and the histogram the loop keeps current."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.up = Gauge(
+            "registry_up",
+            "1 while the registry answers its health probe, else 0",
+            registry=self.registry,
+        )
+        self.restarts = Counter(
+            "registry_restarts",
+            "Restarts of the registry container, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.probe_seconds = Histogram(
+            "registry_probe_duration_seconds",
+            "Duration of GET /v2/ health probes (failed ones included)",
+            buckets=PROBE_BUCKETS,
+            registry=self.registry,
+        )
+        self.since_healthy = Gauge(
+            "registry_seconds_since_healthy",
+            "Seconds since the registry last answered a probe (0 while healthy)",
+            registry=self.registry,
+        )
+        self.data_dir_bytes = Gauge(
+            "registry_data_dir_bytes",
+            "Bytes allocated under the data dir (a lower bound for a very large one)",
+            registry=self.registry,
+        )
+        self.data_dir_free_bytes = Gauge(
+            "registry_data_dir_free_bytes",
+            "Free bytes on the data dir's file system",
+            registry=self.registry,
+        )
+        self.maintenance = Gauge(
+            "registry_maintenance",
+            "1 while a maintenance task (garbage collection) holds the registry",
+            registry=self.registry,
+        )
+        self._server: WSGIServer | None = None
+        self._thread: Thread | None = None
+
+    def serve(self, host: str, port: int) -> None:
+        """Start the exporter's HTTP thread; OSError if the address cannot be bound."""
+        self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None

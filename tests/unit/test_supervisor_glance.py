@@ -1,0 +1,195 @@
+"""The loop's side of status at a glance, disk guard and maintenance (no engine, no I/O
+beyond a tmp state dir)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from supervisor import maintenance
+from supervisor.cli import _glance_lines
+from supervisor.errors import ConfigError
+from supervisor.notify import Notifier
+from supervisor.reconcile import Reason
+from supervisor.settings import load_settings
+from supervisor.supervise import Phase, Supervisor
+
+
+@pytest.fixture
+def supervisor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Supervisor]:
+    monkeypatch.setenv("MY_REG_STATE_DIR", str(tmp_path / "state"))
+    sup = Supervisor(load_settings(None), None, Notifier(), clock=lambda: 1000.0)
+    yield sup
+    sup.probe.close()
+
+
+def hold_maintenance(sup: Supervisor) -> None:
+    sup.maintenance_path.parent.mkdir(parents=True, exist_ok=True)
+    sup.maintenance_path.write_text(
+        json.dumps({"task": "garbage collection", "pid": os.getpid(), "started": time.time()})
+    )
+
+
+def test_min_free_defaults_to_5_percent() -> None:
+    """MY_REG_MIN_FREE is 5 unless set."""
+    assert 5.0 == load_settings(None).min_free
+
+
+def test_min_free_out_of_range_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A percentage above 100 is refused with the expected range."""
+    monkeypatch.setenv("MY_REG_MIN_FREE", "150")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None)
+    assert [
+        "MY_REG_MIN_FREE='150': expected a percentage of free disk space from 0 to 100 "
+        "(0: no warning)"
+    ] == caught.value.problems
+
+
+def test_low_disk_shows_in_the_status_line(supervisor: Supervisor) -> None:
+    """While space is low, STATUS says so after the phase."""
+    supervisor.phase, supervisor.healthy_since = Phase.HEALTHY, 990.0
+    supervisor.disk_guard.update(2.0)
+    assert supervisor.status_line(1000.0) == (
+        "healthy: up 10s, 0 restarts; disk low: 2.0% free (< 5%), consider registry-supervisor gc"
+    )
+
+
+def test_maintenance_file_puts_the_loop_in_maintenance(supervisor: Supervisor) -> None:
+    """A fresh maintenance file: phase MAINTENANCE, STATUS names the task."""
+    hold_maintenance(supervisor)
+    assert supervisor._in_maintenance(1000.0) is True
+    assert supervisor.status_line(1000.0) == "maintenance: garbage collection"
+
+
+def test_no_restart_is_counted_during_maintenance(supervisor: Supervisor) -> None:
+    """Restarts that gc causes are not failures: schedule_repair does nothing."""
+    hold_maintenance(supervisor)
+    supervisor.schedule_repair(1000.0, Reason.CRASHED)
+    assert (None, 0) == (supervisor.repair_at, sum(supervisor.restarts.values()))
+
+
+def test_end_of_maintenance_returns_to_starting(supervisor: Supervisor) -> None:
+    """When the file goes away the loop probes again (STARTING), counting nothing."""
+    hold_maintenance(supervisor)
+    supervisor._in_maintenance(1000.0)
+    supervisor.maintenance_path.unlink()
+    assert supervisor._in_maintenance(1000.0) is False
+    assert Phase.ENGINE_DOWN == supervisor.phase  # no engine in this test: it reconnects first
+
+
+def test_a_stale_maintenance_file_is_ignored(supervisor: Supervisor) -> None:
+    """A file whose holder died does not silence the supervisor."""
+    child_pid = os.fork()
+    if child_pid == 0:
+        os._exit(0)
+    os.waitpid(child_pid, 0)
+    supervisor.maintenance_path.parent.mkdir(parents=True, exist_ok=True)
+    supervisor.maintenance_path.write_text(
+        json.dumps({"task": "gc", "pid": child_pid, "started": time.time()})
+    )
+    assert maintenance.read(supervisor.maintenance_path) is None
+    assert supervisor._in_maintenance(1000.0) is False
+
+
+def test_state_content_counts_restarts_by_reason(supervisor: Supervisor) -> None:
+    """The state file holds restarts by reason, the last one, and the phase."""
+    supervisor.schedule_repair(1000.0, Reason.UNHEALTHY)
+    content = supervisor.state_content()
+    assert ({"unhealthy": 1}, "unhealthy", "restarting") == (
+        content["restarts"],
+        content["last_reason"],
+        content["phase"],
+    )
+    assert content["last_reason_at"] is not None
+
+
+def test_state_is_not_written_while_a_restart_is_imminent(supervisor: Supervisor) -> None:
+    """A repair due within a second keeps the disk off the hot path."""
+    supervisor.schedule_repair(1000.0, Reason.CRASHED)
+    supervisor._save_state(1000.0)
+    assert not supervisor.state_file.path.exists()
+    supervisor.repair_at = 1010.0
+    supervisor._save_state(1000.0)
+    assert supervisor.state_file.path.exists()
+
+
+def test_glance_lines_for_a_human() -> None:
+    """`status` prints uptime, restarts by reason, disk, TLS and the last gc."""
+    report = {
+        "uptime_s": 192.0,
+        "image_id": "sha256:abc",
+        "restarts": {"crashed": 2, "unhealthy": 1},
+        "last_reason": "crashed",
+        "last_reason_at": "2026-01-01T00:00:00+00:00",
+        "data_dir": {
+            "path": "/var/lib/my_registry",
+            "size_bytes": 1536,
+            "files": 3,
+            "size_complete": True,
+            "free_bytes": 1 << 30,
+            "total_bytes": 4 << 30,
+            "free_percent": 25.0,
+            "low": False,
+            "min_free_percent": 5.0,
+        },
+        "certificate": None,
+        "last_gc": {
+            "finished_at": "2026-01-01T01:00:00+00:00",
+            "dry_run": False,
+            "freed_bytes": 2048,
+            "outcome": "ok",
+        },
+        "supervisor": None,
+        "maintenance": None,
+    }
+    assert [
+        "uptime:    3m12s",
+        "image id:  sha256:abc",
+        "restarts:  3 (crashed 2, unhealthy 1); last: crashed at 2026-01-01T00:00:00+00:00",
+        "data dir:  /var/lib/my_registry: 1.5 KiB in 3 files; 1.0 GiB free of 4.0 GiB (25.0%)",
+        "tls:       off",
+        "last gc:   2026-01-01T01:00:00+00:00: freed 2.0 KiB (ok)",
+        "supervisor: no state file yet",
+    ] == _glance_lines(report)
+
+
+@pytest.mark.parametrize(
+    ("given", "effective"),
+    [("9341", "127.0.0.1:9341"), ("127.0.0.1:9341", "127.0.0.1:9341"), ("[::1]:80", "[::1]:80")],
+)
+def test_metrics_address_forms(monkeypatch: pytest.MonkeyPatch, given: str, effective: str) -> None:
+    """A port alone means loopback; an address and port are taken as given."""
+    monkeypatch.setenv("MY_REG_METRICS_ADDR", given)
+    assert effective == load_settings(None).metrics_addr
+
+
+@pytest.mark.parametrize("given", ["localhost:9341", "127.0.0.1:0", "127.0.0.1:x", "99999"])
+def test_bad_metrics_address_is_one_line(monkeypatch: pytest.MonkeyPatch, given: str) -> None:
+    """Host names, port 0 and non-numbers are refused with the expected form."""
+    monkeypatch.setenv("MY_REG_METRICS_ADDR", given)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None)
+    assert [
+        f"MY_REG_METRICS_ADDR={given!r}: expected a port, or an address and port such as "
+        "127.0.0.1:9341"
+    ] == caught.value.problems
+
+
+def test_metrics_are_off_by_default() -> None:
+    """Without MY_REG_METRICS_ADDR nothing listens."""
+    assert load_settings(None).metrics_addr is None
+
+
+def test_restart_counts_reach_the_metrics(supervisor: Supervisor) -> None:
+    """A counted restart increments registry_restarts_total for its reason."""
+    supervisor.schedule_repair(1000.0, Reason.OOM)
+    value = supervisor.metrics.registry.get_sample_value(
+        "registry_restarts_total", {"reason": "oom"}
+    )
+    assert 1.0 == value
