@@ -60,6 +60,11 @@ def parse_event(raw: dict[str, Any]) -> ContainerEvent:
     )
 
 
+def event_filters(container_name: str) -> dict[str, Any]:
+    """The engine-side filter for our container's events (values must be lists)."""
+    return {"type": "container", "container": container_name, "event": list(WATCHED_ACTIONS)}
+
+
 class EventWatcher:
     """A daemon thread that streams events for one container name into ``sink``."""
 
@@ -84,14 +89,7 @@ class EventWatcher:
 
     def _run(self) -> None:
         try:
-            self._stream = self._api.events(
-                decode=True,
-                filters={
-                    "type": "container",
-                    "container": self._name,
-                    "event": list(WATCHED_ACTIONS),
-                },
-            )
+            self._stream = self._api.events(decode=True, filters=event_filters(self._name))
         except (requests.exceptions.RequestException, docker.errors.DockerException) as err:
             self._ready.set()
             self._sink(EngineLost(str(err)))

@@ -48,7 +48,8 @@ from supervisor.spec import ContainerSpec, derive_spec
 FAST_PROBE_S = 0.05
 # `docker rm -f` in progress: look again this soon for the container to be gone.
 REMOVAL_RECHECK_S = 0.05
-ENGINE_RETRY = BackoffPolicy(base_s=0.25, factor=2.0, cap_s=5.0)
+# An engine restart takes a couple of seconds: look often, but not hot.
+ENGINE_RETRY = BackoffPolicy(base_s=0.25, factor=1.3, cap_s=2.0)
 IMAGE_RETRY = BackoffPolicy(base_s=1.0, factor=2.0, cap_s=60.0)
 # How much longer systemd should wait for READY while we pull or wait for the engine.
 START_EXTENSION_S = 90.0
@@ -167,7 +168,7 @@ class Supervisor:
         self.disk_check_at = 0.0
         self.maintenance_path = maintenance.maintenance_path(settings)
         self.maintenance: maintenance.Maintenance | None = None
-        self.metrics = metrics.Metrics()
+        self.metrics = metrics.Metrics(enabled=settings.metrics_addr is not None)
         self.last_ok_at: float | None = None
         self.boot_at = clock()
         self.log_follower: journal.LogFollower | None = None
@@ -432,6 +433,9 @@ class Supervisor:
             after_attempts=self.engine_attempt,
         )
         self.engine_attempt = 0
+        if self.engine_was_lost:
+            # Restarts that failed while the engine went down were not the registry's.
+            self.budget = RestartBudget(self.budget.policy)
         # Subscribe before looking, so nothing happens unseen in between.
         self._watch()
         if self.image_id is not None:
@@ -546,8 +550,9 @@ class Supervisor:
         """Count a restart, log it once, and set when it happens (backoff)."""
         if self.repair_at is not None or self._in_maintenance(now):
             return
-        if reason is Reason.SPEC_CHANGED:
-            attempt, delay = self.budget.attempt, 0.0  # a change, not a failure
+        if reason in (Reason.SPEC_CHANGED, Reason.ENGINE_RESTARTED):
+            # A change, or the engine's own restart: not the registry failing.
+            attempt, delay = self.budget.attempt, 0.0
         else:
             attempt, delay = self.budget.next_restart()
         self.restarts[reason] += 1
@@ -639,6 +644,7 @@ class Supervisor:
     # -- health ------------------------------------------------------------------------
 
     def _probe(self, now: float) -> None:
+        started = now
         try:
             status = self.probe(self.settings.health_timeout)
             healthy, detail = is_healthy(status), f"HTTP {status}"
@@ -678,7 +684,9 @@ class Supervisor:
             return
         # HEALTHY | STARTING -> UNHEALTHY
         self.phase = Phase.UNHEALTHY
-        self.probe_at = now + self.settings.health_interval
+        # Start to start: a failed probe already spent its timeout, and counting the
+        # interval from its end would stretch hang detection by retries x timeout.
+        self.probe_at = started + self.settings.health_interval
 
     def _healthy(self, now: float) -> None:
         if self.phase is not Phase.HEALTHY:

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+# cryptography is imported inside the functions: it only matters with TLS on, and
+# costs about 10 MiB of RSS that a supervisor without TLS should not carry.
 
 # A certificate expiring sooner than this is warned about everywhere we can.
 EXPIRY_WARNING_DAYS = 30
@@ -37,6 +36,9 @@ class Certificate:
 
 def load_certificate(path: Path) -> Certificate:
     """The first (leaf) certificate of a PEM file; ValueError naming the file if none."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     try:
         data = path.read_bytes()
     except OSError as err:
@@ -76,6 +78,10 @@ def check_key(key_path: Path, certificate_path: Path | None) -> None:
 
     ``certificate_path`` None: the certificate is bad already; only the key is parsed.
     """
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     try:
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
     except OSError as err:

@@ -6,9 +6,10 @@ import json
 
 import pytest
 import structlog
+from docker.utils import convert_filters
 
 from supervisor import log
-from supervisor.events import ContainerEvent, parse_event
+from supervisor.events import WATCHED_ACTIONS, ContainerEvent, event_filters, parse_event
 from supervisor.settings import LogFormat, LogLevel
 
 
@@ -23,6 +24,16 @@ def test_a_die_event_carries_exit_code() -> None:
         "time": 1,
     }
     assert parse_event(raw) == ContainerEvent("die", "abc", exit_code=137)
+
+
+def test_event_filter_reaches_the_engine_as_one_value_per_action() -> None:
+    """docker-py must send each watched action separately, or nothing matches."""
+    encoded = json.loads(convert_filters(event_filters("my_registry")))
+    assert {
+        "type": ["container"],
+        "container": ["my_registry"],
+        "event": list(WATCHED_ACTIONS),
+    } == encoded
 
 
 def test_a_kill_event_carries_the_signal() -> None:

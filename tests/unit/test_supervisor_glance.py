@@ -186,9 +186,14 @@ def test_metrics_are_off_by_default() -> None:
     assert load_settings(None).metrics_addr is None
 
 
-def test_restart_counts_reach_the_metrics(supervisor: Supervisor) -> None:
-    """A counted restart increments registry_restarts_total for its reason."""
+def test_restart_counts_reach_the_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the endpoint on, a counted restart increments registry_restarts_total for its reason."""
+    monkeypatch.setenv("MY_REG_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("MY_REG_METRICS_ADDR", "9341")  # never served: serve() is not called
+    supervisor = Supervisor(load_settings(None), None, Notifier(), clock=lambda: 1000.0)
+    supervisor.probe.close()
     supervisor.schedule_repair(1000.0, Reason.OOM)
+    assert supervisor.metrics.registry is not None
     value = supervisor.metrics.registry.get_sample_value(
         "registry_restarts_total", {"reason": "oom"}
     )
