@@ -6,12 +6,14 @@ import argparse
 import errno
 import getpass
 import json
+import signal
 import socket
 import sys
-from collections.abc import Sequence
-from contextlib import closing
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import structlog
@@ -134,6 +136,23 @@ def _run(settings: Settings, env_file: Path | None) -> int:
     return ExitCode.OK
 
 
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a timer's stop, a dropped SSH session) unwind like Ctrl-C, so
+    gc's cleanup runs: without it the registry would stay read-only, or be made writable
+    by the supervisor while the collector still sweeps."""
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _gc(settings: Settings, args: argparse.Namespace) -> int:
     # The HTTP secret is part of the spec: the normal container must come back identical.
     settings = with_http_secret(settings)
@@ -142,10 +161,15 @@ def _gc(settings: Settings, args: argparse.Namespace) -> int:
             settings, engine, dry_run=args.dry_run, delete_untagged=args.delete_untagged
         )
         try:
-            result = collection.run()
+            with _interruptible():
+                result = collection.run()
         except MaintenanceFailed as err:
             print(f"{PROG}: gc: {err}", file=sys.stderr)
             return GC_FAILED
+        except KeyboardInterrupt:
+            # The finally blocks ran: collector removed, registry back in normal mode.
+            print(f"{PROG}: gc: interrupted; the registry is back in normal mode", file=sys.stderr)
+            return INTERRUPTED
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
         return ExitCode.OK

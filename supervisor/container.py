@@ -33,7 +33,7 @@ from supervisor.spec import (
 )
 
 # API calls that should be quick; a hung engine must not hang the loop forever.
-API_TIMEOUT_S = 30
+API_TIMEOUT_S = 10  # well under half of the unit's WatchdogSec=30s
 # Docker Engine 20.10 and later speak it. A fixed version also keeps the client
 # constructor free of I/O ("auto" asks the engine and leaks a socket on failure).
 API_VERSION = "1.41"
@@ -165,6 +165,15 @@ def _translated(action: str) -> Iterator[None]:
         raise EngineUnavailable(f"{action}: {err}") from err
 
 
+@contextmanager
+def _reads_translated(action: str) -> Iterator[None]:
+    try:
+        with _translated(action):
+            yield
+    except ContainerActionFailed as err:
+        raise EngineUnavailable(str(err)) from err
+
+
 class Engine:
     """A thin wrapper over one docker-py client, kept for the life of the process."""
 
@@ -178,20 +187,22 @@ class Engine:
     def api(self) -> docker.APIClient:
         return self._client.api
 
+    # Reads: any refusal (a 500 from a half-stopped daemon) means the engine is not
+    # usable now, and the loop's reconnect path is the one that copes with that.
     def ping(self) -> None:
-        with _translated("ping"):
+        with _reads_translated("ping"):
             self._client.ping()
 
     def inspect(self, name_or_id: str) -> Observed | None:
         try:
-            with _translated("inspect"):
+            with _reads_translated("inspect"):
                 return observe(self._client.api.inspect_container(name_or_id))
         except ContainerGone:
             return None
 
     def image_id(self, ref: str) -> str | None:
         try:
-            with _translated("inspect image"):
+            with _reads_translated("inspect image"):
                 return str(self._client.api.inspect_image(ref)["Id"])  # type: ignore[no-untyped-call]
         except ContainerGone:
             return None

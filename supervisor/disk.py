@@ -91,6 +91,8 @@ class DiskGuard:
         self.min_free_percent = min_free_percent
         self.low = False
         self.free_percent: float | None = None
+        # What a garbage collection would free, estimated once per LOW crossing.
+        self.reclaimable: int | None = None
 
     @property
     def enabled(self) -> bool:
@@ -103,16 +105,17 @@ class DiskGuard:
         if low == self.low:
             return None
         self.low = low
+        self.reclaimable = None
         return Crossing.LOW if low else Crossing.RECOVERED
 
     def note(self) -> str | None:
         """The STATUS suffix while space is low."""
         if not self.low or self.free_percent is None:
             return None
-        return (
-            f"disk low: {self.free_percent:.1f}% free (< {self.min_free_percent:g}%), "
-            "consider registry-supervisor gc"
-        )
+        low = f"disk low: {self.free_percent:.1f}% free (< {self.min_free_percent:g}%)"
+        if self.reclaimable is None:
+            return f"{low}, consider registry-supervisor gc"
+        return f"{low}, gc would free {human_bytes(self.reclaimable)}"
 
 
 def human_bytes(count: float) -> str:

@@ -99,12 +99,29 @@ def collector_config(spec: ContainerSpec, command: list[str]) -> dict[str, Any]:
     config.pop("stop_signal")
     config.pop("stop_timeout")
     config["host_config"].pop("port_bindings")
-    config["name"] = f"{spec.name}{COLLECTOR_SUFFIX}"
+    # A dry run has a name of its own: it may run beside a real collection.
+    dry = "--dry-run" in command
+    config["name"] = f"{spec.name}{COLLECTOR_SUFFIX}{'-dry' if dry else ''}"
     config["labels"] = {MANAGED_BY_LABEL: spec.labels[MANAGED_BY_LABEL]}
     config["entrypoint"] = [REGISTRY_BINARY]
     config["command"] = command
     config["detach"] = True
     return config
+
+
+# The disk guard's estimate runs beside the loop; a stuck collector must end.
+ESTIMATE_TIMEOUT_S = 600
+
+
+def estimate_reclaimable(settings: Settings, engine: Engine) -> int | None:
+    """Bytes a collection would free now: a dry run of the collector, which deletes
+    nothing and leaves the registry serving. None when the collector fails."""
+    spec = derive_spec(settings)
+    command = collector_command(dry_run=True, delete_untagged=False)
+    code, output = engine.run_once(collector_config(spec, command), ESTIMATE_TIMEOUT_S)
+    if code != 0:
+        return None
+    return blobs_bytes(settings.dir, eligible_blobs(output))
 
 
 def parse_summary(output: str) -> tuple[int | None, int | None, int | None]:
@@ -160,6 +177,10 @@ class GarbageCollection:
 
     def run(self) -> GcResult:
         """Collect garbage; MaintenanceFailed (after restoring the registry) if it fails."""
+        if self.dry_run:
+            # Deletes nothing and leaves the registry serving: the supervisor keeps
+            # repairing as usual, so no maintenance lock.
+            return self._collect()
         path = maintenance.maintenance_path(self.settings)
         try:
             held = maintenance.acquire(path, maintenance.GARBAGE_COLLECTION)
@@ -175,6 +196,7 @@ class GarbageCollection:
     def _collect(self) -> GcResult:
         started, clock = _now(), time.monotonic()
         before = disk.tree_size(self.settings.dir)
+        self._clear_leftover_collector()
         observed = self.engine.inspect(self.spec.name)
         running = observed is not None and observed.running
         # A dry run deletes nothing: the registry keeps serving untouched.
@@ -247,6 +269,19 @@ class GarbageCollection:
             duration_s=result.duration_s,
         )
         return result
+
+    def _clear_leftover_collector(self) -> None:
+        """A collector left by a killed gc: remove it if it has ended, refuse if it runs."""
+        dry = "-dry" if self.dry_run else ""
+        leftover = self.engine.inspect(f"{self.spec.name}{COLLECTOR_SUFFIX}{dry}")
+        if leftover is None or not leftover.managed:
+            return
+        if leftover.running:
+            raise MaintenanceFailed(
+                f"a collector from an earlier gc ({leftover.name}) is still running; "
+                "wait for it to end"
+            )
+        self.engine.remove(leftover.id)
 
     def _recreate(self, observed: Observed | None, spec: ContainerSpec, mode: str) -> None:
         """Replace the registry container by one of ``spec`` and wait until it answers."""

@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 
 import structlog
 
-from supervisor import disk, journal, log, maintenance, metrics, security, state, tls
+from supervisor import disk, gc, journal, log, maintenance, metrics, security, state, tls
 from supervisor.backoff import BackoffPolicy, RestartBudget
 from supervisor.container import Engine, Observed
 from supervisor.errors import (
@@ -265,6 +266,7 @@ class Supervisor:
                 observed = self.docker.inspect(self.settings.name)
                 if observed is not None and observed.managed and observed.running:
                     if self.settings.stop_on_exit:
+                        self._kick_watchdog()
                         self.docker.stop(observed.id, self.settings.stop_timeout)
                         self.log.info("container.stopped", container_id=observed.short_id)
                     else:
@@ -362,13 +364,17 @@ class Supervisor:
         self._heartbeat(self.clock())
 
     def _heartbeat(self, now: float) -> None:
-        every = self.notifier.watchdog_every_s
-        if every is not None and now >= self.watchdog_at:
-            self.notifier.watchdog()
-            self.watchdog_at = now + every
+        if self.notifier.watchdog_every_s is not None and now >= self.watchdog_at:
+            self._kick_watchdog()
         self.notifier.status(self.status_line(now))
         self._save_state(now)
         self._update_metrics(now)
+
+    def _kick_watchdog(self) -> None:
+        every = self.notifier.watchdog_every_s
+        if every is not None:
+            self.notifier.watchdog()
+            self.watchdog_at = self.clock() + every
 
     def _warn_risks(self) -> None:
         """Log what is risky about the settings (exposure, an expiring certificate)."""
@@ -497,7 +503,7 @@ class Supervisor:
             return
         self.image_id = present
         self.image_attempt = 0
-        first = self.engine_was_lost is False and self.container_id is None
+        first = self.container_id is None
         if first:
             # The first reconcile: create, adopt, start or replace, without
             # counting it as a restart.
@@ -548,7 +554,7 @@ class Supervisor:
 
     def schedule_repair(self, now: float, reason: Reason, exit_code: int | None = None) -> None:
         """Count a restart, log it once, and set when it happens (backoff)."""
-        if self.repair_at is not None or self._in_maintenance(now):
+        if self._in_maintenance(now) or self.repair_at is not None:
             return
         if reason in (Reason.SPEC_CHANGED, Reason.ENGINE_RESTARTED):
             # A change, or the engine's own restart: not the registry failing.
@@ -632,6 +638,9 @@ class Supervisor:
     def _retire(self, observed: Observed, reason: Reason | None) -> None:
         """Stop and remove a container we replace; its volumes and data stay."""
         if observed.running:
+            # A graceful stop may take MY_REG_STOP_TIMEOUT: start it with a fresh
+            # watchdog period, not half of one.
+            self._kick_watchdog()
             self.docker.stop(observed.id, self.settings.stop_timeout)
         self.docker.remove(observed.id)
         self.log.warning(
@@ -713,13 +722,18 @@ class Supervisor:
 
     def reload(self) -> None:
         """SIGHUP: re-read settings; replace the container only if its spec changed."""
-        self.notifier.reloading()
+        # Before the first READY, systemd is still waiting for the registry to answer:
+        # a reload then must not tell it we are ready.
+        started = self.ready_sent
+        if started:
+            self.notifier.reloading()
         self.log.info("supervisor.reloading")
         try:
             new = with_http_secret(load_settings(self.env_file))
         except ConfigError as err:
             self.log.error("settings.reload_rejected", problems=err.problems)
-            self.notifier.ready()
+            if started:
+                self.notifier.ready()
             return
         old_settings, old_spec = self.settings, self.spec
         new_spec = derive_spec(new)
@@ -750,7 +764,8 @@ class Supervisor:
         if changed and self.engine is not None and self.image_id is not None:
             self.repair_at = None
             self.schedule_repair(self.clock(), Reason.SPEC_CHANGED)
-        self.notifier.ready()
+        if started:
+            self.notifier.ready()
 
     # -- maintenance, disk guard, state file ---------------------------------------------
 
@@ -810,8 +825,30 @@ class Supervisor:
         }
         if crossing is disk.Crossing.LOW:
             self.log.warning("disk.low", hint="registry-supervisor gc --dry-run", **fields)
+            # The collector's dry run takes a container start and a walk of the
+            # registry's metadata: off the loop, so probes and the watchdog go on.
+            threading.Thread(
+                target=self._estimate_reclaimable, name="gc-estimate", daemon=True
+            ).start()
         elif crossing is disk.Crossing.RECOVERED:
             self.log.info("disk.ok", **fields)
+
+    def _estimate_reclaimable(self) -> None:
+        """Say how much a garbage collection would free (thread: logs, decides nothing)."""
+        guard = self.disk_guard
+        try:
+            with closing(Engine()) as engine:
+                reclaimable = gc.estimate_reclaimable(self.settings, engine)
+        except (SupervisorError, OSError) as err:
+            self.log.warning("disk.gc_estimate_failed", error=str(err))
+            return
+        if guard.low:
+            guard.reclaimable = reclaimable
+        self.log.warning(
+            "disk.gc_estimate",
+            gc_would_free_bytes=reclaimable,
+            gc_would_free=None if reclaimable is None else disk.human_bytes(reclaimable),
+        )
 
     def state_content(self) -> dict[str, Any]:
         """What the state file holds (pure: no I/O)."""

@@ -11,6 +11,10 @@ import time
 import pytest
 import requests
 
+from supervisor.container import Engine
+from supervisor.gc import estimate_reclaimable
+from supervisor.settings import load_settings
+
 pytestmark = pytest.mark.integration
 
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
@@ -130,11 +134,12 @@ def test_gc_dry_run_deletes_nothing(deployment, tmp_path):
     deployment.write_env(
         MY_REG_STATE_DIR=str(tmp_path / "state"), REGISTRY_STORAGE_DELETE_ENABLED="true"
     )
-    deployment.start()
+    sup = deployment.start()
     doomed = deployment.push_image()
     delete_manifest(deployment, doomed)
     before = deployment.data_snapshot()
     container = deployment.running()
+    since = sup.mark()
 
     done = deployment.cli("gc", "--dry-run", "--env-file", str(deployment.env_file))
 
@@ -144,3 +149,32 @@ def test_gc_dry_run_deletes_nothing(deployment, tmp_path):
     assert "normal mode" not in done.stdout  # it never left it
     assert before == deployment.data_snapshot()
     assert container.id == deployment.running().id  # not restarted for a dry run
+    # No maintenance lock: the supervisor kept repairing throughout.
+    assert [] == sup.find("maintenance.started", since=since)
+
+
+def test_low_disk_says_how_much_gc_would_free(deployment, tmp_path):
+    """Below MY_REG_MIN_FREE the supervisor runs the collector's dry run beside the loop and
+    logs what gc would free; the dry run deletes nothing."""
+    deployment.write_env(
+        MY_REG_STATE_DIR=str(tmp_path / "state"),
+        MY_REG_MIN_FREE="100",
+        REGISTRY_STORAGE_DELETE_ENABLED="true",
+    )
+    sup = deployment.start()
+    estimate = sup.wait_for_event("disk.gc_estimate")
+    assert 0 == estimate["gc_would_free_bytes"]  # nothing deleted yet
+    doomed = deployment.push_image()
+    doomed_blobs = delete_manifest(deployment, doomed)
+
+    engine = Engine()
+    try:
+        reclaimable = estimate_reclaimable(load_settings(deployment.env_file), engine)
+    finally:
+        engine.close()
+
+    assert reclaimable is not None and reclaimable > 0
+    assert all(blob_file(deployment, blob).exists() for blob in doomed_blobs)
+    assert [] == deployment.client.containers.list(
+        all=True, filters={"name": f"{deployment.name}-gc"}
+    )

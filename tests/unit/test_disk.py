@@ -62,3 +62,21 @@ def test_usage_of_a_real_directory(tmp_path: Path) -> None:
 def test_human_bytes(count: int, text: str) -> None:
     """Sizes are shown in binary units with one decimal."""
     assert text == human_bytes(count)
+
+
+def test_note_says_what_gc_would_free_once_estimated() -> None:
+    """With the dry run's estimate in, STATUS says how much gc would free."""
+    guard = DiskGuard(5)
+    guard.update(2.0)
+    guard.reclaimable = 3 * 1024 * 1024
+    assert "disk low: 2.0% free (< 5%), gc would free 3.0 MiB" == guard.note()
+
+
+def test_a_new_crossing_forgets_the_old_estimate() -> None:
+    """Recovered then low again: the estimate is made afresh."""
+    guard = DiskGuard(5)
+    guard.update(2.0)
+    guard.reclaimable = 1
+    guard.update(50.0)
+    guard.update(2.0)
+    assert guard.reclaimable is None

@@ -101,6 +101,8 @@ def test_collector_shares_mounts_and_env_but_publishes_nothing() -> None:
     assert (["/bin/registry"], "my_registry-gc") == (config["entrypoint"], config["name"])
     assert dict(spec.environment) == config["environment"]
     assert "registry-supervisor.spec-hash" not in config["labels"]
+    dry_run = collector_config(spec, ["garbage-collect", "--dry-run", "/x.yml"])
+    assert "my_registry-gc-dry" == dry_run["name"]  # may run beside a real collection
 
 
 def test_parse_summary_of_registry_2_8_output() -> None:
