@@ -109,6 +109,8 @@ def collector_config(spec: ContainerSpec, command: list[str]) -> dict[str, Any]:
     return config
 
 
+# What the collector says (and exits 1 with) when the registry has stored nothing yet.
+NOTHING_STORED = "Path not found: /docker/registry/v2/repositories"
 # The disk guard's estimate runs beside the loop; a stuck collector must end.
 ESTIMATE_TIMEOUT_S = 600
 
@@ -120,7 +122,8 @@ def estimate_reclaimable(settings: Settings, engine: Engine) -> int | None:
     command = collector_command(dry_run=True, delete_untagged=False)
     code, output = engine.run_once(collector_config(spec, command), ESTIMATE_TIMEOUT_S)
     if code != 0:
-        return None
+        # A registry that has stored nothing yet has no repositories dir to mark.
+        return 0 if NOTHING_STORED in output else None
     return blobs_bytes(settings.dir, eligible_blobs(output))
 
 
