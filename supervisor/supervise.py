@@ -472,9 +472,7 @@ class Supervisor:
         self.recent_actions.clear()
         self._check_container(now, down_reason=Reason.ENGINE_RESTARTED)
         if self.repair_at is None:
-            self.phase = Phase.STARTING
-            self.started_at = now
-            self.probe_at = now
+            self._enter_starting(now)
 
     # -- image ---------------------------------------------------------------------
 
@@ -618,11 +616,15 @@ class Supervisor:
         # RESTARTING -> STARTING
         self.repair_at = None
         self.pending_reason = None
+        self._enter_starting(self.clock())
+
+    def _enter_starting(self, now: float) -> None:
+        """A container was just (re)started or adopted: probe fast, grace from now."""
         self.recent_actions.clear()
         self.failures.reset()
         self.phase = Phase.STARTING
-        self.started_at = self.clock()
-        self.probe_at = self.started_at
+        self.started_at = now
+        self.probe_at = now
 
     def _create(self) -> None:
         created = self.docker.create(self.spec)
@@ -788,11 +790,9 @@ class Supervisor:
     def _after_maintenance(self, now: float) -> None:
         """Adopt what `gc` left (the normal container); repair it if it left none."""
         # MAINTENANCE -> STARTING (or RESTARTING)
-        self.phase = Phase.STARTING if self.engine is not None else Phase.ENGINE_DOWN
-        self.recent_actions.clear()
-        self.failures.reset()
-        self.started_at = now
-        self.probe_at = now
+        self._enter_starting(now)
+        if self.engine is None:
+            self.phase = Phase.ENGINE_DOWN
         if self.engine is None or self.image_id is None:
             return
         try:
