@@ -43,7 +43,7 @@ class Decision:
     reason: Reason | None = None
 
 
-def decide(
+def decide(  # noqa: PLR0911 (one return per case, read top to bottom)
     observed: Observed | None,
     desired: ContainerSpec,
     image_id: str | None,
@@ -67,6 +67,9 @@ def decide(
         return Decision(Action.REPLACE, Reason.SPEC_CHANGED)
     if observed.running:
         return Decision(Action.RESTART, Reason.UNHEALTHY) if unhealthy else Decision(Action.ADOPT)
+    if observed.state is ContainerState.PAUSED:
+        # `docker start` refuses a paused container; a restart (kill, start) does not.
+        return Decision(Action.RESTART, Reason.STOPPED)
     return Decision(Action.START, None)
 
 
@@ -74,13 +77,13 @@ def classify(observed: Observed | None, actions: Iterable[str]) -> Reason:
     """Why the container is down, from its state and the engine events since it ran.
 
     A `kill` or `stop` event means someone asked the engine (docker stop, docker
-    kill); a `die` alone means the process ended on its own.
+    kill), as does a paused container; a `die` alone means the process ended on its own.
     """
     seen = set(actions)
     if observed is None or observed.state is ContainerState.REMOVING or "destroy" in seen:
         return Reason.REMOVED
     if observed.oom_killed or "oom" in seen:
         return Reason.OOM
-    if seen & {"kill", "stop"}:
+    if seen & {"kill", "stop"} or observed.state is ContainerState.PAUSED:
         return Reason.STOPPED
     return Reason.CRASHED

@@ -107,6 +107,30 @@ def test_stopped_container_is_started_again(deployment):
     deployment.assert_pullable(image)
 
 
+def test_paused_container_is_restarted(deployment):
+    """A `docker pause`d registry (which `docker start` refuses) is found by the probe and
+    restarted, data intact."""
+    deployment.write_env(
+        MY_REG_HEALTH_INTERVAL="0.5", MY_REG_HEALTH_TIMEOUT="0.5", MY_REG_STARTUP_GRACE="1"
+    )
+    sup = deployment.start()
+    image = deployment.push_image()
+    before = deployment.data_snapshot()
+    old = deployment.running()
+
+    since = sup.mark()
+    deployment.docker_cli("pause", deployment.name)
+
+    sup.wait_for_event("container.restarting", since=since, reason="stopped")
+    sup.wait_for_event("registry.healthy", since=since)
+    new = deployment.running()
+    assert old.id == new.id
+    assert old.started_at != new.started_at
+    assert [] == sup.find("container.start_failed", since=since)
+    deployment.assert_data_kept(before)
+    deployment.assert_pullable(image)
+
+
 def test_hung_registry_is_restarted_after_failed_probes(deployment):
     """A SIGSTOPped registry (port open, no answer) is restarted once the probe has failed
     MY_REG_HEALTH_RETRIES times, data intact."""

@@ -70,6 +70,15 @@ def test_a_container_being_removed_is_waited_for(desired: ContainerSpec, ours: O
     assert decide(removing, desired, None).action is Action.WAIT
 
 
+def test_a_paused_container_is_restarted_not_started(
+    desired: ContainerSpec, ours: Observed
+) -> None:
+    """`docker pause`: start would be refused, so kill and start it; the cause is a stop."""
+    paused = replace(ours, state=ContainerState.PAUSED)
+    assert Decision(Action.RESTART, Reason.STOPPED) == decide(paused, desired, None)
+    assert Reason.STOPPED is classify(paused, [])
+
+
 def test_running_but_unhealthy_is_restarted(desired: ContainerSpec, ours: Observed) -> None:
     """Failed probes on a running container: restart it."""
     assert decide(ours, desired, None, unhealthy=True) == Decision(Action.RESTART, Reason.UNHEALTHY)
