@@ -12,8 +12,6 @@ import os
 import re
 from pathlib import Path
 
-import bcrypt
-
 # The registry's own parser (distribution, registry/auth/htpasswd): trim each line, skip
 # blanks and lines starting with '#', split at the first ':'.
 BCRYPT_HASH = re.compile(r"\$2[abxy]?\$\d\d\$[./A-Za-z0-9]{53}")
@@ -80,6 +78,9 @@ def check_password(password: str) -> None:
 
 
 def hash_password(password: str, cost: int = BCRYPT_COST) -> str:
+    # Only the `htpasswd` command hashes: the supervisor itself never loads bcrypt.
+    import bcrypt
+
     return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(cost)).decode("ascii")
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import ipaddress
 from threading import Thread
 from typing import TYPE_CHECKING, Any
-from wsgiref.simple_server import WSGIServer
 
 if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
     from prometheus_client import CollectorRegistry
 
 DEFAULT_HOST = "127.0.0.1"

@@ -8,7 +8,6 @@ Nothing else in the package reads ``os.environ`` for settings.
 
 from __future__ import annotations
 
-import difflib
 import io
 import ipaddress
 import os
@@ -387,6 +386,8 @@ def _unknown_or_unsafe(values: dict[str, str | None]) -> list[str]:
             # Compared without the common prefix, which would make everything look close.
             suffixes = sorted(name.removeprefix(ENV_PREFIX) for name in known)
             suffix = upper.removeprefix(ENV_PREFIX)
+            import difflib  # only on a bad setting: the hint is rare, the import is not free
+
             close = difflib.get_close_matches(suffix, suffixes, n=1, cutoff=0.75)
             hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
             problems.append(f"{key}: expected a known {ENV_PREFIX}* setting{hint}")
