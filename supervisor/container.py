@@ -220,15 +220,21 @@ class Engine:
             raise ImageUnavailable(str(err)) from err
 
     def create(self, spec: ContainerSpec) -> Observed:
+        container_id = self._create(create_config(spec))
+        with _translated("inspect"):
+            return observe(self._client.api.inspect_container(container_id))
+
+    def _create(self, config: dict[str, Any]) -> str:
+        """Create a container from ``create_config``'s form; its id."""
+        config = dict(config)
         try:
             with _translated("create"):
-                config = create_config(spec)
                 host_config = self._client.api.create_host_config(**config.pop("host_config"))
                 created = self._client.api.create_container(**config, host_config=host_config)
-                return observe(self._client.api.inspect_container(created["Id"]))
         except ContainerGone as err:
             # The only thing `create` can fail to find is the image.
-            raise ImageUnavailable(f"{spec.image}: not present locally") from err
+            raise ImageUnavailable(f"{config.get('image')}: not present locally") from err
+        return str(created["Id"])
 
     def start(self, container_id: str) -> None:
         with _translated("start"):
@@ -255,14 +261,7 @@ class Engine:
         ``config`` is in ``create_config``'s form. The container is removed afterwards,
         whatever happened (never its volumes).
         """
-        config = dict(config)
-        try:
-            with _translated("create"):
-                host_config = self._client.api.create_host_config(**config.pop("host_config"))
-                created = self._client.api.create_container(**config, host_config=host_config)
-        except ContainerGone as err:
-            raise ImageUnavailable(f"{config.get('image')}: not present locally") from err
-        container_id = created["Id"]
+        container_id = self._create(config)
         try:
             with _translated("run"):
                 self._client.api.start(container_id)
