@@ -26,6 +26,7 @@ from supervisor.health import Probe, ProbeFailed, is_healthy
 from supervisor.notify import Notifier
 from supervisor.secret import describe_secret, with_http_secret
 from supervisor.settings import Settings, effective, load_settings, raw_setting
+from supervisor.spec import HOLDER_SUFFIX
 from supervisor.supervise import Supervisor, format_duration
 
 PROG = "registry-supervisor"
@@ -230,17 +231,22 @@ def _check_engine(settings: Settings, engine: Engine) -> int:
         print(f"# image {settings.image_ref}: present ({image_id[:19]})")
     else:
         print(f"# image {settings.image_ref}: not present (MY_REG_PULL={settings.pull.value})")
-    observed = engine.inspect(settings.name)
     if _port_owner(settings) is not None:
-        if observed is None or settings.port not in observed.published:
+        # Ours (the network holder), or what `run` replaces: a container of our name.
+        candidates = (
+            engine.inspect(f"{settings.name}{HOLDER_SUFFIX}"),
+            engine.inspect(settings.name),
+        )
+        owner = next((c for c in candidates if c and settings.port in c.published), None)
+        if owner is None:
             raise ConfigError(
                 [
                     f"MY_REG_PORT={settings.port}: expected a free port; "
                     f"{settings.bind}:{settings.port} is in use by another process"
                 ]
             )
-        holder = "our container" if observed.managed else "a foreign container run replaces"
-        print(f"# port {settings.port}: held by {holder} {observed.name}")
+        holder = "our container" if owner.managed else "a foreign container run replaces"
+        print(f"# port {settings.port}: held by {holder} {owner.name}")
     else:
         print(f"# port {settings.port}: free")
     print("# ok")
@@ -294,6 +300,7 @@ def _read_password(user: str) -> str:
 def _status(settings: Settings, *, as_json: bool) -> int:
     with closing(Engine()) as engine:
         observed = engine.inspect(settings.name)
+        holder = engine.inspect(f"{settings.name}{HOLDER_SUFFIX}")
     container: dict[str, Any] | None = None
     health, detail = "absent", "no container"
     if observed is not None:
@@ -321,6 +328,9 @@ def _status(settings: Settings, *, as_json: bool) -> int:
         "detail": detail,
         "probe_url": settings.probe_url,
         "image_id": observed.image_id if observed is not None else None,
+        "network_holder": None
+        if holder is None
+        else {"id": holder.id, "name": holder.name, "state": holder.state.value},
     }
     started = observed.started_at if observed is not None and observed.running else None
     report.update(glance.gather(settings, started, datetime.now(UTC)))
@@ -336,6 +346,8 @@ def _status(settings: Settings, *, as_json: bool) -> int:
             print(f"state:     {container['state']} (started {container['started_at']})")
             print(f"image:     {container['image']}")
             print(f"managed:   {'yes' if container['managed'] else 'no (foreign)'}")
+        if holder is not None:
+            print(f"network:   {holder.name} {holder.short_id} ({holder.state.value})")
         print(f"health:    {health} ({detail}) at {settings.probe_url}")
         for line in _glance_lines(report):
             print(line)

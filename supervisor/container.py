@@ -24,12 +24,15 @@ from supervisor.errors import (
     ImageUnavailable,
 )
 from supervisor.spec import (
+    DATA_MOUNT,
+    HOLDER_COMMAND,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     REGISTRY_PORT,
     SPEC_HASH_LABEL,
     TMPFS,
     ContainerSpec,
+    HolderSpec,
 )
 
 # API calls that should be quick; a hung engine must not hang the loop forever.
@@ -37,6 +40,8 @@ API_TIMEOUT_S = 10  # well under half of the unit's WatchdogSec=30s
 # Docker Engine 20.10 and later speak it. A fixed version also keeps the client
 # constructor free of I/O ("auto" asks the engine and leaks a socket on failure).
 API_VERSION = "1.41"
+# Over the image's data VOLUME in the holder, which never stores anything.
+HOLDER_DATA_TMPFS = "ro,noexec,nosuid,nodev,size=4k"
 
 
 class ContainerState(StrEnum):
@@ -67,6 +72,7 @@ class Observed:
     started_at: str
     pid: int
     published: tuple[int, ...] = ()
+    network_mode: str = ""
 
     @property
     def running(self) -> bool:
@@ -82,7 +88,8 @@ def observe(attrs: dict[str, Any]) -> Observed:
     state = attrs.get("State") or {}
     config = attrs.get("Config") or {}
     labels = config.get("Labels") or {}
-    bindings = (attrs.get("HostConfig") or {}).get("PortBindings") or {}
+    host_config = attrs.get("HostConfig") or {}
+    bindings = host_config.get("PortBindings") or {}
     published = tuple(
         int(binding["HostPort"])
         for port_bindings in bindings.values()
@@ -102,22 +109,26 @@ def observe(attrs: dict[str, Any]) -> Observed:
         started_at=state.get("StartedAt", ""),
         pid=int(state.get("Pid") or 0),
         published=published,
+        network_mode=str(host_config.get("NetworkMode") or ""),
     )
 
 
-def create_config(spec: ContainerSpec) -> dict[str, Any]:
-    """Arguments for the engine's container create call, host config included (pure)."""
+def create_config(spec: ContainerSpec, holder_id: str | None) -> dict[str, Any]:
+    """Arguments for the engine's create call, host config included (pure).
+
+    The registry joins the network namespace of the holder ``holder_id``, which
+    publishes the port; without a holder (the one-shot collector) it gets Docker's
+    default network and no published port.
+    """
     config: dict[str, Any] = {
         "image": spec.image,
         "name": spec.name,
         "detach": True,
         "labels": spec.labels,
         "environment": dict(spec.environment),
-        "ports": [REGISTRY_PORT],
         "stop_signal": "SIGTERM",
         "stop_timeout": spec.stop_timeout,
         "host_config": {
-            "port_bindings": {REGISTRY_PORT: (spec.bind, spec.port)},
             "binds": {
                 m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
                 for m in spec.mounts
@@ -126,11 +137,36 @@ def create_config(spec: ContainerSpec) -> dict[str, Any]:
             "restart_policy": {"Name": "no"},
         },
     }
+    if holder_id is not None:
+        config["host_config"]["network_mode"] = f"container:{holder_id}"
     config["host_config"].update(_hardening(spec))
     return config
 
 
-def _hardening(spec: ContainerSpec) -> dict[str, Any]:
+def holder_create_config(holder: HolderSpec) -> dict[str, Any]:
+    """Arguments for creating the network holder (pure)."""
+    hardening = _hardening(holder)
+    # A tmpfs over the image's VOLUME: no anonymous volume is left behind per holder.
+    hardening["tmpfs"] = {**hardening.get("tmpfs", {}), DATA_MOUNT: HOLDER_DATA_TMPFS}
+    return {
+        "image": holder.image,
+        "name": holder.name,
+        "detach": True,
+        "labels": holder.labels,
+        "entrypoint": [HOLDER_COMMAND[0]],
+        "command": list(HOLDER_COMMAND[1:]),
+        "ports": [REGISTRY_PORT],
+        # It holds no state, and `sleep` as PID 1 ignores SIGTERM: stop means kill.
+        "stop_signal": "SIGKILL",
+        "host_config": {
+            "port_bindings": {REGISTRY_PORT: (holder.bind, holder.port)},
+            "restart_policy": {"Name": "no"},
+            **hardening,
+        },
+    }
+
+
+def _hardening(spec: ContainerSpec | HolderSpec) -> dict[str, Any]:
     """Host config for the opt-out hardening: only the keys that are switched on."""
     hardening: dict[str, Any] = {}
     if spec.read_only:
@@ -141,7 +177,7 @@ def _hardening(spec: ContainerSpec) -> dict[str, Any]:
     if spec.cap_drop_all:
         # The registry listens on 5000 and owns its files: it needs no capability.
         hardening["cap_drop"] = ["ALL"]
-    if spec.memory is not None:
+    if isinstance(spec, ContainerSpec) and spec.memory is not None:
         hardening["mem_limit"] = spec.memory
     return hardening
 
@@ -219,8 +255,14 @@ class Engine:
         except (ContainerGone, ContainerActionFailed) as err:
             raise ImageUnavailable(str(err)) from err
 
-    def create(self, spec: ContainerSpec) -> Observed:
-        container_id = self._create(create_config(spec))
+    def create(self, spec: ContainerSpec, holder_id: str) -> Observed:
+        """Create the registry in the network namespace of the holder ``holder_id``."""
+        return self._created(self._create(create_config(spec, holder_id)))
+
+    def create_holder(self, holder: HolderSpec) -> Observed:
+        return self._created(self._create(holder_create_config(holder)))
+
+    def _created(self, container_id: str) -> Observed:
         with _translated("inspect"):
             return observe(self._client.api.inspect_container(container_id))
 

@@ -1,4 +1,4 @@
-"""Docker event stream for our container, forwarded to the supervision loop.
+"""Docker event stream for our containers, forwarded to the supervision loop.
 
 Hazard: docker-py's stream has no read timeout and ends silently (no exception)
 when the engine goes away, so the end of iteration is reported as EngineLost.
@@ -28,6 +28,7 @@ class ContainerEvent:
 
     action: str
     container_id: str
+    name: str = ""
     exit_code: int | None = None
     signal: int | None = None
 
@@ -55,27 +56,32 @@ def parse_event(raw: dict[str, Any]) -> ContainerEvent:
     return ContainerEvent(
         action=action,
         container_id=str(actor.get("ID") or raw.get("id") or ""),
+        name=str(attributes.get("name") or ""),
         exit_code=as_int("exitCode"),
         signal=as_int("signal"),
     )
 
 
-def event_filters(container_name: str) -> dict[str, Any]:
-    """The engine-side filter for our container's events (values must be lists)."""
-    return {"type": "container", "container": container_name, "event": list(WATCHED_ACTIONS)}
+def event_filters(container_names: tuple[str, ...]) -> dict[str, Any]:
+    """The engine-side filter for our containers' events (values must be lists)."""
+    return {
+        "type": "container",
+        "container": list(container_names),
+        "event": list(WATCHED_ACTIONS),
+    }
 
 
 class EventWatcher:
-    """A daemon thread that streams events for one container name into ``sink``."""
+    """A daemon thread that streams events for some container names into ``sink``."""
 
     def __init__(
         self,
         api: docker.APIClient,
-        container_name: str,
+        container_names: tuple[str, ...],
         sink: Callable[[ContainerEvent | EngineLost], None],
     ) -> None:
         self._api = api
-        self._name = container_name
+        self._names = container_names
         self._sink = sink
         self._stream: Any = None
         self._closed = threading.Event()
@@ -89,7 +95,7 @@ class EventWatcher:
 
     def _run(self) -> None:
         try:
-            self._stream = self._api.events(decode=True, filters=event_filters(self._name))
+            self._stream = self._api.events(decode=True, filters=event_filters(self._names))
         except (requests.exceptions.RequestException, docker.errors.DockerException) as err:
             self._ready.set()
             self._sink(EngineLost(str(err)))
@@ -99,8 +105,7 @@ class EventWatcher:
             for raw in self._stream:
                 event = parse_event(raw)
                 # The filter matches names as substrings; check the exact name.
-                name = ((raw.get("Actor") or {}).get("Attributes") or {}).get("name")
-                if name == self._name:
+                if event.name in self._names:
                     self._sink(event)
         except (requests.exceptions.RequestException, docker.errors.DockerException) as err:
             if not self._closed.is_set():

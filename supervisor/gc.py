@@ -94,11 +94,10 @@ def collector_command(*, dry_run: bool, delete_untagged: bool) -> list[str]:
 def collector_config(spec: ContainerSpec, command: list[str]) -> dict[str, Any]:
     """Create arguments of the one-shot collector: the registry's mounts, env and hardening,
     no published port, no spec hash (it is never mistaken for the registry) (pure)."""
-    config = create_config(spec)
-    config.pop("ports")
+    # Docker's default network, not the holder's: a storage driver may need to reach out.
+    config = create_config(spec, holder_id=None)
     config.pop("stop_signal")
     config.pop("stop_timeout")
-    config["host_config"].pop("port_bindings")
     # A dry run has a name of its own: it may run beside a real collection.
     dry = "--dry-run" in command
     config["name"] = f"{spec.name}{COLLECTOR_SUFFIX}{'-dry' if dry else ''}"
@@ -209,6 +208,7 @@ class GarbageCollection:
                 f"container {observed.name} was not created by registry-supervisor; "
                 "start `registry-supervisor run` first (it replaces it) or stop it"
             )
+        holder_id = self._holder_id() if switch else ""
         self.log.info(
             "gc.started",
             dry_run=self.dry_run,
@@ -222,7 +222,7 @@ class GarbageCollection:
         eligible_bytes = None
         try:
             if switch and observed is not None:
-                self._recreate(observed, readonly_spec(self.spec), "read-only")
+                self._recreate(observed, readonly_spec(self.spec), holder_id, "read-only")
             command = collector_command(dry_run=self.dry_run, delete_untagged=self.delete_untagged)
             code, output = self.engine.run_once(
                 collector_config(self.spec, command), COLLECT_TIMEOUT_S
@@ -238,7 +238,7 @@ class GarbageCollection:
         finally:
             if switch:
                 current = self.engine.inspect(self.spec.name)
-                self._recreate(current, self.spec, "normal")
+                self._recreate(current, self.spec, holder_id, "normal")
         after = disk.tree_size(self.settings.dir)
         result = GcResult(
             dry_run=self.dry_run,
@@ -286,13 +286,25 @@ class GarbageCollection:
             )
         self.engine.remove(leftover.id)
 
-    def _recreate(self, observed: Observed | None, spec: ContainerSpec, mode: str) -> None:
+    def _holder_id(self) -> str:
+        """The running network holder the registry is recreated in (checked before any change)."""
+        holder = self.engine.inspect(self.spec.holder_name)
+        if holder is None or not holder.running or not holder.managed:
+            raise MaintenanceFailed(
+                f"the network holder {self.spec.holder_name} is not running; "
+                "`registry-supervisor run` repairs it"
+            )
+        return holder.id
+
+    def _recreate(
+        self, observed: Observed | None, spec: ContainerSpec, holder_id: str, mode: str
+    ) -> None:
         """Replace the registry container by one of ``spec`` and wait until it answers."""
         if observed is not None:
             if observed.running:
                 self.engine.stop(observed.id, self.settings.stop_timeout)
             self.engine.remove(observed.id)
-        created = self.engine.create(spec)
+        created = self.engine.create(spec, holder_id)
         self.engine.start(created.id)
         self.log.info("gc.registry_recreated", mode=mode, container_id=created.short_id)
         self._wait_answering(mode)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from supervisor.container import ContainerState, Observed
-from supervisor.spec import ContainerSpec
+from supervisor.spec import ContainerSpec, HolderSpec
 
 
 class Reason(StrEnum):
@@ -26,6 +26,7 @@ class Reason(StrEnum):
     SPEC_CHANGED = "spec-changed"
     ENGINE_RESTARTED = "engine-restarted"  # the engine went away and stopped it
     FOREIGN = "foreign"  # a container of our name that we did not create
+    NETWORK_LOST = "network-lost"  # its network holder was replaced
 
 
 class Action(StrEnum):
@@ -45,15 +46,18 @@ class Decision:
 
 def decide(  # noqa: PLR0911 (one return per case, read top to bottom)
     observed: Observed | None,
-    desired: ContainerSpec,
+    desired: ContainerSpec | HolderSpec,
     image_id: str | None,
     *,
     unhealthy: bool = False,
+    holder_id: str | None = None,
 ) -> Decision:
     """The action that brings ``observed`` to ``desired``.
 
     ``image_id`` is the local id of the desired image (None when unknown);
-    ``unhealthy`` says the running container failed its probes.
+    ``unhealthy`` says the running container failed its probes; ``holder_id``, when
+    known, is the network holder the registry must share a namespace with (Docker
+    stores that by id, so a new holder means a new registry).
     """
     if observed is None:
         return Decision(Action.CREATE, Reason.REMOVED)
@@ -65,6 +69,8 @@ def decide(  # noqa: PLR0911 (one return per case, read top to bottom)
         image_id is not None and observed.image_id != image_id
     ):
         return Decision(Action.REPLACE, Reason.SPEC_CHANGED)
+    if holder_id is not None and observed.network_mode != f"container:{holder_id}":
+        return Decision(Action.REPLACE, Reason.NETWORK_LOST)
     if observed.running:
         return Decision(Action.RESTART, Reason.UNHEALTHY) if unhealthy else Decision(Action.ADOPT)
     if observed.state is ContainerState.PAUSED:

@@ -1,6 +1,12 @@
-"""The container we want, derived from Settings by a pure function, and its hash.
+"""The containers we want, derived from Settings by pure functions, and their hashes.
 
-The hash is stored as a label on the container; a container whose label matches
+Two containers make one deployment, as in a Kubernetes pod: the *network holder*
+(``<name>-net``) owns the network namespace and the published port and only sleeps;
+the registry joins its namespace. A registry that crashes is then started again
+without Docker tearing its network down and building it anew (veth, iptables,
+docker-proxy), which is most of the time a restart takes.
+
+Each hash is stored as a label on its container; a container whose label matches
 the desired hash is ours and current, and is adopted without a restart.
 """
 
@@ -16,6 +22,10 @@ from supervisor.settings import Settings
 MANAGED_BY_LABEL = "registry-supervisor.managed-by"
 MANAGED_BY_VALUE = "registry-supervisor"
 SPEC_HASH_LABEL = "registry-supervisor.spec-hash"
+HOLDER_SUFFIX = "-net"
+# What the holder runs: the image's own `sleep` (busybox in the official image), for
+# 68 years: a count every `sleep` takes, where "infinity" is not universal.
+HOLDER_COMMAND = ("sleep", "2147483647")
 
 REGISTRY_PORT = "5000/tcp"
 DATA_MOUNT = "/var/lib/registry"
@@ -56,6 +66,53 @@ class ContainerSpec:
     @property
     def labels(self) -> dict[str, str]:
         return {MANAGED_BY_LABEL: MANAGED_BY_VALUE, SPEC_HASH_LABEL: self.spec_hash}
+
+    @property
+    def holder_name(self) -> str:
+        return f"{self.name}{HOLDER_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class HolderSpec:
+    """The network holder: the published port, the image's `sleep`, nothing else."""
+
+    name: str
+    image: str
+    bind: str
+    port: int
+    read_only: bool = False
+    no_new_privileges: bool = False
+    cap_drop_all: bool = False
+    spec_hash: str = field(default="", compare=False)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {MANAGED_BY_LABEL: MANAGED_BY_VALUE, SPEC_HASH_LABEL: self.spec_hash}
+
+
+def holder_spec(spec: ContainerSpec) -> HolderSpec:
+    """The network holder that goes with the registry ``spec`` (pure)."""
+    holder = HolderSpec(
+        name=spec.holder_name,
+        image=spec.image,
+        bind=spec.bind,
+        port=spec.port,
+        read_only=spec.read_only,
+        no_new_privileges=spec.no_new_privileges,
+        cap_drop_all=spec.cap_drop_all,
+    )
+    payload = {
+        "role": "network-holder",
+        "command": list(HOLDER_COMMAND),
+        "name": holder.name,
+        "image": holder.image,
+        "bind": holder.bind,
+        "port": holder.port,
+        "read_only": holder.read_only,
+        "no_new_privileges": holder.no_new_privileges,
+        "cap_drop_all": holder.cap_drop_all,
+    }
+    return replace(holder, spec_hash=_digest(payload))
 
 
 def derive_spec(settings: Settings) -> ContainerSpec:
@@ -105,6 +162,12 @@ def spec_hash(spec: ContainerSpec) -> str:
         "no_new_privileges": spec.no_new_privileges,
         "cap_drop_all": spec.cap_drop_all,
         "memory": spec.memory,
+        # Registries of earlier releases published the port themselves: replace them.
+        "network": "holder",
     }
+    return _digest(payload)
+
+
+def _digest(payload: dict[str, object]) -> str:
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]

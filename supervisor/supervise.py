@@ -14,7 +14,7 @@ import queue
 import signal
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager, suppress
 from datetime import UTC, datetime
@@ -39,10 +39,10 @@ from supervisor.errors import (
 from supervisor.events import ContainerEvent, EngineLost, EventWatcher
 from supervisor.health import FailureCount, Probe, ProbeFailed, is_healthy
 from supervisor.notify import Notifier
-from supervisor.reconcile import Action, Reason, classify, decide
+from supervisor.reconcile import Action, Decision, Reason, classify, decide
 from supervisor.secret import with_http_secret
 from supervisor.settings import PullPolicy, Settings, load_settings
-from supervisor.spec import ContainerSpec, derive_spec
+from supervisor.spec import ContainerSpec, HolderSpec, derive_spec, holder_spec
 
 # Right after a (re)start, probe this often until /v2/ answers: recovery time is
 # what users feel, and a refused connection costs microseconds.
@@ -124,6 +124,7 @@ class Supervisor:
     ) -> None:
         self.settings = settings
         self.spec: ContainerSpec = derive_spec(settings)
+        self.holder: HolderSpec = holder_spec(self.spec)
         self.env_file = env_file
         self.notifier = notifier
         self.clock = clock
@@ -142,7 +143,8 @@ class Supervisor:
 
         self.phase = Phase.ENGINE_DOWN
         self.container_id: str | None = None
-        self.recent_actions: list[str] = []
+        # Engine events since each container (by name) last ran: why it went down.
+        self.recent_actions: defaultdict[str, list[str]] = defaultdict(list)
         self.repair_at: float | None = None
         self.pending_reason: Reason | None = None
         self.budget = RestartBudget(BackoffPolicy())
@@ -263,14 +265,21 @@ class Supervisor:
             self.watcher = None
         if self.engine is not None:
             try:
-                observed = self.docker.inspect(self.settings.name)
-                if observed is not None and observed.managed and observed.running:
+                # The registry first (gracefully), then its network holder (killed).
+                for name in (self.settings.name, self.holder.name):
+                    observed = self.docker.inspect(name)
+                    if observed is None or not observed.managed or not observed.running:
+                        continue
                     if self.settings.stop_on_exit:
                         self._kick_watchdog()
                         self.docker.stop(observed.id, self.settings.stop_timeout)
-                        self.log.info("container.stopped", container_id=observed.short_id)
+                        self.log.info(
+                            "container.stopped", name=name, container_id=observed.short_id
+                        )
                     else:
-                        self.log.info("container.left_running", container_id=observed.short_id)
+                        self.log.info(
+                            "container.left_running", name=name, container_id=observed.short_id
+                        )
             except SupervisorError as err:
                 self.log.warning("container.stop_failed", error=str(err))
         self._close()
@@ -302,8 +311,10 @@ class Supervisor:
     def _on_event(self, event: ContainerEvent) -> None:
         if self.engine is None or self._in_maintenance(self.clock()):
             return
-        self.recent_actions.append(event.action)
-        self.log.debug("container.event", action=event.action, exit_code=event.exit_code)
+        self.recent_actions[event.name].append(event.action)
+        self.log.debug(
+            "container.event", name=event.name, action=event.action, exit_code=event.exit_code
+        )
         if event.action in ("die", "destroy"):
             try:
                 self._check_container(self.clock())
@@ -450,7 +461,8 @@ class Supervisor:
     def _watch(self) -> None:
         if self.watcher is not None:
             self.watcher.close()
-        self.watcher = EventWatcher(self.docker.api, self.settings.name, self.messages.put)
+        names = (self.settings.name, self.holder.name)
+        self.watcher = EventWatcher(self.docker.api, names, self.messages.put)
         self.watcher.start()
 
     def _engine_lost(self, detail: str) -> None:
@@ -532,8 +544,15 @@ class Supervisor:
         """Look at the container after an event or a failed probe; repair if it is down."""
         if self.repair_at is not None or self._in_maintenance(now):
             return
+        holder = self.docker.inspect(self.holder.name)
+        held = decide(holder, self.holder, self.image_id)
+        if held.action is not Action.ADOPT or holder is None:
+            # Without its holder the registry has no network: the repair covers both.
+            reason = self._down_reason(holder, held, down_reason)
+            self.schedule_repair(now, reason, part=self.holder.name)
+            return
         observed = self.docker.inspect(self.settings.name)
-        decision = decide(observed, self.spec, self.image_id)
+        decision = decide(observed, self.spec, self.image_id, holder_id=holder.id)
         if decision.action is Action.ADOPT:
             if observed is not None and observed.id != self.container_id:
                 self.container_id = observed.id
@@ -541,16 +560,24 @@ class Supervisor:
             # Events from our own restart, or a die that is already repaired.
             self.recent_actions.clear()
             return
-        if decision.action is Action.REPLACE:
-            reason = decision.reason or Reason.SPEC_CHANGED
-        else:
-            reason = classify(observed, self.recent_actions)
-            if down_reason is not None and reason is Reason.CRASHED:
-                reason = down_reason
+        reason = self._down_reason(observed, decision, down_reason)
         exit_code = observed.exit_code if observed is not None and not observed.running else None
         self.schedule_repair(now, reason, exit_code=exit_code)
 
-    def schedule_repair(self, now: float, reason: Reason, exit_code: int | None = None) -> None:
+    def _down_reason(
+        self, observed: Observed | None, decision: Decision, down_reason: Reason | None
+    ) -> Reason:
+        if decision.action is Action.REPLACE:
+            return decision.reason or Reason.SPEC_CHANGED
+        name = observed.name if observed is not None else ""
+        reason = classify(observed, self.recent_actions[name])
+        if down_reason is not None and reason is Reason.CRASHED:
+            return down_reason
+        return reason
+
+    def schedule_repair(
+        self, now: float, reason: Reason, exit_code: int | None = None, part: str | None = None
+    ) -> None:
         """Count a restart, log it once, and set when it happens (backoff)."""
         if self._in_maintenance(now) or self.repair_at is not None:
             return
@@ -573,32 +600,15 @@ class Supervisor:
             exit_code=exit_code,
             attempt=attempt,
             delay_s=round(delay, 3),
+            **({"down": part} if part else {}),
         )
 
     def _repair(self, now: float) -> None:
         reason = self.pending_reason
-        observed = self.docker.inspect(self.settings.name)
-        decision = decide(observed, self.spec, self.image_id, unhealthy=reason is Reason.UNHEALTHY)
         try:
-            if decision.action is Action.WAIT:
+            if not self._apply_repair(reason):
                 self.repair_at = now + REMOVAL_RECHECK_S
                 return
-            if decision.action is Action.ADOPT and observed is not None:
-                if observed.id != self.container_id:
-                    self.log.info("container.adopted", container_id=observed.short_id)
-                self.container_id = observed.id
-            elif decision.action is Action.START and observed is not None:
-                self.docker.start(observed.id)
-                self.container_id = observed.id
-                self.log.info("container.started", container_id=observed.short_id, reason=reason)
-            elif decision.action is Action.RESTART and observed is not None:
-                self.docker.restart(observed.id)
-                self.log.info("container.started", container_id=observed.short_id, reason=reason)
-            elif decision.action is Action.REPLACE and observed is not None:
-                self._retire(observed, decision.reason)
-                self._create()
-            else:  # Action.CREATE
-                self._create()
         except ContainerGone:
             # Removed under our feet (`docker rm -f` races): look again shortly.
             self.repair_at = now + REMOVAL_RECHECK_S
@@ -618,6 +628,42 @@ class Supervisor:
         self.pending_reason = None
         self._enter_starting(self.clock())
 
+    def _apply_repair(self, reason: Reason | None) -> bool:
+        """Holder first, then the registry in its namespace; False: look again shortly."""
+        holder = self.docker.inspect(self.holder.name)
+        observed = self.docker.inspect(self.settings.name)
+        held = decide(holder, self.holder, self.image_id)
+        if held.action is Action.WAIT:
+            return False
+        if held.action is Action.ADOPT and holder is not None:
+            holder_id = holder.id
+        else:
+            holder_id = self._repair_holder(holder, held, observed)
+            observed = self.docker.inspect(self.settings.name)
+        unhealthy = reason is Reason.UNHEALTHY
+        decision = decide(
+            observed, self.spec, self.image_id, unhealthy=unhealthy, holder_id=holder_id
+        )
+        if decision.action is Action.WAIT:
+            return False
+        if decision.action is Action.ADOPT and observed is not None:
+            if observed.id != self.container_id:
+                self.log.info("container.adopted", container_id=observed.short_id)
+            self.container_id = observed.id
+        elif decision.action is Action.START and observed is not None:
+            self.docker.start(observed.id)
+            self.container_id = observed.id
+            self.log.info("container.started", container_id=observed.short_id, reason=reason)
+        elif decision.action is Action.RESTART and observed is not None:
+            self.docker.restart(observed.id)
+            self.log.info("container.started", container_id=observed.short_id, reason=reason)
+        elif decision.action is Action.REPLACE and observed is not None:
+            self._retire(observed, decision.reason)
+            self._create(holder_id)
+        else:  # Action.CREATE
+            self._create(holder_id)
+        return True
+
     def _enter_starting(self, now: float) -> None:
         """A container was just (re)started or adopted: probe fast, grace from now."""
         self.recent_actions.clear()
@@ -626,8 +672,41 @@ class Supervisor:
         self.started_at = now
         self.probe_at = now
 
-    def _create(self) -> None:
-        created = self.docker.create(self.spec)
+    def _repair_holder(
+        self, holder: Observed | None, held: Decision, registry: Observed | None
+    ) -> str:
+        """Bring the network holder back; its id.
+
+        The registry's network went with the holder, so a running registry is stopped
+        first (started again by the caller), and retired if the holder is replaced:
+        Docker names the holder by id. A registry to be replaced anyway (foreign, or
+        from an earlier release) may hold the port, so it goes before a new holder.
+        """
+        if registry is not None:
+            own = decide(registry, self.spec, self.image_id)
+            if own.action is Action.REPLACE:
+                self._retire(registry, own.reason)
+            elif held.action in (Action.CREATE, Action.REPLACE):
+                self._retire(registry, Reason.NETWORK_LOST)
+            elif registry.running:
+                self._kick_watchdog()
+                self.docker.stop(registry.id, self.settings.stop_timeout)
+        if held.action is Action.REPLACE and holder is not None:
+            self._retire(holder, held.reason)
+        if held.action in (Action.CREATE, Action.REPLACE) or holder is None:
+            created = self.docker.create_holder(self.holder)
+            self.docker.start(created.id)
+            self.log.info("holder.created", name=self.holder.name, container_id=created.short_id)
+            return created.id
+        if held.action is Action.RESTART:  # paused
+            self.docker.restart(holder.id)
+        else:
+            self.docker.start(holder.id)
+        self.log.info("holder.started", name=self.holder.name, container_id=holder.short_id)
+        return holder.id
+
+    def _create(self, holder_id: str) -> None:
+        created = self.docker.create(self.spec, holder_id)
         self.container_id = created.id
         self.docker.start(created.id)
         self.log.info(
@@ -647,6 +726,7 @@ class Supervisor:
         self.docker.remove(observed.id)
         self.log.warning(
             "container.replaced",
+            name=observed.name,
             old_id=observed.short_id,
             old_image=observed.image,
             why=(reason or Reason.SPEC_CHANGED).value,
@@ -676,7 +756,8 @@ class Supervisor:
         # in the events already queued first: a `kill` before the `die` is what
         # tells a `docker stop` from a crash.
         observed = self.docker.inspect(self.settings.name)
-        if observed is None or not observed.running:
+        holder = self.docker.inspect(self.holder.name)
+        if observed is None or not observed.running or holder is None or not holder.running:
             self._drain_messages()
             self._check_container(now)
             return
@@ -741,6 +822,7 @@ class Supervisor:
         new_spec = derive_spec(new)
         log.configure(new.log_format, new.log_level)
         self.settings, self.spec = new, new_spec
+        self.holder = holder_spec(new_spec)
         self.log = self._bind_log()
         self.probe.close()
         self.probe = Probe(new.probe_url, new.tls_certificate)
@@ -755,9 +837,10 @@ class Supervisor:
             self.image_id = None
         if self.engine is not None and new.name != old_settings.name:
             try:
-                old = self.docker.inspect(old_settings.name)
-                if old is not None and old.managed:
-                    self._retire(old, Reason.SPEC_CHANGED)
+                for old_name in (old_spec.name, old_spec.holder_name):
+                    old = self.docker.inspect(old_name)
+                    if old is not None and old.managed:
+                        self._retire(old, Reason.SPEC_CHANGED)
             except SupervisorError as err:
                 self.log.warning("container.retire_failed", error=str(err))
             self._watch()

@@ -312,11 +312,13 @@ def container_pid(client: docker.APIClient, name: str) -> int:
 
 
 def remove_container(client: docker.APIClient, name: str) -> None:
-    """Remove one container by its exact name (ours only: callers pass rs-bench-* names)."""
+    """Remove a container by its exact name, and the supervisor's network holder that goes
+    with it (`<name>-net`), if any (ours only: callers pass rs-bench-* names)."""
     if not name.startswith(NAME_PREFIX):
         raise ValueError(f"refusing to remove {name!r}: not a bench container")
-    with contextlib.suppress(docker.errors.NotFound):
-        client.remove_container(name, force=True, v=False)
+    for each in (name, f"{name}-net"):
+        with contextlib.suppress(docker.errors.NotFound):
+            client.remove_container(each, force=True, v=False)
 
 
 def docker_cli(*args: str, timeout: float = 120.0) -> str:

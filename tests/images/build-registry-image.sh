@@ -3,15 +3,20 @@
 # distribution registry, 2.8) with `docker import`, and tag it registry:2 and
 # registry:latest. No image can be pulled on our machines, so this stands in for
 # the official `registry` image: same binary, same config.yml, same entrypoint.
+# The official image is built on Alpine, so it carries busybox: so does this one
+# (busybox-static), because the supervisor's network holder runs the image's `sleep`.
 # Idempotent: an image carrying the same build stamp is left alone.
 set -euo pipefail
 
 BIN=/usr/bin/docker-registry
-if [[ ! -x $BIN ]]; then
-    echo "build-registry-image: $BIN missing; apt-get install docker-registry" >&2
-    exit 1
-fi
-stamp=$(sha256sum "$BIN" | cut -c1-16)
+BUSYBOX=/bin/busybox
+for needed in "$BIN:docker-registry" "$BUSYBOX:busybox-static"; do
+    if [[ ! -x ${needed%%:*} ]]; then
+        echo "build-registry-image: ${needed%%:*} missing; apt-get install ${needed##*:}" >&2
+        exit 1
+    fi
+done
+stamp=$(cat "$BIN" "$BUSYBOX" | sha256sum | cut -c1-16)
 current=$(docker image inspect registry:latest \
     --format '{{ index .Config.Labels "registry-supervisor.test-image" }}' 2>/dev/null || true)
 if [[ $current == "$stamp" ]] && docker image inspect registry:2 >/dev/null 2>&1; then
@@ -23,6 +28,8 @@ trap 'rm -rf "$root"' EXIT
 mkdir -p "$root"/bin "$root"/lib/x86_64-linux-gnu "$root"/lib64 \
     "$root"/etc/docker/registry "$root"/var/lib/registry "$root"/tmp
 cp "$BIN" "$root"/bin/registry
+cp "$BUSYBOX" "$root"/bin/busybox
+for applet in sh sleep; do ln -s busybox "$root/bin/$applet"; done
 cp -L /lib/x86_64-linux-gnu/libc.so.6 "$root"/lib/x86_64-linux-gnu/
 cp -L /lib64/ld-linux-x86-64.so.2 "$root"/lib64/
 chmod 1777 "$root"/tmp

@@ -125,6 +125,7 @@ class Observed:
     restart_policy: str
     host_ports: tuple[str, ...]
     binds: tuple[str, ...]
+    network_mode: str
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> Observed:
@@ -140,6 +141,7 @@ class Observed:
             restart_policy=(host_config.get("RestartPolicy") or {}).get("Name") or "no",
             host_ports=tuple(f"{b.get('HostIp', '')}:{b['HostPort']}" for b in bindings),
             binds=tuple(host_config.get("Binds") or ()),
+            network_mode=host_config.get("NetworkMode") or "",
         )
 
     @property
@@ -424,25 +426,33 @@ class Deployment:
 
     # the container
 
-    def observe(self) -> Observed | None:
-        """The container named after this test, or None."""
+    @property
+    def holder_name(self) -> str:
+        """The network holder's container: it publishes the port, the registry joins it."""
+        return f"{self.name}-net"
+
+    def observe(self, name: str | None = None) -> Observed | None:
+        """The container named after this test (or ``name``), or None."""
         try:
-            return Observed.from_attrs(self.client.api.inspect_container(self.name))
+            return Observed.from_attrs(self.client.api.inspect_container(name or self.name))
         except docker.errors.NotFound:
             return None
 
-    def running(self) -> Observed:
-        """The container, which must exist and be running."""
-        observed = self.observe()
-        assert observed is not None, f"container {self.name} does not exist"
-        assert observed.status == "running", f"container {self.name} is {observed.status}"
+    def running(self, name: str | None = None) -> Observed:
+        """The registry container (or ``name``), which must exist and be running."""
+        name = name or self.name
+        observed = self.observe(name)
+        assert observed is not None, f"container {name} does not exist"
+        assert observed.status == "running", f"container {name} is {observed.status}"
         return observed
 
     def run_foreign(self) -> Observed:
-        """Create `docker run -d --name NAME registry:2` the way a user would, by hand."""
+        """Create `docker run -d -p PORT:5000 --name NAME registry:2` the way a user would, by
+        hand (the seed's setup, holding the port the supervisor's holder needs)."""
         docker_cli(
-            "run", "-d", "--name", self.name, "--label", f"{OWNER_LABEL}={self.name}", TEST_IMAGE
-        )
+            "run", "-d", "--name", self.name, "--label", f"{OWNER_LABEL}={self.name}",
+            "-p", f"127.0.0.1:{self.port}:5000", TEST_IMAGE,
+        )  # fmt: skip
         observed = self.observe()
         assert observed is not None
         return observed
@@ -456,6 +466,13 @@ class Deployment:
     def serving_watch(self) -> ServingWatch:
         """A context manager polling GET /v2/ on the current port from a thread."""
         return ServingWatch(self.url)
+
+    def wait_answering(self, timeout: float = 10.0) -> None:
+        """Poll GET /v2/ until it answers 200; fail after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while self.v2_status(timeout=0.5) != 200:
+            assert time.monotonic() < deadline, f"{self.url} did not answer within {timeout} s"
+            time.sleep(0.05)
 
     def v2_status(self, port: int | None = None, timeout: float = 2.0) -> int | None:
         """Status code of GET /v2/, or None when nothing answers."""

@@ -18,19 +18,24 @@ EVENT_DEADLINE = 10.0
 
 
 def test_first_start_creates_a_labelled_container(deployment):
-    """With no container, the supervisor creates one with our labels, restart policy "no",
-    the data dir mounted and the port published on the configured address."""
+    """With no container, the supervisor creates one with our labels, restart policy "no" and
+    the data dir mounted, in the network of a holder that publishes the port on the configured
+    address."""
     assert not deployment.data_dir.exists()
 
     sup = deployment.start()
 
     created = sup.wait_for_event("container.created")
     observed = deployment.running()
+    holder = deployment.running(deployment.holder_name)
     assert observed.id.startswith(created["container_id"][:12])
-    assert observed.managed
-    assert observed.spec_hash
-    assert observed.restart_policy == "no"
-    assert (f"127.0.0.1:{deployment.port}",) == observed.host_ports
+    assert observed.managed and holder.managed
+    assert observed.spec_hash and holder.spec_hash
+    assert observed.restart_policy == "no" == holder.restart_policy
+    assert observed.network_mode == f"container:{holder.id}"
+    assert observed.host_ports == ()
+    assert (f"127.0.0.1:{deployment.port}",) == holder.host_ports
+    assert holder.binds == ()
     assert any(
         bind.startswith(f"{deployment.data_dir}:/var/lib/registry") for bind in observed.binds
     )
@@ -107,6 +112,35 @@ def test_stopped_container_is_started_again(deployment):
     deployment.assert_pullable(image)
 
 
+@pytest.mark.parametrize("fault", ["rm", "stop", "kill"])
+def test_a_lost_network_holder_is_repaired_with_the_registry(deployment, fault):
+    """The holder removed, stopped or killed takes the registry's network with it: both are
+    repaired at once from the event stream, the registry in the new holder's network."""
+    deployment.write_env(**PROBE_RARELY)
+    sup = deployment.start()
+    image = deployment.push_image()
+    before = deployment.data_snapshot()
+    old_holder = deployment.running(deployment.holder_name)
+
+    since = sup.mark()
+    fault_at = time.time()
+    if fault == "kill":
+        os.kill(old_holder.pid, signal.SIGKILL)
+    else:
+        deployment.docker_cli(fault, *(("-f",) if fault == "rm" else ()), deployment.holder_name)
+
+    restarting = sup.wait_for_event("container.restarting", EVENT_DEADLINE, since=since)
+    assert restarting.get("down") == deployment.holder_name
+    assert restarting["reason"] == {"rm": "removed", "stop": "stopped", "kill": "crashed"}[fault]
+    deployment.record_recovery(f"network holder: {fault}", sup, since, fault_at)
+    holder = deployment.running(deployment.holder_name)
+    registry = deployment.running()
+    assert (holder.id == old_holder.id) == (fault != "rm")
+    assert registry.network_mode == f"container:{holder.id}"
+    deployment.assert_data_kept(before)
+    deployment.assert_pullable(image)
+
+
 def test_paused_container_is_restarted(deployment):
     """A `docker pause`d registry (which `docker start` refuses) is found by the probe and
     restarted, data intact."""
@@ -162,8 +196,10 @@ def test_hung_registry_is_restarted_after_failed_probes(deployment):
 
 
 def test_foreign_container_of_the_same_name_is_replaced(deployment):
-    """A container of our name that we did not create (a user's `docker run`) is replaced."""
+    """A container of our name that we did not create (a user's `docker run -p`, holding the
+    port) is replaced."""
     foreign = deployment.run_foreign()
+    deployment.wait_answering()
 
     sup = deployment.start()
 

@@ -60,13 +60,24 @@ def test_stop_signal_stops_the_registry_and_exits_zero(deployment, signum):
     sup.send(signum)
 
     assert sup.wait_exit() == deployment.EX_OK
-    names = [e["event"] for e in sup.events()]
-    shutdown = ["supervisor.stopping", "container.stopped", "supervisor.stopped"]
-    assert shutdown == [name for name in names if name in shutdown]
+    steps = [
+        (e["event"], e.get("name"))
+        for e in sup.events()
+        if e["event"] in ("supervisor.stopping", "container.stopped", "supervisor.stopped")
+    ]
+    # The registry first, gracefully; then its network holder.
+    assert steps == [
+        ("supervisor.stopping", None),
+        ("container.stopped", deployment.name),
+        ("container.stopped", deployment.holder_name),
+        ("supervisor.stopped", None),
+    ]
     stopped = deployment.observe()
     assert stopped is not None, "the container was removed, not stopped"
     assert running.id == stopped.id
     assert stopped.status == "exited"
+    holder = deployment.observe(deployment.holder_name)
+    assert holder is not None and holder.status == "exited"
     assert deployment.v2_status() is None
     deployment.assert_data_kept(before)
 
@@ -122,8 +133,10 @@ def test_sighup_with_a_changed_port_recreates_the_container_on_it(deployment):
     reasons = {e.get("reason") or e.get("why") for e in container_events(sup, since)}
     assert "spec-changed" in reasons
     new = deployment.running()
+    holder = deployment.running(deployment.holder_name)
     assert old.id != new.id
-    assert (f"127.0.0.1:{new_port}",) == new.host_ports
+    assert new.network_mode == f"container:{holder.id}"
+    assert (f"127.0.0.1:{new_port}",) == holder.host_ports
     assert deployment.v2_status(port=old_port) is None
     deployment.assert_data_kept(before)
     deployment.assert_pullable(image, port=new_port)

@@ -23,15 +23,15 @@ def test_a_die_event_carries_exit_code() -> None:
         "Actor": {"ID": "abc", "Attributes": {"exitCode": "137", "name": "my_registry"}},
         "time": 1,
     }
-    assert parse_event(raw) == ContainerEvent("die", "abc", exit_code=137)
+    assert parse_event(raw) == ContainerEvent("die", "abc", name="my_registry", exit_code=137)
 
 
 def test_event_filter_reaches_the_engine_as_one_value_per_action() -> None:
-    """docker-py must send each watched action separately, or nothing matches."""
-    encoded = json.loads(convert_filters(event_filters("my_registry")))
+    """docker-py must send each watched action and name separately, or nothing matches."""
+    encoded = json.loads(convert_filters(event_filters(("my_registry", "my_registry-net"))))
     assert {
         "type": ["container"],
-        "container": ["my_registry"],
+        "container": ["my_registry", "my_registry-net"],
         "event": list(WATCHED_ACTIONS),
     } == encoded
 

@@ -29,9 +29,8 @@ def settings_from(tmp_path: Path, text: str = "") -> Settings:
 
 
 def host_config(tmp_path: Path, text: str = "") -> dict[str, object]:
-    config: dict[str, object] = create_config(derive_spec(settings_from(tmp_path, text)))[
-        "host_config"
-    ]
+    spec = derive_spec(settings_from(tmp_path, text))
+    config: dict[str, object] = create_config(spec, holder_id="f00d")["host_config"]
     return config
 
 

@@ -12,7 +12,7 @@ import pytest
 from supervisor.container import ContainerState, Observed, observe
 from supervisor.reconcile import Action, Decision, Reason, classify, decide
 from supervisor.settings import load_settings
-from supervisor.spec import ContainerSpec, derive_spec
+from supervisor.spec import ContainerSpec, derive_spec, holder_spec
 
 
 @pytest.fixture
@@ -82,6 +82,30 @@ def test_a_paused_container_is_restarted_not_started(
 def test_running_but_unhealthy_is_restarted(desired: ContainerSpec, ours: Observed) -> None:
     """Failed probes on a running container: restart it."""
     assert decide(ours, desired, None, unhealthy=True) == Decision(Action.RESTART, Reason.UNHEALTHY)
+
+
+def test_a_registry_outside_the_current_holders_network_is_replaced(
+    desired: ContainerSpec, ours: Observed
+) -> None:
+    """Docker names the holder by id: a registry in an old holder's namespace is recreated."""
+    joined = replace(ours, network_mode="container:aaa")
+    assert decide(joined, desired, None, holder_id="aaa") == Decision(Action.ADOPT)
+    assert decide(joined, desired, None, holder_id="bbb") == Decision(
+        Action.REPLACE, Reason.NETWORK_LOST
+    )
+
+
+def test_the_holder_is_decided_like_the_registry(desired: ContainerSpec, ours: Observed) -> None:
+    """The same rules keep the network holder: started if stopped, replaced if stale."""
+    holder = holder_spec(desired)
+    current = replace(ours, name=holder.name, spec_hash=holder.spec_hash, network_mode="default")
+    assert decide(current, holder, None) == Decision(Action.ADOPT)
+    stopped = replace(current, state=ContainerState.EXITED)
+    assert decide(stopped, holder, None) == Decision(Action.START)
+    assert decide(replace(current, spec_hash=desired.spec_hash), holder, None).action is (
+        Action.REPLACE
+    )
+    assert decide(None, holder, None) == Decision(Action.CREATE, Reason.REMOVED)
 
 
 def test_observe_reads_a_real_inspect(inspect_data: InspectData) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.container import create_config
+from supervisor.container import create_config, holder_create_config
 from supervisor.settings import Settings, load_settings
-from supervisor.spec import MANAGED_BY_LABEL, SPEC_HASH_LABEL, Mount, derive_spec
+from supervisor.spec import MANAGED_BY_LABEL, SPEC_HASH_LABEL, Mount, derive_spec, holder_spec
 
 
 def settings_from(tmp_path: Path, text: str = "") -> Settings:
@@ -90,13 +90,46 @@ def test_hash_ignores_supervisor_only_settings(tmp_path: Path, change: str) -> N
 
 
 def test_container_is_labelled_with_its_hash_and_never_restarted_by_docker(tmp_path: Path) -> None:
-    """The create call carries our labels, restart policy `no`, and the port binding."""
+    """The registry carries our labels and restart policy `no`, and joins the holder's network."""
     spec = derive_spec(settings_from(tmp_path, "MY_REG_BIND=127.0.0.1\nMY_REG_PORT=5005\n"))
-    config = create_config(spec)
+    config = create_config(spec, holder_id="f00d")
     assert config["labels"][SPEC_HASH_LABEL] == spec.spec_hash
     assert config["labels"][MANAGED_BY_LABEL] == "registry-supervisor"
     assert config["host_config"]["restart_policy"] == {"Name": "no"}
-    assert config["host_config"]["port_bindings"] == {"5000/tcp": ("127.0.0.1", 5005)}
+    assert config["host_config"]["network_mode"] == "container:f00d"
+    assert "port_bindings" not in config["host_config"]
+    assert "ports" not in config
     assert config["host_config"]["binds"] == {
         "/var/lib/my_registry": {"bind": "/var/lib/registry", "mode": "rw"}
     }
+
+
+def test_the_network_holder_publishes_the_port_and_only_sleeps(tmp_path: Path) -> None:
+    """The holder owns the published port; it runs the image's `sleep` and has no data."""
+    spec = derive_spec(settings_from(tmp_path, "MY_REG_BIND=127.0.0.1\nMY_REG_PORT=5005\n"))
+    holder = holder_spec(spec)
+    config = holder_create_config(holder)
+    assert config["name"] == "my_registry-net"
+    assert config["image"] == spec.image
+    assert [*config["entrypoint"], *config["command"]] == ["sleep", "2147483647"]
+    assert config["labels"] == {
+        MANAGED_BY_LABEL: "registry-supervisor",
+        SPEC_HASH_LABEL: holder.spec_hash,
+    }
+    assert config["host_config"]["port_bindings"] == {"5000/tcp": ("127.0.0.1", 5005)}
+    assert config["host_config"]["restart_policy"] == {"Name": "no"}
+    assert config["stop_signal"] == "SIGKILL"
+    assert "binds" not in config["host_config"]  # never the registry's data
+    assert "/var/lib/registry" in config["host_config"]["tmpfs"]  # no anonymous volume
+
+
+def test_the_holder_changes_with_the_port_but_not_with_the_registry_environment(
+    tmp_path: Path,
+) -> None:
+    """A new port means a new holder; an env change replaces the registry only."""
+    base = holder_spec(derive_spec(settings_from(tmp_path))).spec_hash
+    env = holder_spec(derive_spec(settings_from(tmp_path, "REGISTRY_LOG_LEVEL=debug\n")))
+    port = holder_spec(derive_spec(settings_from(tmp_path, "MY_REG_PORT=5009\n")))
+    assert env.spec_hash == base
+    assert port.spec_hash != base
+    assert port.spec_hash != derive_spec(settings_from(tmp_path, "MY_REG_PORT=5009\n")).spec_hash
