@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     )
     pull: PullPolicy = Field(PullPolicy.MISSING, description="one of missing, always, never")
     health_interval: Seconds = Field(5.0, description=SECONDS_ABOVE_0)
-    health_timeout: Seconds = Field(2.0, description=SECONDS_ABOVE_0)
+    health_timeout: Seconds = Field(1.0, description=SECONDS_ABOVE_0)
     health_retries: int = Field(3, ge=1, description="a whole number of at least 1")
     startup_grace: float = Field(
         30.0,

@@ -48,7 +48,7 @@ DOCKERD_LOG = Path("/var/log/dockerd.log")
 
 # The supervisor's defaults, spelled out so the run does not depend on them silently.
 HEALTH_INTERVAL_S = 5.0
-HEALTH_TIMEOUT_S = 2.0
+HEALTH_TIMEOUT_S = 1.0
 HEALTH_RETRIES = 3
 
 # The poller: one fresh connection every POLL_EVERY_S, each with a short timeout. A

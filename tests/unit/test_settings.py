@@ -44,7 +44,7 @@ def test_defaults_match_the_documented_table() -> None:
     assert settings.conf is None and settings.tls_dir is None
     assert (settings.tls_crt, settings.tls_key) == ("certificate.pem", "key.pem")
     assert settings.pull is PullPolicy.MISSING
-    assert (settings.health_interval, settings.health_timeout, settings.health_retries) == (5, 2, 3)
+    assert (settings.health_interval, settings.health_timeout, settings.health_retries) == (5, 1, 3)
     assert settings.stop_on_exit is True
     assert settings.log_format is LogFormat.AUTO
     assert settings.registry_env == {}
