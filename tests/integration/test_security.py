@@ -302,7 +302,8 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
                 process.kill()
                 process.wait(timeout=30)
         for container in client.containers.list(all=True, filters={"name": name}):
-            if container.name == name and container.labels.get(MANAGED_LABEL):
+            # The registry and its network holder.
+            if container.name in (name, f"{name}-net") and container.labels.get(MANAGED_LABEL):
                 container.remove(force=True)
         for ref in refs:
             subprocess.run(["docker", "rmi", "--force", ref], capture_output=True, check=False)

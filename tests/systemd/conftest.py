@@ -379,7 +379,7 @@ def deployment(machine: Machine) -> Iterator[Deployment]:
         yield deploy
     finally:
         machine.systemctl("stop", UNIT, check=False)
-        remove_test_containers(f"^{deploy.name}$")
+        remove_test_containers(f"^{deploy.name}(-net)?$")  # the registry and its holder
         shutil.rmtree(DATA_ROOT / token, ignore_errors=True)
 
 
