@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 from supervisor.container import ContainerState, Observed
@@ -50,33 +51,50 @@ def decide(  # noqa: PLR0911 (one return per case, read top to bottom)
     image_id: str | None,
     *,
     unhealthy: bool = False,
-    holder_id: str | None = None,
+    holder: Observed | None = None,
 ) -> Decision:
     """The action that brings ``observed`` to ``desired``.
 
     ``image_id`` is the local id of the desired image (None when unknown);
-    ``unhealthy`` says the running container failed its probes; ``holder_id``, when
-    known, is the network holder the registry must share a namespace with (Docker
-    stores that by id, so a new holder means a new registry).
+    ``unhealthy`` says the running container failed its probes; ``holder``, when
+    given, is the running network holder the registry must share a namespace with.
+    Docker records that namespace by the holder's id, and joins it only when the
+    registry starts: a new holder means a new registry, and a holder started after
+    the registry (`docker restart <name>-net`) means a registry without a network.
     """
     if observed is None:
         return Decision(Action.CREATE, Reason.REMOVED)
     if observed.state is ContainerState.REMOVING:
         return Decision(Action.WAIT, Reason.REMOVED)
+    if observed.state is ContainerState.DEAD:
+        # A failed removal: the engine refuses to start it, so it can only be replaced.
+        return Decision(Action.REPLACE, Reason.REMOVED)
     if not observed.managed:
         return Decision(Action.REPLACE, Reason.FOREIGN)
     if observed.spec_hash != desired.spec_hash or (
         image_id is not None and observed.image_id != image_id
     ):
         return Decision(Action.REPLACE, Reason.SPEC_CHANGED)
-    if holder_id is not None and observed.network_mode != f"container:{holder_id}":
-        return Decision(Action.REPLACE, Reason.NETWORK_LOST)
+    if holder is not None:
+        if observed.network_mode != f"container:{holder.id}":
+            return Decision(Action.REPLACE, Reason.NETWORK_LOST)
+        if observed.running and _started_before(observed, holder):
+            return Decision(Action.RESTART, Reason.NETWORK_LOST)
     if observed.running:
         return Decision(Action.RESTART, Reason.UNHEALTHY) if unhealthy else Decision(Action.ADOPT)
     if observed.state is ContainerState.PAUSED:
         # `docker start` refuses a paused container; a restart (kill, start) does not.
         return Decision(Action.RESTART, Reason.STOPPED)
     return Decision(Action.START, None)
+
+
+def _started_before(registry: Observed, holder: Observed) -> bool:
+    try:
+        return datetime.fromisoformat(registry.started_at) < datetime.fromisoformat(
+            holder.started_at
+        )
+    except ValueError:
+        return False  # unreadable: no evidence either way
 
 
 def classify(observed: Observed | None, actions: Iterable[str]) -> Reason:

@@ -263,27 +263,27 @@ class Supervisor:
         if self.watcher is not None:
             self.watcher.close()
             self.watcher = None
-        if self.engine is not None:
-            try:
-                # The registry first (gracefully), then its network holder (killed).
-                for name in (self.settings.name, self.holder.name):
-                    observed = self.docker.inspect(name)
-                    if observed is None or not observed.managed or not observed.running:
-                        continue
-                    if self.settings.stop_on_exit:
-                        self._kick_watchdog()
-                        self.docker.stop(observed.id, self.settings.stop_timeout)
-                        self.log.info(
-                            "container.stopped", name=name, container_id=observed.short_id
-                        )
-                    else:
-                        self.log.info(
-                            "container.left_running", name=name, container_id=observed.short_id
-                        )
-            except SupervisorError as err:
-                self.log.warning("container.stop_failed", error=str(err))
+        # The registry first (gracefully), then its network holder (killed); a failure
+        # with one does not leave the other running.
+        for name in (self.settings.name, self.holder.name):
+            if self.engine is not None:
+                self._stop_on_exit(name)
         self._close()
         self.log.info("supervisor.stopped")
+
+    def _stop_on_exit(self, name: str) -> None:
+        try:
+            observed = self.docker.inspect(name)
+            if observed is None or not observed.managed or not observed.running:
+                return
+            if self.settings.stop_on_exit:
+                self._kick_watchdog()
+                self.docker.stop(observed.id, self.settings.stop_timeout)
+                self.log.info("container.stopped", name=name, container_id=observed.short_id)
+            else:
+                self.log.info("container.left_running", name=name, container_id=observed.short_id)
+        except SupervisorError as err:
+            self.log.warning("container.stop_failed", name=name, error=str(err))
 
     def _close(self) -> None:
         if self.watcher is not None:
@@ -545,14 +545,15 @@ class Supervisor:
         if self.repair_at is not None or self._in_maintenance(now):
             return
         holder = self.docker.inspect(self.holder.name)
-        held = decide(holder, self.holder, self.image_id)
+        # The holder only runs `sleep`: a new image id is no reason to rebuild its network.
+        held = decide(holder, self.holder, None)
         if held.action is not Action.ADOPT or holder is None:
             # Without its holder the registry has no network: the repair covers both.
             reason = self._down_reason(holder, held, down_reason)
             self.schedule_repair(now, reason, part=self.holder.name)
             return
         observed = self.docker.inspect(self.settings.name)
-        decision = decide(observed, self.spec, self.image_id, holder_id=holder.id)
+        decision = decide(observed, self.spec, self.image_id, holder=holder)
         if decision.action is Action.ADOPT:
             if observed is not None and observed.id != self.container_id:
                 self.container_id = observed.id
@@ -632,18 +633,15 @@ class Supervisor:
         """Holder first, then the registry in its namespace; False: look again shortly."""
         holder = self.docker.inspect(self.holder.name)
         observed = self.docker.inspect(self.settings.name)
-        held = decide(holder, self.holder, self.image_id)
+        held = decide(holder, self.holder, None)
         if held.action is Action.WAIT:
             return False
-        if held.action is Action.ADOPT and holder is not None:
-            holder_id = holder.id
-        else:
-            holder_id = self._repair_holder(holder, held, observed)
+        if held.action is not Action.ADOPT or holder is None:
+            holder = self._repair_holder(holder, held, observed)
             observed = self.docker.inspect(self.settings.name)
+        holder_id = holder.id
         unhealthy = reason is Reason.UNHEALTHY
-        decision = decide(
-            observed, self.spec, self.image_id, unhealthy=unhealthy, holder_id=holder_id
-        )
+        decision = decide(observed, self.spec, self.image_id, unhealthy=unhealthy, holder=holder)
         if decision.action is Action.WAIT:
             return False
         if decision.action is Action.ADOPT and observed is not None:
@@ -656,6 +654,7 @@ class Supervisor:
             self.log.info("container.started", container_id=observed.short_id, reason=reason)
         elif decision.action is Action.RESTART and observed is not None:
             self.docker.restart(observed.id)
+            self.container_id = observed.id
             self.log.info("container.started", container_id=observed.short_id, reason=reason)
         elif decision.action is Action.REPLACE and observed is not None:
             self._retire(observed, decision.reason)
@@ -674,8 +673,8 @@ class Supervisor:
 
     def _repair_holder(
         self, holder: Observed | None, held: Decision, registry: Observed | None
-    ) -> str:
-        """Bring the network holder back; its id.
+    ) -> Observed:
+        """Bring the network holder back, running.
 
         The registry's network went with the holder, so a running registry is stopped
         first (started again by the caller), and retired if the holder is replaced:
@@ -694,16 +693,20 @@ class Supervisor:
         if held.action is Action.REPLACE and holder is not None:
             self._retire(holder, held.reason)
         if held.action in (Action.CREATE, Action.REPLACE) or holder is None:
-            created = self.docker.create_holder(self.holder)
-            self.docker.start(created.id)
-            self.log.info("holder.created", name=self.holder.name, container_id=created.short_id)
-            return created.id
-        if held.action is Action.RESTART:  # paused
-            self.docker.restart(holder.id)
-        else:
+            holder = self.docker.create_holder(self.holder)
             self.docker.start(holder.id)
-        self.log.info("holder.started", name=self.holder.name, container_id=holder.short_id)
-        return holder.id
+            self.log.info("holder.created", name=self.holder.name, container_id=holder.short_id)
+        else:
+            if held.action is Action.RESTART:  # paused
+                self.docker.restart(holder.id)
+            else:
+                self.docker.start(holder.id)
+            self.log.info("holder.started", name=self.holder.name, container_id=holder.short_id)
+        # Its new StartedAt tells a registry started before it (one without a network).
+        started = self.docker.inspect(holder.id)
+        if started is None:
+            raise ContainerGone(f"{self.holder.name}: removed while starting")
+        return started
 
     def _create(self, holder_id: str) -> None:
         created = self.docker.create(self.spec, holder_id)
@@ -836,13 +839,13 @@ class Supervisor:
         if new.image_ref != old_settings.image_ref or new.pull is PullPolicy.ALWAYS:
             self.image_id = None
         if self.engine is not None and new.name != old_settings.name:
-            try:
-                for old_name in (old_spec.name, old_spec.holder_name):
+            for old_name in (old_spec.name, old_spec.holder_name):
+                try:
                     old = self.docker.inspect(old_name)
                     if old is not None and old.managed:
                         self._retire(old, Reason.SPEC_CHANGED)
-            except SupervisorError as err:
-                self.log.warning("container.retire_failed", error=str(err))
+                except SupervisorError as err:
+                    self.log.warning("container.retire_failed", name=old_name, error=str(err))
             self._watch()
         self.log.info("supervisor.reloaded", spec_changed=changed, spec_hash=new_spec.spec_hash)
         self._warn_risks()

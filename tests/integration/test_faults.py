@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from datetime import datetime
 
 import pytest
 
@@ -141,6 +142,29 @@ def test_a_lost_network_holder_is_repaired_with_the_registry(deployment, fault):
     deployment.assert_pullable(image)
 
 
+def test_a_restarted_network_holder_takes_the_registry_into_its_new_network(deployment):
+    """`docker restart <name>-net` keeps the holder's id but gives it a new namespace. Done
+    while no supervisor runs, the registry is left running without a network: the next start
+    restarts it into the holder's new one instead of adopting it."""
+    deployment.write_env(**PROBE_RARELY)
+    first = deployment.start()
+    image = deployment.push_image()
+    old_registry = deployment.running()
+    first.kill()
+    deployment.docker_cli("restart", "--time", "0", deployment.holder_name)
+    assert deployment.v2_status(timeout=0.5) is None  # running, but unreachable
+
+    second = deployment.start()  # waits for registry.healthy
+
+    assert second.find("container.started", container_id=old_registry.id[:12])
+    assert not second.find("container.adopted", container_id=old_registry.id[:12])
+    holder = deployment.running(deployment.holder_name)
+    registry = deployment.running()
+    assert registry.id == old_registry.id
+    assert datetime.fromisoformat(registry.started_at) > datetime.fromisoformat(holder.started_at)
+    deployment.assert_pullable(image)
+
+
 def test_paused_container_is_restarted(deployment):
     """A `docker pause`d registry (which `docker start` refuses) is found by the probe and
     restarted, data intact."""
@@ -205,7 +229,13 @@ def test_foreign_container_of_the_same_name_is_replaced(deployment):
 
     replaced = sup.wait_for_event("container.replaced")
     assert foreign.id.startswith(replaced["old_id"][:12])
-    assert replaced.get("why")
+    assert replaced.get("why") == "foreign"
+    sup.wait_for_event("registry.healthy")
+    # It held the port: it went first, so the holder was created once, without a retry.
+    order = [e["event"] for e in sup.events()]
+    assert order.index("container.replaced") < order.index("holder.created")
+    assert order.count("holder.created") == 1
+    assert "container.start_failed" not in order
     new = deployment.running()
     assert foreign.id != new.id
     assert new.managed

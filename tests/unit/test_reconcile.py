@@ -88,11 +88,33 @@ def test_a_registry_outside_the_current_holders_network_is_replaced(
     desired: ContainerSpec, ours: Observed
 ) -> None:
     """Docker names the holder by id: a registry in an old holder's namespace is recreated."""
-    joined = replace(ours, network_mode="container:aaa")
-    assert decide(joined, desired, None, holder_id="aaa") == Decision(Action.ADOPT)
-    assert decide(joined, desired, None, holder_id="bbb") == Decision(
+    holder = replace(ours, id="aaa", started_at="2026-11-29T10:00:00.000000001Z")
+    joined = replace(ours, network_mode="container:aaa", started_at="2026-11-29T10:00:00.5Z")
+    assert decide(joined, desired, None, holder=holder) == Decision(Action.ADOPT)
+    assert decide(joined, desired, None, holder=replace(holder, id="bbb")) == Decision(
         Action.REPLACE, Reason.NETWORK_LOST
     )
+
+
+def test_a_registry_started_before_its_holder_is_restarted(
+    desired: ContainerSpec, ours: Observed
+) -> None:
+    """`docker restart <name>-net` keeps the id but not the namespace: the registry, started
+    before it, has no network and is restarted into the new one (nanosecond stamps compared
+    as times, not strings)."""
+    registry = replace(ours, network_mode="container:aaa", started_at="2026-11-29T10:00:00.9Z")
+    holder = replace(ours, id="aaa", started_at="2026-11-29T10:00:01.000000001Z")
+    assert decide(registry, desired, None, holder=holder) == Decision(
+        Action.RESTART, Reason.NETWORK_LOST
+    )
+    stopped = replace(registry, state=ContainerState.EXITED)
+    assert decide(stopped, desired, None, holder=holder) == Decision(Action.START)
+
+
+def test_a_dead_container_is_replaced_not_started(desired: ContainerSpec, ours: Observed) -> None:
+    """The engine refuses to start a dead container (a failed removal): replace it."""
+    dead = replace(ours, state=ContainerState.DEAD)
+    assert decide(dead, desired, None).action is Action.REPLACE
 
 
 def test_the_holder_is_decided_like_the_registry(desired: ContainerSpec, ours: Observed) -> None:
