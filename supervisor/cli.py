@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import getpass
 import json
 import signal
 import socket
@@ -18,10 +17,9 @@ from typing import Any
 
 import structlog
 
-from supervisor import __version__, disk, glance, htpasswd, log, security
+from supervisor import __version__, disk, log, security
 from supervisor.container import Engine
 from supervisor.errors import ConfigError, EngineUnavailable, ExitCode, MaintenanceFailed
-from supervisor.gc import GarbageCollection
 from supervisor.health import Probe, ProbeFailed, is_healthy
 from supervisor.notify import Notifier
 from supervisor.secret import describe_secret, with_http_secret
@@ -155,6 +153,8 @@ def _interruptible() -> Iterator[None]:
 
 
 def _gc(settings: Settings, args: argparse.Namespace) -> int:
+    from supervisor.gc import GarbageCollection
+
     # The HTTP secret is part of the spec: the normal container must come back identical.
     settings = with_http_secret(settings)
     with closing(Engine()) as engine:
@@ -255,6 +255,8 @@ def _check_engine(settings: Settings, engine: Engine) -> int:
 
 def _htpasswd(user: str, file: Path | None, env_file: Path | None) -> int:
     """Add or update one user; the password never comes from argv."""
+    from supervisor import htpasswd
+
     try:
         path = file or _configured_htpasswd(env_file)
         created = not path.exists()
@@ -284,6 +286,10 @@ def _configured_htpasswd(env_file: Path | None) -> Path:
 
 def _read_password(user: str) -> str:
     """From a prompt on a terminal (asked twice), else the first line of stdin."""
+    import getpass
+
+    from supervisor import htpasswd
+
     if sys.stdin is not None and sys.stdin.isatty():
         try:
             password = getpass.getpass(f"password for {user}: ")
@@ -298,6 +304,8 @@ def _read_password(user: str) -> str:
 
 
 def _status(settings: Settings, *, as_json: bool) -> int:
+    from supervisor import glance
+
     with closing(Engine()) as engine:
         observed = engine.inspect(settings.name)
         holder = engine.inspect(f"{settings.name}{HOLDER_SUFFIX}")

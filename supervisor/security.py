@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from supervisor import htpasswd, tls
+from supervisor import tls
 from supervisor.settings import Settings
 
 
@@ -116,6 +116,8 @@ def exposure(settings: Settings) -> list[SecurityWarning]:
 
 def describe(settings: Settings, certificate: tls.Certificate | None, now: datetime) -> list[str]:
     """`check`'s summary of TLS, authentication and hardening (reads the htpasswd file)."""
+    from supervisor import htpasswd
+
     lines = []
     if certificate is None:
         lines.append("tls: off (MY_REG_TLS_DIR unset)")

@@ -22,7 +22,7 @@ from dotenv.parser import parse_stream
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from supervisor import htpasswd, metrics, permissions, tls
+from supervisor import metrics, permissions, tls
 from supervisor.errors import ConfigError
 
 ENV_PREFIX = "MY_REG_"
@@ -201,6 +201,8 @@ class Settings(BaseSettings):
     def _htpasswd_file(cls, value: Path | None) -> Path | None:
         if value is None:
             return None
+        from supervisor import htpasswd
+
         if not value.is_absolute():
             raise ValueError("an absolute path to an htpasswd file")
         _require_readable_file(value, "an existing, readable htpasswd file")

@@ -25,7 +25,7 @@ from typing import Any
 
 import structlog
 
-from supervisor import disk, gc, journal, log, maintenance, metrics, security, state, tls
+from supervisor import disk, journal, log, maintenance, metrics, security, state, tls
 from supervisor.backoff import BackoffPolicy, RestartBudget
 from supervisor.container import Engine, Observed
 from supervisor.errors import (
@@ -921,6 +921,8 @@ class Supervisor:
 
     def _estimate_reclaimable(self) -> None:
         """Say how much a garbage collection would free (thread: logs, decides nothing)."""
+        from supervisor import gc
+
         guard = self.disk_guard
         try:
             with closing(Engine()) as engine:
