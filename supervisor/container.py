@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -40,6 +41,7 @@ API_TIMEOUT_S = 10  # well under half of the unit's WatchdogSec=30s
 # Docker Engine 20.10 and later speak it. A fixed version also keeps the client
 # constructor free of I/O ("auto" asks the engine and leaks a socket on failure).
 API_VERSION = "1.41"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Over the image's data VOLUME in the holder, which never stores anything.
 HOLDER_DATA_TMPFS = "ro,noexec,nosuid,nodev,size=4k"
 
@@ -81,6 +83,17 @@ class Observed:
     @property
     def short_id(self) -> str:
         return self.id[:12]
+
+    @property
+    def started_ns(self) -> int:
+        """StartedAt in epoch nanoseconds (microsecond precision); 0 if unreadable."""
+        try:
+            moment = datetime.fromisoformat(self.started_at)
+        except ValueError:
+            return 0
+        if moment.tzinfo is None:  # the engine writes UTC with a Z; be safe without one
+            moment = moment.replace(tzinfo=UTC)
+        return (moment - EPOCH) // timedelta(microseconds=1) * 1000
 
 
 def observe(attrs: dict[str, Any]) -> Observed:

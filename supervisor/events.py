@@ -30,6 +30,7 @@ class ContainerEvent:
     container_id: str
     name: str = ""
     exit_code: int | None = None
+    time_ns: int = 0  # when the engine says it happened
     signal: int | None = None
 
 
@@ -57,9 +58,17 @@ def parse_event(raw: dict[str, Any]) -> ContainerEvent:
         action=action,
         container_id=str(actor.get("ID") or raw.get("id") or ""),
         name=str(attributes.get("name") or ""),
+        time_ns=_int(raw.get("timeNano")) or (_int(raw.get("time")) or 0) * 1_000_000_000,
         exit_code=as_int("exitCode"),
         signal=as_int("signal"),
     )
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def event_filters(container_names: tuple[str, ...]) -> dict[str, Any]:

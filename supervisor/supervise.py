@@ -143,8 +143,8 @@ class Supervisor:
 
         self.phase = Phase.ENGINE_DOWN
         self.container_id: str | None = None
-        # Engine events since each container (by name) last ran: why it went down.
-        self.recent_actions: defaultdict[str, list[str]] = defaultdict(list)
+        # Engine events (when, action) per container name: why it went down.
+        self.recent_actions: defaultdict[str, list[tuple[int, str]]] = defaultdict(list)
         self.repair_at: float | None = None
         self.pending_reason: Reason | None = None
         self.budget = RestartBudget(BackoffPolicy())
@@ -311,7 +311,7 @@ class Supervisor:
     def _on_event(self, event: ContainerEvent) -> None:
         if self.engine is None or self._in_maintenance(self.clock()):
             return
-        self.recent_actions[event.name].append(event.action)
+        self.recent_actions[event.name].append((event.time_ns, event.action))
         self.log.debug(
             "container.event", name=event.name, action=event.action, exit_code=event.exit_code
         )
@@ -571,7 +571,11 @@ class Supervisor:
         if decision.action is Action.REPLACE:
             return decision.reason or Reason.SPEC_CHANGED
         name = observed.name if observed is not None else ""
-        reason = classify(observed, self.recent_actions[name])
+        # Only what happened since it last started: the `stop` of our own repair, seen
+        # after the `die` that was already handled, must not name the next crash.
+        since = observed.started_ns if observed is not None else 0
+        actions = [action for at, action in self.recent_actions[name] if at >= since]
+        reason = classify(observed, actions)
         if down_reason is not None and reason is Reason.CRASHED:
             return down_reason
         return reason

@@ -23,7 +23,15 @@ def test_a_die_event_carries_exit_code() -> None:
         "Actor": {"ID": "abc", "Attributes": {"exitCode": "137", "name": "my_registry"}},
         "time": 1,
     }
-    assert parse_event(raw) == ContainerEvent("die", "abc", name="my_registry", exit_code=137)
+    assert parse_event(raw) == ContainerEvent(
+        "die", "abc", name="my_registry", exit_code=137, time_ns=1_000_000_000
+    )
+
+
+def test_an_event_keeps_the_engines_nanosecond_time() -> None:
+    """timeNano, when the engine sends it, is what orders an event against StartedAt."""
+    raw = {"Action": "stop", "Actor": {"ID": "abc"}, "time": 1, "timeNano": 1_500_000_123}
+    assert parse_event(raw).time_ns == 1_500_000_123
 
 
 def test_event_filter_reaches_the_engine_as_one_value_per_action() -> None:

@@ -111,6 +111,14 @@ def test_a_registry_started_before_its_holder_is_restarted(
     assert decide(stopped, desired, None, holder=holder) == Decision(Action.START)
 
 
+def test_started_ns_reads_dockers_nanosecond_stamps(ours: Observed) -> None:
+    """StartedAt as epoch ns (to the microsecond); Docker's zero time and junk read low."""
+    stamped = replace(ours, started_at="2026-11-29T10:00:00.123456789Z")
+    assert stamped.started_ns == 1_795_946_400_123_456_000
+    assert replace(ours, started_at="0001-01-01T00:00:00Z").started_ns < 0
+    assert replace(ours, started_at="").started_ns == 0
+
+
 def test_a_dead_container_is_replaced_not_started(desired: ContainerSpec, ours: Observed) -> None:
     """The engine refuses to start a dead container (a failed removal): replace it."""
     dead = replace(ours, state=ContainerState.DEAD)
