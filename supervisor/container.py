@@ -236,6 +236,15 @@ class Engine:
     def api(self) -> docker.APIClient:
         return self._client.api
 
+    def stream_client(self) -> docker.APIClient:
+        """A client of its own for one stream, closed by its reader.
+
+        docker-py keeps one connection pool (and its idle connection) per URL, up to
+        25: a stream whose URL changes every time (the logs' ``since``) would leave
+        one behind on the shared client at every restart.
+        """
+        return Engine()._client.api
+
     # Reads: any refusal (a 500 from a half-stopped daemon) means the engine is not
     # usable now, and the loop's reconnect path is the one that copes with that.
     def ping(self) -> None:

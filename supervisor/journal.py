@@ -190,7 +190,10 @@ def docker_timestamp(text: str) -> float | None:
 
 
 class LogFollower:
-    """A daemon thread forwarding one container's log lines from ``since`` (epoch s)."""
+    """A daemon thread forwarding one container's log lines from ``since`` (epoch s).
+
+    ``api`` is the follower's own (``Engine.stream_client``): ``close()`` closes it.
+    """
 
     def __init__(self, api: docker.APIClient, container_id: str, since: float, log: Any) -> None:
         self.api = api
@@ -249,3 +252,4 @@ class LogFollower:
                 stream.close()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+        self.api.close()

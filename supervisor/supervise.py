@@ -1018,8 +1018,16 @@ class Supervisor:
         if same and follower is not None:
             since = max(since, follower.last_seen)
         self._stop_following()
+        try:
+            api = self.docker.stream_client()
+        except EngineUnavailable as err:
+            self.log.warning("registry.logs_unavailable", error=str(err))
+            return
         self.log_follower = journal.LogFollower(
-            self.docker.api, self.container_id, since, self.log.bind(source="registry")
+            api,
+            self.container_id,
+            since,
+            self.log.bind(source="registry"),
         )
         self.log_follower.start()
 

@@ -165,6 +165,26 @@ def test_a_restarted_network_holder_takes_the_registry_into_its_new_network(depl
     deployment.assert_pullable(image)
 
 
+def test_repeated_crashes_leave_no_connections_behind(deployment):
+    """Each restart follows the registry's logs afresh (a URL with a new `since`): the
+    supervisor's open descriptors do not grow with the number of crashes."""
+    deployment.write_env(**PROBE_RARELY)
+    sup = deployment.start()
+
+    def crash_and_recover() -> None:
+        since = sup.mark()
+        os.kill(deployment.running().pid, signal.SIGKILL)
+        sup.wait_for_event("registry.healthy", since=since)
+        sup.wait_for_event("registry.log", since=since)  # the new follower is reading
+
+    crash_and_recover()
+    before = len(os.listdir(f"/proc/{sup.pid}/fd"))
+    for _ in range(5):
+        crash_and_recover()
+    after = len(os.listdir(f"/proc/{sup.pid}/fd"))
+    assert after <= before + 1, f"{after - before} descriptors more after 5 crashes"
+
+
 def test_paused_container_is_restarted(deployment):
     """A `docker pause`d registry (which `docker start` refuses) is found by the probe and
     restarted, data intact."""
