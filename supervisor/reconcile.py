@@ -28,6 +28,7 @@ class Reason(StrEnum):
     ENGINE_RESTARTED = "engine-restarted"  # the engine went away and stopped it
     FOREIGN = "foreign"  # a container of our name that we did not create
     NETWORK_LOST = "network-lost"  # its network holder was replaced
+    UNSTARTABLE = "unstartable"  # the engine keeps refusing to start it
 
 
 class Action(StrEnum):

@@ -49,6 +49,10 @@ from supervisor.spec import ContainerSpec, HolderSpec, derive_spec, holder_spec
 FAST_PROBE_S = 0.05
 # `docker rm -f` in progress: look again this soon for the container to be gone.
 REMOVAL_RECHECK_S = 0.05
+# A container the engine refused to start this many times in a row is replaced: a new
+# container has a new id, free of what an engine stopped mid-start leaves behind (a
+# containerd task that "already exists", a stale network endpoint).
+REPLACE_AFTER_FAILED_STARTS = 2
 # An engine restart takes a couple of seconds: look often, but not hot.
 ENGINE_RETRY = BackoffPolicy(base_s=0.25, factor=1.3, cap_s=2.0)
 IMAGE_RETRY = BackoffPolicy(base_s=1.0, factor=2.0, cap_s=60.0)
@@ -147,6 +151,7 @@ class Supervisor:
         self.recent_actions: defaultdict[str, list[tuple[int, str]]] = defaultdict(list)
         self.repair_at: float | None = None
         self.pending_reason: Reason | None = None
+        self.failed_starts = 0
         self.budget = RestartBudget(BackoffPolicy())
         self.failures = FailureCount(settings.health_retries)
         self.probe = Probe(settings.probe_url, settings.tls_certificate)
@@ -581,13 +586,20 @@ class Supervisor:
         return reason
 
     def schedule_repair(
-        self, now: float, reason: Reason, exit_code: int | None = None, part: str | None = None
+        self,
+        now: float,
+        reason: Reason,
+        exit_code: int | None = None,
+        part: str | None = None,
+        *,
+        after_failure: bool = False,
     ) -> None:
         """Count a restart, log it once, and set when it happens (backoff)."""
         if self._in_maintenance(now) or self.repair_at is not None:
             return
-        if reason in (Reason.SPEC_CHANGED, Reason.ENGINE_RESTARTED):
-            # A change, or the engine's own restart: not the registry failing.
+        if reason in (Reason.SPEC_CHANGED, Reason.ENGINE_RESTARTED) and not after_failure:
+            # A change, or the engine's own restart: not the registry failing. A repair
+            # that failed backs off whatever its reason: never a busy loop.
             attempt, delay = self.budget.attempt, 0.0
         else:
             attempt, delay = self.budget.next_restart()
@@ -625,10 +637,12 @@ class Supervisor:
             return
         except ContainerActionFailed as err:
             self.repair_at = None
-            self.log.error("container.start_failed", error=str(err))
-            self.schedule_repair(self.clock(), reason or Reason.CRASHED)
+            self.failed_starts += 1
+            self.log.error("container.start_failed", error=str(err), failures=self.failed_starts)
+            self.schedule_repair(self.clock(), reason or Reason.CRASHED, after_failure=True)
             return
         # RESTARTING -> STARTING
+        self.failed_starts = 0
         self.repair_at = None
         self.pending_reason = None
         self._enter_starting(self.clock())
@@ -637,7 +651,7 @@ class Supervisor:
         """Holder first, then the registry in its namespace; False: look again shortly."""
         holder = self.docker.inspect(self.holder.name)
         observed = self.docker.inspect(self.settings.name)
-        held = decide(holder, self.holder, None)
+        held = self._unless_unstartable(decide(holder, self.holder, None))
         if held.action is Action.WAIT:
             return False
         if held.action is not Action.ADOPT or holder is None:
@@ -645,7 +659,9 @@ class Supervisor:
             observed = self.docker.inspect(self.settings.name)
         holder_id = holder.id
         unhealthy = reason is Reason.UNHEALTHY
-        decision = decide(observed, self.spec, self.image_id, unhealthy=unhealthy, holder=holder)
+        decision = self._unless_unstartable(
+            decide(observed, self.spec, self.image_id, unhealthy=unhealthy, holder=holder)
+        )
         if decision.action is Action.WAIT:
             return False
         if decision.action is Action.ADOPT and observed is not None:
@@ -674,6 +690,15 @@ class Supervisor:
         self.phase = Phase.STARTING
         self.started_at = now
         self.probe_at = now
+
+    def _unless_unstartable(self, decision: Decision) -> Decision:
+        """START or RESTART becomes REPLACE once the engine has refused too many starts."""
+        if self.failed_starts >= REPLACE_AFTER_FAILED_STARTS and decision.action in (
+            Action.START,
+            Action.RESTART,
+        ):
+            return Decision(Action.REPLACE, Reason.UNSTARTABLE)
+        return decision
 
     def _repair_holder(
         self, holder: Observed | None, held: Decision, registry: Observed | None

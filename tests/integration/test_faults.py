@@ -185,6 +185,40 @@ def test_repeated_crashes_leave_no_connections_behind(deployment):
     assert after <= before + 1, f"{after - before} descriptors more after 5 crashes"
 
 
+def test_a_container_the_engine_will_not_start_is_replaced(deployment, tmp_path):
+    """A holder of ours, current, that the engine refuses to start (as one stopped mid-start
+    by an engine shutdown can be: "task already exists") is replaced after two refusals,
+    with backoff between them, and the registry comes up in the new one."""
+    first = deployment.start()
+    labels = deployment.running(deployment.holder_name).labels
+    first.kill()
+    deployment.docker_cli("rm", "-f", deployment.name, deployment.holder_name)
+    # Same name and labels, so it is ours and current; its mount source is then removed,
+    # so every `docker start` of it fails.
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    deployment.docker_cli(
+        "create", "--name", deployment.holder_name,
+        *(arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")),
+        "--mount", f"type=bind,src={gone},dst=/gone", "registry:2",
+    )  # fmt: skip
+    gone.rmdir()
+    stuck = deployment.observe(deployment.holder_name)
+    assert stuck is not None
+
+    second = deployment.start()  # waits for registry.healthy
+
+    failures = second.find("container.start_failed")
+    assert [f["failures"] for f in failures] == [1, 2]
+    replaced = second.find("container.replaced", why="unstartable")
+    assert [r["name"] for r in replaced] == [deployment.holder_name]
+    restarting = second.find("container.restarting")
+    assert restarting[-1]["delay_s"] > 0  # the retry after a refusal backed off
+    holder = deployment.running(deployment.holder_name)
+    assert holder.id != stuck.id
+    assert deployment.running().network_mode == f"container:{holder.id}"
+
+
 def test_paused_container_is_restarted(deployment):
     """A `docker pause`d registry (which `docker start` refuses) is found by the probe and
     restarted, data intact."""
