@@ -47,20 +47,13 @@ def parse_event(raw: dict[str, Any]) -> ContainerEvent:
     attributes = actor.get("Attributes") or {}
     action = str(raw.get("Action") or raw.get("status") or "")
 
-    def as_int(key: str) -> int | None:
-        value = attributes.get(key)
-        try:
-            return int(value) if value is not None else None
-        except ValueError:
-            return None
-
     return ContainerEvent(
         action=action,
         container_id=str(actor.get("ID") or raw.get("id") or ""),
         name=str(attributes.get("name") or ""),
         time_ns=_int(raw.get("timeNano")) or (_int(raw.get("time")) or 0) * 1_000_000_000,
-        exit_code=as_int("exitCode"),
-        signal=as_int("signal"),
+        exit_code=_int(attributes.get("exitCode")),
+        signal=_int(attributes.get("signal")),
     )
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 
 from supervisor.container import ContainerState, Observed
@@ -90,12 +89,9 @@ def decide(  # noqa: PLR0911 (one return per case, read top to bottom)
 
 
 def _started_before(registry: Observed, holder: Observed) -> bool:
-    try:
-        return datetime.fromisoformat(registry.started_at) < datetime.fromisoformat(
-            holder.started_at
-        )
-    except ValueError:
-        return False  # unreadable: no evidence either way
+    started = (registry.started_ns, holder.started_ns)
+    # 0: unreadable, no evidence either way.
+    return 0 not in started and started[0] < started[1]
 
 
 def classify(observed: Observed | None, actions: Iterable[str]) -> Reason:

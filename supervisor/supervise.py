@@ -549,9 +549,7 @@ class Supervisor:
         """Look at the container after an event or a failed probe; repair if it is down."""
         if self.repair_at is not None or self._in_maintenance(now):
             return
-        holder = self.docker.inspect(self.holder.name)
-        # The holder only runs `sleep`: a new image id is no reason to rebuild its network.
-        held = decide(holder, self.holder, None)
+        holder, held = self._observe_holder()
         if held.action is not Action.ADOPT or holder is None:
             # Without its holder the registry has no network: the repair covers both.
             reason = self._down_reason(holder, held, down_reason)
@@ -569,6 +567,12 @@ class Supervisor:
         reason = self._down_reason(observed, decision, down_reason)
         exit_code = observed.exit_code if observed is not None and not observed.running else None
         self.schedule_repair(now, reason, exit_code=exit_code)
+
+    def _observe_holder(self) -> tuple[Observed | None, Decision]:
+        """The network holder as the engine shows it, and what it needs."""
+        holder = self.docker.inspect(self.holder.name)
+        # The holder only runs `sleep`: a new image id is no reason to rebuild its network.
+        return holder, decide(holder, self.holder, None)
 
     def _down_reason(
         self, observed: Observed | None, decision: Decision, down_reason: Reason | None
@@ -649,9 +653,9 @@ class Supervisor:
 
     def _apply_repair(self, reason: Reason | None) -> bool:
         """Holder first, then the registry in its namespace; False: look again shortly."""
-        holder = self.docker.inspect(self.holder.name)
+        holder, held = self._observe_holder()
+        held = self._unless_unstartable(held)
         observed = self.docker.inspect(self.settings.name)
-        held = self._unless_unstartable(decide(holder, self.holder, None))
         if held.action is Action.WAIT:
             return False
         if held.action is not Action.ADOPT or holder is None:
