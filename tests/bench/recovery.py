@@ -230,14 +230,7 @@ class Bench:
         self.inject(subject, fault, pid)
         poller.effective()
         rec = poller.join()
-        detail: dict[str, Any] = {
-            "at": at,
-            "recovery_s": None if rec.seconds is None else round(rec.seconds, 4),
-            "down_after_s": None if rec.down_at is None else round(rec.down_at - t0, 4),
-            "polls": rec.polls,
-        }
-        if subject.sup is not None:
-            detail["restarts"] = _restart_events(subject.sup.new_log_events())
+        detail: dict[str, Any] = {"at": at, **_round_detail(subject, rec, t0)}
         if rec.seconds is None:
             detail["gave_up_after_s"] = self.give_up_s(subject, fault)
             self.repair_by_hand(subject, fault, pid)
@@ -295,14 +288,7 @@ class Bench:
         }
         for subject in (self.sup, self.dock):
             rec = results[subject.kind]
-            detail: dict[str, Any] = {
-                "recovery_s": None if rec.seconds is None else round(rec.seconds, 4),
-                "down_after_s": None if rec.down_at is None else round(rec.down_at - t0, 4),
-                "polls": rec.polls,
-                **round_info,
-            }
-            if subject.sup is not None:
-                detail["restarts"] = _restart_events(subject.sup.new_log_events())
+            detail: dict[str, Any] = {**_round_detail(subject, rec, t0), **round_info}
             if rec.seconds is None:
                 detail["gave_up_after_s"] = ENGINE_GIVE_UP_S
                 subject.last_up = b.wait_answering(
@@ -333,6 +319,18 @@ class Bench:
             with self.timings.time("engine"):
                 for _ in range(self.args.engine_rounds):
                     self.engine_round()
+
+
+def _round_detail(subject: Subject, rec: b.Recovery, t0: float) -> dict[str, Any]:
+    """What one round records of one subject: its recovery, and the supervisor's restarts."""
+    detail: dict[str, Any] = {
+        "recovery_s": None if rec.seconds is None else round(rec.seconds, 4),
+        "down_after_s": None if rec.down_at is None else round(rec.down_at - t0, 4),
+        "polls": rec.polls,
+    }
+    if subject.sup is not None:
+        detail["restarts"] = _restart_events(subject.sup.new_log_events())
+    return detail
 
 
 def _restart_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
