@@ -7,10 +7,10 @@ engine is ``EngineUnavailable``, a refusal is ``ContainerActionFailed``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -21,6 +21,7 @@ import requests
 from supervisor.errors import (
     ContainerActionFailed,
     ContainerGone,
+    EngineRefused,
     EngineUnavailable,
     ImageUnavailable,
 )
@@ -41,9 +42,10 @@ API_TIMEOUT_S = 10  # well under half of the unit's WatchdogSec=30s
 # Docker Engine 20.10 and later speak it. A fixed version also keeps the client
 # constructor free of I/O ("auto" asks the engine and leaks a socket on failure).
 API_VERSION = "1.41"
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Over the image's data VOLUME in the holder, which never stores anything.
 HOLDER_DATA_TMPFS = "ro,noexec,nosuid,nodev,size=4k"
+# Containers created only to learn whether the engine accepts a new spec, then removed.
+CANDIDATE_SUFFIX = "-candidate"
 
 
 class ContainerState(StrEnum):
@@ -84,16 +86,26 @@ class Observed:
     def short_id(self) -> str:
         return self.id[:12]
 
-    @property
-    def started_ns(self) -> int:
-        """StartedAt in epoch nanoseconds (microsecond precision); 0 if unreadable."""
-        try:
-            moment = datetime.fromisoformat(self.started_at)
-        except ValueError:
-            return 0
-        if moment.tzinfo is None:  # the engine writes UTC with a Z; be safe without one
-            moment = moment.replace(tzinfo=UTC)
-        return (moment - EPOCH) // timedelta(microseconds=1) * 1000
+
+def network_namespace(container: Observed) -> str | None:
+    """The network namespace of a running container's process (``net:[4026532185]``), read
+    from /proc; None when it cannot be read for sure.
+
+    The engine reports host pids. A supervisor in a pid namespace of its own (in a
+    container) may see another process under that pid, so the process must be in the
+    container's cgroup; without CAP_SYS_PTRACE the link of a process with capabilities
+    beyond ours is unreadable (EACCES). Either way: no evidence, None.
+    """
+    if not container.running or container.pid <= 0:
+        return None
+    proc = f"/proc/{container.pid}"
+    try:
+        with open(f"{proc}/cgroup", encoding="ascii", errors="replace") as cgroup:
+            if container.id not in cgroup.read():
+                return None
+        return os.readlink(f"{proc}/ns/net")
+    except OSError:
+        return None
 
 
 def observe(attrs: dict[str, Any]) -> Observed:
@@ -142,10 +154,12 @@ def create_config(spec: ContainerSpec, holder_id: str | None) -> dict[str, Any]:
         "stop_signal": "SIGTERM",
         "stop_timeout": spec.stop_timeout,
         "host_config": {
-            "binds": {
-                m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
+            # The Mounts API, not `binds`: a bind is the string `src:dst:mode`, which a
+            # colon in a host path breaks. A missing source is refused, never created.
+            "mounts": [
+                docker.types.Mount(m.target, m.source, type="bind", read_only=m.read_only)
                 for m in spec.mounts
-            },
+            ],
             # We are the only one restarting it; Docker's policy would race us.
             "restart_policy": {"Name": "no"},
         },
@@ -195,6 +209,11 @@ def _hardening(spec: ContainerSpec | HolderSpec) -> dict[str, Any]:
     return hardening
 
 
+def _as_candidate(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """``config`` under another name, without the spec hash: never mistaken for the real one."""
+    return {**config, "name": name, "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}}
+
+
 def _is_removal_conflict(err: docker.errors.APIError) -> bool:
     # `docker rm -f` sends `die` before `destroy`; a start in between gets 409.
     return err.status_code == 409 and "removal" in str(err.explanation or "")
@@ -216,10 +235,16 @@ def _translated(action: str) -> Iterator[None]:
 
 @contextmanager
 def _reads_translated(action: str) -> Iterator[None]:
+    """A 4xx to a read is about our request (EngineRefused); anything else the engine
+    refuses (a 500 from a half-stopped daemon) means it is not usable now."""
     try:
         with _translated(action):
             yield
     except ContainerActionFailed as err:
+        cause = err.__cause__
+        status = getattr(cause, "status_code", None)
+        if isinstance(status, int) and 400 <= status < 500:
+            raise EngineRefused(str(err)) from err
         raise EngineUnavailable(str(err)) from err
 
 
@@ -259,11 +284,15 @@ class Engine:
             return None
 
     def image_id(self, ref: str) -> str | None:
+        """The local image's id; None if absent; ImageUnavailable if the engine refuses
+        the reference itself (a 400 "invalid reference format")."""
         try:
             with _reads_translated("inspect image"):
                 return str(self._client.api.inspect_image(ref)["Id"])  # type: ignore[no-untyped-call]
         except ContainerGone:
             return None
+        except EngineRefused as err:
+            raise ImageUnavailable(f"{ref}: {err}") from err
 
     def pull(self, ref: str, progress: Callable[[], None]) -> None:
         """Pull an image, calling ``progress`` on every status line the engine sends."""
@@ -299,6 +328,32 @@ class Engine:
             # The only thing `create` can fail to find is the image.
             raise ImageUnavailable(f"{config.get('image')}: not present locally") from err
         return str(created["Id"])
+
+    def check_creatable(
+        self, spec: ContainerSpec, holder: HolderSpec, holder_id: str | None
+    ) -> None:
+        """Create the registry (and, without ``holder_id``, its holder) of a new spec under
+        candidate names, never started, and remove them again: whatever the engine refuses
+        at create time (a mount, an option, the image) raises here, and nothing stays.
+
+        ContainerActionFailed or ImageUnavailable when refused; EngineUnavailable.
+        """
+        names = (f"{spec.name}{CANDIDATE_SUFFIX}", f"{holder.name}{CANDIDATE_SUFFIX}")
+        for name in names:  # a candidate left by a supervisor killed mid-check
+            leftover = self.inspect(name)
+            if leftover is not None and leftover.managed:
+                self.remove(leftover.id)
+        created: list[str] = []
+        try:
+            if holder_id is None:
+                config = holder_create_config(holder)
+                holder_id = self._create(_as_candidate(config, names[1]))
+                created.append(holder_id)
+            created.append(self._create(_as_candidate(create_config(spec, holder_id), names[0])))
+        finally:
+            for container_id in reversed(created):
+                with suppress(ContainerGone):
+                    self.remove(container_id)
 
     def start(self, container_id: str) -> None:
         with _translated("start"):

@@ -34,6 +34,10 @@ class EngineUnavailable(SupervisorError):
     """The Docker engine cannot be reached (socket missing, daemon restarting)."""
 
 
+class EngineRefused(SupervisorError):
+    """The engine answered a read with a 4xx: our request is wrong, the engine is fine."""
+
+
 class ImageUnavailable(SupervisorError):
     """The registry image is neither present locally nor pullable."""
 

@@ -19,7 +19,9 @@ import requests
 
 # Everything else (exec_*, attach, top...) is noise for supervision. Filters must be
 # lists: docker-py turns any other iterable into one string that matches nothing.
-WATCHED_ACTIONS = ("die", "oom", "kill", "stop", "destroy")
+# `start` marks where a container's story begins again: why it goes down next is read
+# from the events after it, in the stream's order (never by comparing engine clocks).
+WATCHED_ACTIONS = ("start", "die", "oom", "kill", "stop", "destroy")
 
 
 @dataclass(frozen=True)

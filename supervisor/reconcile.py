@@ -28,6 +28,7 @@ class Reason(StrEnum):
     FOREIGN = "foreign"  # a container of our name that we did not create
     NETWORK_LOST = "network-lost"  # its network holder was replaced
     UNSTARTABLE = "unstartable"  # the engine keeps refusing to start it
+    START_FAILED = "start-failed"  # the engine refused to create or start it: retried
 
 
 class Action(StrEnum):
@@ -52,6 +53,7 @@ def decide(  # noqa: PLR0911 (one return per case, read top to bottom)
     *,
     unhealthy: bool = False,
     holder: Observed | None = None,
+    in_holder_network: bool | None = None,
 ) -> Decision:
     """The action that brings ``observed`` to ``desired``.
 
@@ -61,6 +63,10 @@ def decide(  # noqa: PLR0911 (one return per case, read top to bottom)
     Docker records that namespace by the holder's id, and joins it only when the
     registry starts: a new holder means a new registry, and a holder started after
     the registry (`docker restart <name>-net`) means a registry without a network.
+    ``in_holder_network`` is the evidence on that (False: the registry's namespace is
+    not the holder's; None: no evidence), gathered by the caller from the processes'
+    namespaces or from the holder's pid when the registry joined it. Never from the
+    engine's StartedAt: wall-clock stamps, which a clock step reorders.
     """
     if observed is None:
         return Decision(Action.CREATE, Reason.REMOVED)
@@ -78,7 +84,7 @@ def decide(  # noqa: PLR0911 (one return per case, read top to bottom)
     if holder is not None:
         if observed.network_mode != f"container:{holder.id}":
             return Decision(Action.REPLACE, Reason.NETWORK_LOST)
-        if observed.running and _started_before(observed, holder):
+        if observed.running and in_holder_network is False:
             return Decision(Action.RESTART, Reason.NETWORK_LOST)
     if observed.running:
         return Decision(Action.RESTART, Reason.UNHEALTHY) if unhealthy else Decision(Action.ADOPT)
@@ -86,12 +92,6 @@ def decide(  # noqa: PLR0911 (one return per case, read top to bottom)
         # `docker start` refuses a paused container; a restart (kill, start) does not.
         return Decision(Action.RESTART, Reason.STOPPED)
     return Decision(Action.START, None)
-
-
-def _started_before(registry: Observed, holder: Observed) -> bool:
-    started = (registry.started_ns, holder.started_ns)
-    # 0: unreadable, no evidence either way.
-    return 0 not in started and started[0] < started[1]
 
 
 def classify(observed: Observed | None, actions: Iterable[str]) -> Reason:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import io
 import ipaddress
 import os
+import posixpath
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated
 
 from dotenv import dotenv_values
@@ -43,6 +44,16 @@ MEMORY_MAX = 1 << 40
 MEMORY_EXPECTED = "a memory size from 6m to 1024g, such as 512m or 2g"
 # Docker's own rule for container names (daemon/names.go).
 _CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+# The image reference grammar of distribution/reference (regexp.go), which the engine
+# applies: a repository name (optional registry host and port, lowercase path components)
+# and a tag. Checked here so that a name the engine refuses is a bad setting, not a 400
+# from the engine in the middle of `run`.
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+_REPOSITORY = re.compile(rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*")
+_TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
+REPOSITORY_MAX = 255  # NameTotalLengthMax
 
 
 class PullPolicy(StrEnum):
@@ -67,6 +78,7 @@ class LogLevel(StrEnum):
 # Capped: a socket timeout beyond about 1e9 s raises OverflowError at the first probe.
 MAX_SECONDS = 86400
 Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False)]
+TAG_EXPECTED = "an image tag: letters, digits, _ . - (at most 128, not starting with . or -)"
 SECONDS_ABOVE_0 = "a number of seconds above 0, at most 86400"
 
 
@@ -84,8 +96,10 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    image: str = Field("registry", min_length=1, description="an image repository name")
-    tag: str = Field("latest", min_length=1, description="an image tag")
+    image: str = Field(
+        "registry", min_length=1, description="an image repository name, such as registry"
+    )
+    tag: str = Field("latest", min_length=1, description=TAG_EXPECTED)
     name: str = Field("my_registry", description="a container name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)")
     dir: Path = Field(Path("/var/lib/my_registry"), description="an absolute path")
     port: int = Field(5001, ge=1, le=65535, description="a TCP port number from 1 to 65535")
@@ -137,6 +151,31 @@ class Settings(BaseSettings):
     # REGISTRY_* variables, passed into the container unchanged. Filled by load_settings.
     registry_env: dict[str, str] = Field(default_factory=dict, exclude=True)
 
+    @field_validator("image")
+    @classmethod
+    def _repository(cls, value: str) -> str:
+        if _REPOSITORY.fullmatch(value) and len(value) <= REPOSITORY_MAX:
+            return value
+        name, colon, tag = value.rpartition(":")
+        if colon and "/" not in tag and _REPOSITORY.fullmatch(name) and _TAG.fullmatch(tag):
+            raise ValueError(
+                f"an image repository name without a tag: put the tag in MY_REG_TAG "
+                f"(MY_REG_IMAGE={name} MY_REG_TAG={tag})"
+            )
+        if "@" in value:
+            raise ValueError("an image repository name without a digest")
+        raise ValueError(
+            "an image repository name: lowercase letters, digits and separators (. _ -), "
+            "path components split by /, optionally after a registry host[:port]/"
+        )
+
+    @field_validator("tag")
+    @classmethod
+    def _tag(cls, value: str) -> str:
+        if not _TAG.fullmatch(value):
+            raise ValueError(TAG_EXPECTED)
+        return value
+
     @field_validator("name")
     @classmethod
     def _container_name(cls, value: str) -> str:
@@ -147,6 +186,9 @@ class Settings(BaseSettings):
     @field_validator("bind")
     @classmethod
     def _ip_address(cls, value: str) -> str:
+        if "%" in value:
+            # Docker publishes on an address, never on an interface's link-local scope.
+            raise ValueError("an IPv4 or IPv6 address without a %scope")
         try:
             return str(ipaddress.ip_address(value))
         except ValueError:
@@ -157,6 +199,14 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path) -> Path:
         if not value.is_absolute():
             raise ValueError("an absolute path")
+        return value
+
+    @field_validator("dir")
+    @classmethod
+    def _data_dir(cls, value: Path) -> Path:
+        problem = _data_dir_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("conf")
@@ -280,6 +330,41 @@ def _require_readable_file(path: Path, expected: str) -> None:
         raise ValueError(expected)
 
 
+# Docker's own storage: a data dir in it can be removed by `docker system prune` and the like.
+DOCKER_ROOT = Path("/var/lib/docker")
+# Directories that Debian's docker-registry package owns (its own registry's storage and
+# state): shared with a package, they can be changed or purged by apt.
+PACKAGE_MANAGED_DIRS = (Path("/var/lib/registry"), Path("/var/lib/docker-registry"))
+
+
+def _resolved(path: Path) -> Path:
+    """``path`` with symlinks resolved as far as they exist; unchanged if that fails."""
+    try:
+        return path.resolve(strict=False)
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, ENAMETOOLONG, a NUL byte
+        return path
+
+
+def _is_within(path: Path, parent: Path) -> bool:
+    return path == parent or parent in path.parents
+
+
+def _data_dir_problem(value: Path) -> str | None:
+    """What makes ``value`` unfit to hold registry data, or None (reads the file system)."""
+    real = _resolved(value)
+    if real == Path("/"):
+        return "a directory of its own for registry data, not /"
+    if _is_within(real, DOCKER_ROOT) or _is_within(value, DOCKER_ROOT):
+        return f"a directory outside Docker's own {DOCKER_ROOT}"
+    try:
+        exists, is_dir = value.exists(), value.is_dir()
+    except (OSError, ValueError):
+        return None  # reported by the checks that use it (ENAMETOOLONG, EACCES)
+    if exists and not is_dir:
+        return "a directory (it is a file)"
+    return None
+
+
 def _is_dir(path: Path) -> bool:
     """Path.is_dir() that answers False where it would raise (ENAMETOOLONG, EACCES)."""
     try:
@@ -304,7 +389,10 @@ def load_settings(env_file: Path | None) -> Settings:
     reported here, before pydantic sees anything.
     """
     if env_file is None:
-        path: Path | None = DEFAULT_ENV_FILE if _readable(DEFAULT_ENV_FILE) else None
+        path: Path | None = DEFAULT_ENV_FILE if _present(DEFAULT_ENV_FILE) else None
+        if path is not None and not _readable(path):
+            # Skipping it would run with the defaults, silently: not what the admin wrote.
+            raise ConfigError([f"{DEFAULT_ENV_FILE}: expected a readable env file ({_why(path)})"])
     elif not _readable(env_file):
         raise ConfigError([f"--env-file {env_file}: expected an existing, readable env file"])
     else:
@@ -313,10 +401,12 @@ def load_settings(env_file: Path | None) -> Settings:
     problems = _unknown_or_unsafe({**file_values, **os.environ})
     if problems:
         raise ConfigError(problems)
+    # Blank is unset, for REGISTRY_* as for MY_REG_*: compose's `VAR=${UNSET}` gives
+    # exactly this, and an empty REGISTRY_AUTH must not count as "auth configured".
     passthrough = {
         key: value
         for key, value in {**file_values, **os.environ}.items()
-        if key.startswith(PASSTHROUGH_PREFIX) and value is not None
+        if key.startswith(PASSTHROUGH_PREFIX) and value is not None and value.strip()
     }
     try:
         settings = Settings(_env_file=path, registry_env=passthrough)  # type: ignore[call-arg]
@@ -324,7 +414,7 @@ def load_settings(env_file: Path | None) -> Settings:
         raise ConfigError(_problems(err)) from None
     except SettingsError as err:  # a value pydantic-settings could not even decode
         raise ConfigError([f"{ENV_PREFIX}*: expected valid settings ({err})"]) from None
-    problems = _unusable_in_container(settings)
+    problems = _conflicts(settings) + _unusable_in_container(settings)
     if problems:
         raise ConfigError(problems)
     return settings
@@ -348,6 +438,24 @@ def raw_setting(name: str, env_file: Path | None) -> str | None:
         if key.upper() == name:
             return file_value or None
     return None
+
+
+def _present(path: Path) -> bool:
+    try:
+        return path.exists() or path.is_symlink()
+    except (OSError, ValueError):
+        return True  # there, but we may not look: reported as unreadable
+
+
+def _why(path: Path) -> str:
+    """Why ``path`` cannot be read as a file, in the system's words."""
+    try:
+        if path.is_dir():
+            return "it is a directory"
+        with path.open("rb"):
+            return "not a regular file"
+    except OSError as err:
+        return err.strerror or str(err)
 
 
 def _readable(path: Path) -> bool:
@@ -400,6 +508,133 @@ def _unknown_or_unsafe(values: dict[str, str | None]) -> list[str]:
         ):
             problems.append(f"{key}: expected a value without NUL bytes")
     return problems
+
+
+# What the supervisor sets up inside the container (spec.py has the same; it imports us).
+CONTAINER_PORT = 5000
+CONTAINER_DATA = PurePosixPath("/var/lib/registry")
+_ANY_HOST = frozenset({"", "0.0.0.0", "::", "[::]"})  # noqa: S104 (inside the container)
+
+
+def _conflicts(settings: Settings) -> list[str]:
+    """REGISTRY_* values that contradict what a MY_REG_* setting sets up, and settings that
+    contradict each other: one line each, naming both (pure)."""
+    env = settings.registry_env
+    problems = []
+
+    def given(key: str) -> str:
+        return f"{key}={_shown(key, env[key])!r}"
+
+    root = env.get("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY")
+    if root is not None and not _inside(root, CONTAINER_DATA):
+        problems.append(
+            f"{given('REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY')}: expected a path inside "
+            f"{CONTAINER_DATA}, where MY_REG_DIR={settings.dir} is mounted; anywhere else the "
+            "registry writes into its container, and a restart loses every image"
+        )
+    if env.get("REGISTRY_STORAGE", "").strip().lower() == "inmemory":
+        problems.append(
+            f"{given('REGISTRY_STORAGE')}: expected a storage driver that keeps images "
+            f"(filesystem in MY_REG_DIR, or an object store); inmemory loses them at every restart"
+        )
+    addr = env.get("REGISTRY_HTTP_ADDR")
+    if addr is not None:
+        host, _, port = addr.strip().rpartition(":")
+        if port != str(CONTAINER_PORT) or host not in _ANY_HOST:
+            problems.append(
+                f"{given('REGISTRY_HTTP_ADDR')}: expected :{CONTAINER_PORT} (or unset): "
+                f"MY_REG_BIND={settings.bind} and MY_REG_PORT={settings.port} publish the "
+                f"registry's port {CONTAINER_PORT}, and the probe asks there"
+            )
+    net = env.get("REGISTRY_HTTP_NET")
+    if net is not None and net.strip().lower() != "tcp":
+        problems.append(f"{given('REGISTRY_HTTP_NET')}: expected tcp (or unset)")
+    return (
+        problems
+        + _tls_and_auth_conflicts(settings)
+        + _address_conflicts(settings)
+        + _directory_conflicts(settings)
+    )
+
+
+def _tls_and_auth_conflicts(settings: Settings) -> list[str]:
+    env = settings.registry_env
+    problems = []
+
+    def given(key: str) -> str:
+        return f"{key}={_shown(key, env[key])!r}"
+
+    for key in ("REGISTRY_HTTP_TLS_CERTIFICATE", "REGISTRY_HTTP_TLS_KEY"):
+        if key not in env:
+            continue
+        if settings.tls_dir is not None:
+            problems.append(
+                f"{given(key)}: contradicts MY_REG_TLS_DIR={settings.tls_dir}, which sets it; "
+                "unset one of them"
+            )
+        else:
+            problems.append(
+                f"{given(key)}: expected unset: TLS is set up with MY_REG_TLS_DIR (the files "
+                "are mounted and the probe speaks https)"
+            )
+    if settings.auth_htpasswd is not None:
+        for key in sorted(env):
+            if not key.startswith("REGISTRY_AUTH") or key == "REGISTRY_AUTH_HTPASSWD_REALM":
+                continue
+            if key == "REGISTRY_AUTH" and env[key].strip().lower() == "htpasswd":
+                continue
+            problems.append(
+                f"{given(key)}: contradicts MY_REG_AUTH_HTPASSWD={settings.auth_htpasswd}, "
+                "which sets REGISTRY_AUTH=htpasswd and REGISTRY_AUTH_HTPASSWD_PATH; unset one "
+                "of them"
+            )
+    return problems
+
+
+def _inside(path: str, parent: PurePosixPath) -> bool:
+    text = path.strip()
+    if not text.startswith("/"):
+        return False
+    normal = PurePosixPath(posixpath.normpath(text))
+    return normal == parent or parent in normal.parents
+
+
+def _address_conflicts(settings: Settings) -> list[str]:
+    if settings.metrics_addr is None:
+        return []
+    host, port = metrics.parse_address(settings.metrics_addr)
+    if port != settings.port:
+        return []
+    hosts = {host.strip("[]"), settings.bind}
+    overlapping = len(hosts) == 1 or any(ipaddress.ip_address(h).is_unspecified for h in hosts)
+    if not overlapping:
+        return []
+    return [
+        f"MY_REG_METRICS_ADDR={settings.metrics_addr!r}: expected another port than "
+        f"MY_REG_PORT={settings.port}, where the registry is published on {settings.bind}"
+    ]
+
+
+def _directory_conflicts(settings: Settings) -> list[str]:
+    data, state = _resolved(settings.dir), _resolved(settings.state_dir)
+    if _is_within(data, state) or _is_within(state, data):
+        return [
+            f"MY_REG_DIR={str(settings.dir)!r}: expected a directory apart from "
+            f"MY_REG_STATE_DIR={str(settings.state_dir)!r}: the registry would see the "
+            "supervisor's HTTP secret, or the supervisor's files would mix with its data"
+        ]
+    return []
+
+
+def _shown(key: str, value: str) -> str:
+    """A REGISTRY_* value as an error line may show it."""
+    return REDACTED if is_secret(key) else str(_shorten(value))
+
+
+def package_managed_dir(settings: Settings) -> Path | None:
+    """The package-owned directory MY_REG_DIR is in, if it is in one (a warning, not an error)."""
+    real = _resolved(settings.dir)
+    return next((d for d in PACKAGE_MANAGED_DIRS if _is_within(real, d)), None)
 
 
 def _unusable_in_container(settings: Settings) -> list[str]:

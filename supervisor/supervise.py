@@ -27,11 +27,12 @@ import structlog
 
 from supervisor import disk, journal, log, maintenance, metrics, security, state, tls
 from supervisor.backoff import BackoffPolicy, RestartBudget
-from supervisor.container import Engine, Observed
+from supervisor.container import Engine, Observed, network_namespace
 from supervisor.errors import (
     ConfigError,
     ContainerActionFailed,
     ContainerGone,
+    EngineRefused,
     EngineUnavailable,
     ImageUnavailable,
     SupervisorError,
@@ -55,6 +56,21 @@ REMOVAL_RECHECK_S = 0.05
 REPLACE_AFTER_FAILED_STARTS = 2
 # An engine restart takes a couple of seconds: look often, but not hot.
 ENGINE_RETRY = BackoffPolicy(base_s=0.25, factor=1.3, cap_s=2.0)
+# A reloaded container that goes down for one of these before it was once healthy is
+# rolled back to the previous settings.
+ROLLBACK_REASONS = frozenset(
+    {
+        Reason.START_FAILED,
+        Reason.CRASHED,
+        Reason.OOM,
+        Reason.UNHEALTHY,
+        Reason.UNSTARTABLE,
+    }
+)
+# An engine that answers a ping and then fails us again (or refuses what we ask) is
+# reconnected to no sooner than this, and later ever more slowly, until the registry is
+# healthy again: every retry path has a minimum delay, none loops hot.
+ENGINE_MIN_RETRY_S = 0.1
 IMAGE_RETRY = BackoffPolicy(base_s=1.0, factor=2.0, cap_s=60.0)
 # How much longer systemd should wait for READY while we pull or wait for the engine.
 START_EXTENSION_S = 90.0
@@ -119,7 +135,7 @@ def format_duration(seconds: float) -> str:
 class Supervisor:
     """Keeps one registry container matching its spec, running and answering."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0915 (one line per field; issue 12 splits the class)
         self,
         settings: Settings,
         env_file: Path | None,
@@ -140,6 +156,8 @@ class Supervisor:
         self.engine_attempt = 0
         self.engine_retry_at = 0.0
         self.engine_was_lost = False
+        # Losses since the registry was last healthy: the reconnect backoff's attempt.
+        self.engine_losses = 0
 
         self.image_id: str | None = None
         self.image_attempt = 0
@@ -147,8 +165,13 @@ class Supervisor:
 
         self.phase = Phase.ENGINE_DOWN
         self.container_id: str | None = None
-        # Engine events (when, action) per container name: why it went down.
-        self.recent_actions: defaultdict[str, list[tuple[int, str]]] = defaultdict(list)
+        # Engine events per container name since its last `start` event: why it went down.
+        self.recent_actions: defaultdict[str, list[str]] = defaultdict(list)
+        # The holder's pid when the registry last started in its namespace (see decide()).
+        self.joined_holder_pid: int | None = None
+        # After a reload that changed the spec: the settings (and image id) to go back to
+        # if the new container fails before it was once healthy.
+        self.rollback_to: tuple[Settings, str | None] | None = None
         self.repair_at: float | None = None
         self.pending_reason: Reason | None = None
         self.failed_starts = 0
@@ -316,7 +339,11 @@ class Supervisor:
     def _on_event(self, event: ContainerEvent) -> None:
         if self.engine is None or self._in_maintenance(self.clock()):
             return
-        self.recent_actions[event.name].append((event.time_ns, event.action))
+        if event.action == "start":
+            # Events before a start say nothing about the next time it goes down.
+            self.recent_actions[event.name].clear()
+            return
+        self.recent_actions[event.name].append(event.action)
         self.log.debug(
             "container.event", name=event.name, action=event.action, exit_code=event.exit_code
         )
@@ -373,7 +400,9 @@ class Supervisor:
                 self._repair(now)
             elif self.probing and now >= self.probe_at:
                 self._probe(now)
-        except EngineUnavailable as err:
+        except (EngineUnavailable, EngineRefused) as err:
+            # A refusal here is a bug of ours or an engine we do not know: reconnect with
+            # the backoff rather than repeat the request in a hot loop.
             self._engine_lost(str(err))
         self._check_disk(self.clock())
         self._follow_logs(self.clock())
@@ -480,7 +509,9 @@ class Supervisor:
         self.docker.close()
         self.engine = None
         self.engine_was_lost = True
-        self.engine_retry_at = self.clock()
+        self.engine_losses += 1
+        delay = max(ENGINE_MIN_RETRY_S, ENGINE_RETRY.delay(self.engine_losses))
+        self.engine_retry_at = self.clock() + delay
         self.repair_at = None
         self.phase = Phase.ENGINE_DOWN
 
@@ -556,10 +587,19 @@ class Supervisor:
             self.schedule_repair(now, reason, part=self.holder.name)
             return
         observed = self.docker.inspect(self.settings.name)
-        decision = decide(observed, self.spec, self.image_id, holder=holder)
+        decision = decide(
+            observed,
+            self.spec,
+            self.image_id,
+            holder=holder,
+            in_holder_network=self._in_holder_network(observed, holder),
+        )
         if decision.action is Action.ADOPT:
             if observed is not None and observed.id != self.container_id:
                 self.container_id = observed.id
+                # First sight (ours restarted, or `gc` recreated it in the same holder): the
+                # namespace it joined is taken to be the holder's now; the probe says if not.
+                self.joined_holder_pid = holder.pid
                 self.log.info("container.adopted", container_id=observed.short_id)
             # Events from our own restart, or a die that is already repaired.
             self.recent_actions.clear()
@@ -567,6 +607,22 @@ class Supervisor:
         reason = self._down_reason(observed, decision, down_reason)
         exit_code = observed.exit_code if observed is not None and not observed.running else None
         self.schedule_repair(now, reason, exit_code=exit_code)
+
+    def _in_holder_network(self, registry: Observed | None, holder: Observed) -> bool | None:
+        """Whether the running registry shares the holder's network namespace (see decide()).
+
+        The processes' namespaces are the truth when /proc shows them; else the holder's
+        pid when this supervisor last started the registry in it (a restarted holder has
+        another). None: no evidence either way (the probe then tells).
+        """
+        if registry is None or not registry.running or not holder.running:
+            return None
+        mine, its = network_namespace(registry), network_namespace(holder)
+        if mine is not None and its is not None:
+            return mine == its
+        if self.joined_holder_pid is not None and registry.id == self.container_id:
+            return holder.pid == self.joined_holder_pid
+        return None
 
     def _observe_holder(self) -> tuple[Observed | None, Decision]:
         """The network holder as the engine shows it, and what it needs."""
@@ -580,11 +636,10 @@ class Supervisor:
         if decision.action is Action.REPLACE:
             return decision.reason or Reason.SPEC_CHANGED
         name = observed.name if observed is not None else ""
-        # Only what happened since it last started: the `stop` of our own repair, seen
-        # after the `die` that was already handled, must not name the next crash.
-        since = observed.started_ns if observed is not None else 0
-        actions = [action for at, action in self.recent_actions[name] if at >= since]
-        reason = classify(observed, actions)
+        # Only what happened since its last `start` event (see _on_event): the `stop` of
+        # our own repair, seen after the `die` that was already handled, must not name
+        # the next crash.
+        reason = classify(observed, self.recent_actions[name])
         if down_reason is not None and reason is Reason.CRASHED:
             return down_reason
         return reason
@@ -601,6 +656,12 @@ class Supervisor:
         """Count a restart, log it once, and set when it happens (backoff)."""
         if self._in_maintenance(now) or self.repair_at is not None:
             return
+        if self.rollback_to is not None and reason in ROLLBACK_REASONS:
+            # The reloaded container failed before it ever served: the old spec did.
+            self.restarts[reason] += 1
+            self.metrics.restarts.labels(reason=reason.value).inc()
+            self._roll_back(reason)
+            reason, after_failure = Reason.SPEC_CHANGED, False
         if reason in (Reason.SPEC_CHANGED, Reason.ENGINE_RESTARTED) and not after_failure:
             # A change, or the engine's own restart: not the registry failing. A repair
             # that failed backs off whatever its reason: never a busy loop.
@@ -642,8 +703,14 @@ class Supervisor:
         except ContainerActionFailed as err:
             self.repair_at = None
             self.failed_starts += 1
-            self.log.error("container.start_failed", error=str(err), failures=self.failed_starts)
-            self.schedule_repair(self.clock(), reason or Reason.CRASHED, after_failure=True)
+            self.log.error(
+                "container.start_failed",
+                error=str(err),
+                failures=self.failed_starts,
+                **({"for_reason": reason.value} if reason else {}),
+            )
+            # Counted as what it is: the registry never ran, so it did not crash.
+            self.schedule_repair(self.clock(), Reason.START_FAILED, after_failure=True)
             return
         # RESTARTING -> STARTING
         self.failed_starts = 0
@@ -664,10 +731,19 @@ class Supervisor:
         holder_id = holder.id
         unhealthy = reason is Reason.UNHEALTHY
         decision = self._unless_unstartable(
-            decide(observed, self.spec, self.image_id, unhealthy=unhealthy, holder=holder)
+            decide(
+                observed,
+                self.spec,
+                self.image_id,
+                unhealthy=unhealthy,
+                holder=holder,
+                in_holder_network=self._in_holder_network(observed, holder),
+            )
         )
         if decision.action is Action.WAIT:
             return False
+        # Whatever happens below, the registry (re)joins the namespace of this holder.
+        self.joined_holder_pid = holder.pid
         if decision.action is Action.ADOPT and observed is not None:
             if observed.id != self.container_id:
                 self.log.info("container.adopted", container_id=observed.short_id)
@@ -830,7 +906,11 @@ class Supervisor:
             self.healthy_since_wall = datetime.now(UTC)
         self.failures.reset()
         self.last_ok_at = now
+        self.engine_losses = 0
         self.budget.observe_healthy(now)
+        if self.rollback_to is not None:
+            self.rollback_to = None
+            self.log.info("settings.reload_confirmed", spec_hash=self.spec.spec_hash)
         if not self.ready_sent:
             self.ready_sent = True
             self.notifier.status(self.status_line(now))
@@ -840,7 +920,14 @@ class Supervisor:
     # -- reload ------------------------------------------------------------------------
 
     def reload(self) -> None:
-        """SIGHUP: re-read settings; replace the container only if its spec changed."""
+        """SIGHUP: re-read settings; replace the container only if its spec changed.
+
+        A reload never takes down a working registry: settings that do not validate, an
+        image that is not there, or a container the engine refuses to create are rejected
+        before anything is touched (``settings.reload_rejected``); a new container that
+        then fails to start, crashes or fails its probes before it was once healthy is
+        rolled back to the previous settings (see ``schedule_repair``).
+        """
         # Before the first READY, systemd is still waiting for the registry to answer:
         # a reload then must not tell it we are ready.
         started = self.ready_sent
@@ -849,16 +936,39 @@ class Supervisor:
         self.log.info("supervisor.reloading")
         try:
             new = with_http_secret(load_settings(self.env_file))
+            new_spec = derive_spec(new)
+            image_id = self._preflight(new, new_spec)
         except ConfigError as err:
             self.log.error("settings.reload_rejected", problems=err.problems)
             if started:
                 self.notifier.ready()
             return
-        old_settings, old_spec = self.settings, self.spec
-        new_spec = derive_spec(new)
+        old_settings, old_spec, old_image_id = self.settings, self.spec, self.image_id
+        changed = new_spec.spec_hash != old_spec.spec_hash
+        self._apply_settings(new)
+        if image_id is not None:
+            self.image_id = image_id
+        elif new.image_ref != old_settings.image_ref or new.pull is PullPolicy.ALWAYS:
+            self.image_id = None
+        if self.engine is not None and new.name != old_settings.name:
+            self._retire_all(old_spec)
+        self.log.info("supervisor.reloaded", spec_changed=changed, spec_hash=new_spec.spec_hash)
+        self._warn_risks()
+        if changed and self.engine is not None and self.image_id is not None:
+            if self.ready_sent:
+                # Kept only once the new container has been healthy.
+                self.rollback_to = (old_settings, old_image_id)
+            self.repair_at = None
+            self.schedule_repair(self.clock(), Reason.SPEC_CHANGED)
+        if started:
+            self.notifier.ready()
+
+    def _apply_settings(self, new: Settings) -> None:
+        """Make ``new`` the settings everything works from (no engine calls)."""
         log.configure(new.log_format, new.log_level)
-        self.settings, self.spec = new, new_spec
-        self.holder = holder_spec(new_spec)
+        renamed = new.name != self.settings.name
+        self.settings, self.spec = new, derive_spec(new)
+        self.holder = holder_spec(self.spec)
         self.log = self._bind_log()
         self.probe.close()
         self.probe = Probe(new.probe_url, new.tls_certificate)
@@ -868,25 +978,85 @@ class Supervisor:
         self.disk_check_at = 0.0
         self.state_file = state.StateFile(state.state_path(new))
         self.maintenance_path = maintenance.maintenance_path(new)
-        changed = new_spec.spec_hash != old_spec.spec_hash
-        if new.image_ref != old_settings.image_ref or new.pull is PullPolicy.ALWAYS:
-            self.image_id = None
-        if self.engine is not None and new.name != old_settings.name:
-            for old_name in (old_spec.name, old_spec.holder_name):
+        if renamed:
+            self.container_id = None
+            self.joined_holder_pid = None
+            if self.engine is not None:
+                self._watch()
+
+    def _preflight(self, new: Settings, new_spec: ContainerSpec) -> str | None:
+        """Make sure the engine will take the new spec before the old container goes.
+
+        Returns the new image's id when it was looked up (None: nothing to check now,
+        e.g. the engine is down: the normal repair path then applies the spec). Raises
+        ConfigError naming why the new settings cannot be applied.
+        """
+        if self.engine is None or self.maintenance is not None:
+            return None
+        new_holder = holder_spec(new_spec)
+        if new_spec.spec_hash == self.spec.spec_hash and new_holder == self.holder:
+            return None
+        ref = new_spec.image
+        where = f"MY_REG_IMAGE={new.image} MY_REG_TAG={new.tag}"
+        try:
+            present = self.docker.image_id(ref)
+            pull = new.pull is PullPolicy.ALWAYS or (
+                new.pull is PullPolicy.MISSING and present is None
+            )
+            if pull:
+                self.log.info("image.pulling", policy=new.pull.value, image=ref)
                 try:
-                    old = self.docker.inspect(old_name)
-                    if old is not None and old.managed:
-                        self._retire(old, Reason.SPEC_CHANGED)
-                except SupervisorError as err:
-                    self.log.warning("container.retire_failed", name=old_name, error=str(err))
-            self._watch()
-        self.log.info("supervisor.reloaded", spec_changed=changed, spec_hash=new_spec.spec_hash)
-        self._warn_risks()
-        if changed and self.engine is not None and self.image_id is not None:
-            self.repair_at = None
-            self.schedule_repair(self.clock(), Reason.SPEC_CHANGED)
-        if started:
-            self.notifier.ready()
+                    self.docker.pull(ref, progress=self._pull_progress)
+                    present = self.docker.image_id(ref)
+                except ImageUnavailable as err:
+                    if present is None:
+                        raise ConfigError([f"{where}: expected a pullable image ({err})"]) from None
+                    self.log.warning("image.pull_failed_using_local", error=str(err))
+            if present is None:
+                raise ConfigError(
+                    [f"{where}: expected an image present locally (MY_REG_PULL=never)"]
+                )
+            holder = self.docker.inspect(self.holder.name)
+            same_holder = new_holder.spec_hash == self.holder.spec_hash and holder is not None
+            self.docker.check_creatable(
+                new_spec, new_holder, holder.id if same_holder and holder else None
+            )
+        except (ContainerActionFailed, ImageUnavailable) as err:
+            raise ConfigError([f"the engine refuses the new container: {err}"]) from None
+        except (EngineUnavailable, EngineRefused) as err:
+            raise ConfigError([f"the engine could not check the new container: {err}"]) from None
+        return present
+
+    def _retire_all(self, spec: ContainerSpec) -> None:
+        """Retire the registry and holder of ``spec`` (a rename leaves them behind)."""
+        for name in (spec.name, spec.holder_name):
+            try:
+                old = self.docker.inspect(name)
+                if old is not None and old.managed:
+                    self._retire(old, Reason.SPEC_CHANGED)
+            except SupervisorError as err:
+                self.log.warning("container.retire_failed", name=name, error=str(err))
+
+    def _roll_back(self, reason: Reason) -> None:
+        """The reloaded spec did not work: back to the settings that did."""
+        if self.rollback_to is None:
+            return
+        old_settings, old_image_id = self.rollback_to
+        self.rollback_to = None
+        failed_spec = self.spec
+        self.log.error(
+            "settings.reload_rejected",
+            problems=[
+                f"the new container did not work ({reason.value}); "
+                "back to the previous settings"
+            ],
+            spec_hash=failed_spec.spec_hash,
+        )
+        self._apply_settings(old_settings)
+        self.image_id = old_image_id
+        self.failed_starts = 0
+        if self.engine is not None and failed_spec.name != old_settings.name:
+            self._retire_all(failed_spec)
 
     # -- maintenance, disk guard, state file ---------------------------------------------
 

@@ -124,7 +124,8 @@ class Observed:
     labels: dict[str, str]
     restart_policy: str
     host_ports: tuple[str, ...]
-    binds: tuple[str, ...]
+    # (host source, container destination, writable) of every bind mount, whatever API made it
+    binds: tuple[tuple[str, str, bool], ...]
     network_mode: str
 
     @classmethod
@@ -140,7 +141,11 @@ class Observed:
             labels=attrs["Config"].get("Labels") or {},
             restart_policy=(host_config.get("RestartPolicy") or {}).get("Name") or "no",
             host_ports=tuple(f"{b.get('HostIp', '')}:{b['HostPort']}" for b in bindings),
-            binds=tuple(host_config.get("Binds") or ()),
+            binds=tuple(
+                (m["Source"], m["Destination"], bool(m.get("RW")))
+                for m in attrs.get("Mounts") or ()
+                if m.get("Type") == "bind"
+            ),
             network_mode=host_config.get("NetworkMode") or "",
         )
 

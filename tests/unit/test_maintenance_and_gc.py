@@ -95,8 +95,8 @@ def test_collector_shares_mounts_and_env_but_publishes_nothing() -> None:
     config = collector_config(spec, ["garbage-collect", "/etc/docker/registry/config.yml"])
     assert "ports" not in config
     assert "port_bindings" not in config["host_config"]
-    assert {"bind": "/var/lib/registry", "mode": "rw"} == config["host_config"]["binds"][
-        "/var/lib/my_registry"
+    assert [("/var/lib/my_registry", "/var/lib/registry", False)] == [
+        (m["Source"], m["Target"], m["ReadOnly"]) for m in config["host_config"]["mounts"]
     ]
     assert (["/bin/registry"], "my_registry-gc") == (config["entrypoint"], config["name"])
     assert dict(spec.environment) == config["environment"]

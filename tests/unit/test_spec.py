@@ -99,9 +99,10 @@ def test_container_is_labelled_with_its_hash_and_never_restarted_by_docker(tmp_p
     assert config["host_config"]["network_mode"] == "container:f00d"
     assert "port_bindings" not in config["host_config"]
     assert "ports" not in config
-    assert config["host_config"]["binds"] == {
-        "/var/lib/my_registry": {"bind": "/var/lib/registry", "mode": "rw"}
-    }
+    assert [
+        {"Target": "/var/lib/registry", "Source": "/var/lib/my_registry", "Type": "bind",
+         "ReadOnly": False}
+    ] == [dict(m) for m in config["host_config"]["mounts"]]
 
 
 def test_the_network_holder_publishes_the_port_and_only_sleeps(tmp_path: Path) -> None:
@@ -119,7 +120,7 @@ def test_the_network_holder_publishes_the_port_and_only_sleeps(tmp_path: Path) -
     assert config["host_config"]["port_bindings"] == {"5000/tcp": ("127.0.0.1", 5005)}
     assert config["host_config"]["restart_policy"] == {"Name": "no"}
     assert config["stop_signal"] == "SIGKILL"
-    assert "binds" not in config["host_config"]  # never the registry's data
+    assert "mounts" not in config["host_config"]  # never the registry's data
     assert "/var/lib/registry" in config["host_config"]["tmpfs"]  # no anonymous volume
 
 
