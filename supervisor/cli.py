@@ -18,13 +18,20 @@ from typing import Any
 import structlog
 
 from supervisor import __version__, disk, log, security
-from supervisor.container import Engine
-from supervisor.errors import ConfigError, EngineUnavailable, ExitCode, MaintenanceFailed
+from supervisor.container import Engine, Observed
+from supervisor.errors import (
+    ConfigError,
+    EngineUnavailable,
+    ExitCode,
+    ImageUnavailable,
+    MaintenanceFailed,
+)
 from supervisor.health import Probe, ProbeFailed, is_healthy
 from supervisor.notify import Notifier
-from supervisor.secret import describe_secret, with_http_secret
-from supervisor.settings import Settings, effective, load_settings, raw_setting
-from supervisor.spec import HOLDER_SUFFIX
+from supervisor.reconcile import Action, Decision, Reason, decide
+from supervisor.secret import describe_secret, with_http_secret, with_stored_secret
+from supervisor.settings import PullPolicy, Settings, effective, load_settings, raw_setting
+from supervisor.spec import HOLDER_SUFFIX, ContainerSpec, derive_spec, holder_spec
 from supervisor.supervise import Supervisor, format_duration
 
 PROG = "registry-supervisor"
@@ -196,20 +203,37 @@ def _gc(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _port_owner(settings: Settings) -> str | None:
-    """None when the port can be bound now, else a short description of the holder."""
+    """None when the port can be bound now, else "in use"; ConfigError for an address
+    this host does not have (the engine would refuse to publish on it)."""
     family = socket.AF_INET6 if ":" in settings.bind else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # As the engine's proxy binds: a port held only by connections in TIME_WAIT is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((settings.bind, settings.port))
         except OSError as err:
             if err.errno == errno.EADDRINUSE:
                 return "in use"
+            if err.errno in (errno.EADDRNOTAVAIL, errno.EINVAL, errno.EAFNOSUPPORT):
+                raise ConfigError(
+                    [
+                        f"MY_REG_BIND={settings.bind}: expected an address of this host "
+                        f"({err.strerror})"
+                    ]
+                ) from None
+            if err.errno == errno.EACCES:
+                raise ConfigError(
+                    [f"MY_REG_PORT={settings.port}: expected a port we may bind ({err.strerror})"]
+                ) from None
             raise
     return None
 
 
 def _check(settings: Settings) -> int:
-    for key, value in effective(settings).items():
+    # What the container really gets: the spec's environment (TLS, auth, the stored
+    # HTTP secret), not only the REGISTRY_* variables as given.
+    spec = derive_spec(with_stored_secret(settings))
+    for key, value in effective(settings, dict(spec.environment)).items():
         print(f"{key}={value}")
     certificate = security.certificate(settings)
     now = datetime.now(UTC)
@@ -219,25 +243,32 @@ def _check(settings: Settings) -> int:
     for warning in security.warnings(settings, certificate, now):
         print(f"# WARNING: {warning.text}")
     with closing(Engine()) as engine:
-        return _check_engine(settings, engine)
+        return _check_engine(settings, spec, engine)
 
 
-def _check_engine(settings: Settings, engine: Engine) -> int:
+def _check_engine(settings: Settings, spec: ContainerSpec, engine: Engine) -> int:
     engine.ping()
     version = engine.api.version().get("Version", "?")
     print(f"# docker engine: reachable (version {version})")
-    image_id = engine.image_id(settings.image_ref)
-    if image_id is not None:
-        print(f"# image {settings.image_ref}: present ({image_id[:19]})")
-    else:
-        print(f"# image {settings.image_ref}: not present (MY_REG_PULL={settings.pull.value})")
+    ref = settings.image_ref
+    try:
+        image_id = engine.image_id(ref)
+    except ImageUnavailable as err:
+        raise ConfigError(
+            [
+                f"MY_REG_IMAGE={settings.image} MY_REG_TAG={settings.tag}: expected an image "
+                f"reference the engine accepts ({err})"
+            ]
+        ) from None
+    for line in _image_plan(settings, image_id):
+        print(f"# {line}")
+    holder = engine.inspect(spec.holder_name)
+    registry = engine.inspect(settings.name)
+    for line in _container_plan(spec, image_id, holder, registry):
+        print(f"# run will {line}")
     if _port_owner(settings) is not None:
         # Ours (the network holder), or what `run` replaces: a container of our name.
-        candidates = (
-            engine.inspect(f"{settings.name}{HOLDER_SUFFIX}"),
-            engine.inspect(settings.name),
-        )
-        owner = next((c for c in candidates if c and settings.port in c.published), None)
+        owner = next((c for c in (holder, registry) if c and settings.port in c.published), None)
         if owner is None:
             raise ConfigError(
                 [
@@ -245,12 +276,64 @@ def _check_engine(settings: Settings, engine: Engine) -> int:
                     f"{settings.bind}:{settings.port} is in use by another process"
                 ]
             )
-        holder = "our container" if owner.managed else "a foreign container run replaces"
-        print(f"# port {settings.port}: held by {holder} {owner.name}")
+        who = "our container" if owner.managed else "a foreign container run replaces"
+        print(f"# port {settings.port}: held by {who} {owner.name}")
     else:
         print(f"# port {settings.port}: free")
     print("# ok")
     return ExitCode.OK
+
+
+def _image_plan(settings: Settings, image_id: str | None) -> list[str]:
+    """What `run` does about the image (pure)."""
+    ref, policy = settings.image_ref, settings.pull
+    if image_id is not None:
+        line = f"image {ref}: present ({image_id[:19]})"
+        if policy is PullPolicy.ALWAYS:
+            line += "; run pulls it again at start and reload (MY_REG_PULL=always)"
+        return [line]
+    if policy is PullPolicy.NEVER:
+        return [
+            f"WARNING: image {ref} is not present and MY_REG_PULL=never: run waits for it "
+            "(retrying up to every 60 s) until it is loaded; `docker load` or `docker pull` it"
+        ]
+    return [f"image {ref}: not present; run pulls it (MY_REG_PULL={policy.value})"]
+
+
+def _container_plan(
+    spec: ContainerSpec, image_id: str | None, holder: Observed | None, registry: Observed | None
+) -> list[str]:
+    """What `run` does first to the holder and the registry it finds (pure)."""
+    held = decide(holder, holder_spec(spec), None)
+    running_holder = holder if holder is not None and holder.running else None
+    decision = decide(registry, spec, image_id, holder=running_holder)
+    if held.action in (Action.CREATE, Action.REPLACE) and decision.action is Action.ADOPT:
+        decision = Decision(Action.REPLACE, Reason.NETWORK_LOST)
+    return [
+        _planned(spec.holder_name, holder, held),
+        _planned(spec.name, registry, decision),
+    ]
+
+
+def _planned(name: str, observed: Observed | None, decision: Decision) -> str:  # noqa: PLR0911 (one per action)
+    if observed is None:
+        return f"create {name}"
+    which = f"{name} ({observed.short_id}, {observed.state.value})"
+    if decision.action is Action.ADOPT:
+        return f"adopt {which} as it is"
+    if decision.action is Action.START:
+        return f"start {which}"
+    if decision.action is Action.RESTART:
+        return f"restart {which}"
+    if decision.action is Action.WAIT:
+        return f"wait until {name} is removed, then create it"
+    if decision.reason is Reason.FOREIGN:
+        return (
+            f"replace {which}, image {observed.image}: not created by registry-supervisor; "
+            "it is stopped and removed (its volumes and the data dir stay)"
+        )
+    why = (decision.reason or Reason.SPEC_CHANGED).value
+    return f"replace {which} ({why}): stopped and removed, created anew (the data dir stays)"
 
 
 def _htpasswd(user: str, file: Path | None, env_file: Path | None) -> int:

@@ -108,3 +108,18 @@ def _create(path: Path) -> str:
     finally:
         temporary.unlink(missing_ok=True)
     return value
+
+
+def with_stored_secret(settings: Settings) -> Settings:
+    """``settings`` with the HTTP secret `run` would give the container, if one is stored
+    already; never creates one (for `check`, which writes nothing)."""
+    if SECRET_VARIABLE in settings.registry_env:
+        return settings
+    try:
+        value = _read(secret_path(settings))
+    except OSError:
+        value = None
+    if not value:
+        return settings
+    registry_env = {**settings.registry_env, SECRET_VARIABLE: value}
+    return settings.model_copy(update={"registry_env": registry_env})

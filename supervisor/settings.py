@@ -688,12 +688,14 @@ def _shorten(value: object) -> object:
     return value
 
 
-def effective(settings: Settings) -> dict[str, str]:
-    """The effective settings as environment lines, secrets redacted."""
+def effective(settings: Settings, environment: dict[str, str] | None = None) -> dict[str, str]:
+    """The effective settings as environment lines, secrets redacted; then ``environment``
+    (the container's, as the spec derives it) or else the REGISTRY_* variables as given."""
     shown: dict[str, str] = {}
     for field, value in settings.model_dump(exclude={"registry_env"}).items():
         text = str(value).lower() if isinstance(value, bool) else str(value)
         shown[f"{ENV_PREFIX}{field.upper()}"] = "" if value is None else text
-    for key, value in sorted(settings.registry_env.items()):
+    given = settings.registry_env if environment is None else environment
+    for key, value in sorted(given.items()):
         shown[key] = REDACTED if is_secret(key) else value
     return shown

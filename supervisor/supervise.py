@@ -1047,8 +1047,7 @@ class Supervisor:
         self.log.error(
             "settings.reload_rejected",
             problems=[
-                f"the new container did not work ({reason.value}); "
-                "back to the previous settings"
+                f"the new container did not work ({reason.value}); back to the previous settings"
             ],
             spec_hash=failed_spec.spec_hash,
         )

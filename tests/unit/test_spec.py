@@ -100,8 +100,12 @@ def test_container_is_labelled_with_its_hash_and_never_restarted_by_docker(tmp_p
     assert "port_bindings" not in config["host_config"]
     assert "ports" not in config
     assert [
-        {"Target": "/var/lib/registry", "Source": "/var/lib/my_registry", "Type": "bind",
-         "ReadOnly": False}
+        {
+            "Target": "/var/lib/registry",
+            "Source": "/var/lib/my_registry",
+            "Type": "bind",
+            "ReadOnly": False,
+        }
     ] == [dict(m) for m in config["host_config"]["mounts"]]
 
 
