@@ -340,12 +340,17 @@ def _htpasswd(user: str, file: Path | None, env_file: Path | None) -> int:
     """Add or update one user; the password never comes from argv."""
     from supervisor import htpasswd
 
+    path: Path | None = None
     try:
         path = file or _configured_htpasswd(env_file)
-        created = not path.exists()
-        existed = htpasswd.set_password(path, user, _read_password(user))
+        htpasswd.check_not_symlink(path)  # before the prompt; set_password refuses it too
+        written = htpasswd.set_password(path, user, _read_password(user))
     except ConfigError as err:
         _print_problems(err.problems)
+        return ExitCode.CONFIG
+    except htpasswd.SymlinkRefused as err:
+        where = f"--file {path}" if file else f"MY_REG_AUTH_HTPASSWD={str(path)!r}"
+        print(f"{PROG}: {where}: {err}", file=sys.stderr)
         return ExitCode.CONFIG
     except htpasswd.HtpasswdError as err:
         print(f"{PROG}: htpasswd: {err}", file=sys.stderr)
@@ -353,8 +358,14 @@ def _htpasswd(user: str, file: Path | None, env_file: Path | None) -> int:
     except KeyboardInterrupt:  # Ctrl-C at the prompt: nothing was written
         print(file=sys.stderr)
         return INTERRUPTED
-    verb = "updated user" if existed else "added user"
-    print(f"{verb} {user} in {path}{' (new file, mode 0600)' if created else ''}")
+    verb = "updated user" if written.existed else "added user"
+    if written.created:
+        note = " (new file, mode 0600)"
+    elif written.tightened_from is not None:
+        note = f" (mode {written.tightened_from:04o} tightened to 0600)"
+    else:
+        note = ""
+    print(f"{verb} {user} in {path}{note}")
     return ExitCode.OK
 
 

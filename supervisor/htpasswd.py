@@ -2,14 +2,18 @@
 
 ``check_file`` validates a file the way the registry will read it (settings call it);
 ``set_password`` adds or updates one user (the `htpasswd` command calls it). Passwords
-are never logged, printed or taken from argv.
+are never logged, printed or taken from argv. The file is never written through a
+symlink, and one that is readable by others is made 0600.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import re
+import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 # The registry's own parser (distribution, registry/auth/htpasswd): trim each line, skip
@@ -25,6 +29,23 @@ NEW_FILE_MODE = 0o600
 
 class HtpasswdError(ValueError):
     """A user name, password or file the registry could not use; the text says why."""
+
+
+class SymlinkRefused(HtpasswdError):
+    """The file given is a symbolic link: a root helper writing through one could be made
+    to overwrite any file on the host."""
+
+    def __init__(self) -> None:
+        super().__init__("expected the file itself, not a symbolic link (never written through)")
+
+
+@dataclass(frozen=True)
+class Written:
+    """What ``set_password`` did."""
+
+    existed: bool  # the user was there already: its hash was replaced
+    created: bool  # there was no file: it was created 0600
+    tightened_from: int | None = None  # the mode of a looser file, now 0600
 
 
 def parse(text: str) -> list[tuple[int, str, str]]:
@@ -84,40 +105,78 @@ def hash_password(password: str, cost: int = BCRYPT_COST) -> str:
     return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(cost)).decode("ascii")
 
 
-def set_password(path: Path, user: str, password: str, cost: int = BCRYPT_COST) -> bool:
-    """Add ``user`` or replace its hash; True if the user existed. Creates the file 0600.
+def check_not_symlink(path: Path) -> None:
+    """SymlinkRefused when ``path`` is a symbolic link; to ask before prompting for a
+    password (set_password refuses one in any case, when it opens the file)."""
+    if _is_symlink(path):
+        raise SymlinkRefused
+
+
+def _is_symlink(path: Path) -> bool:
+    try:
+        return path.is_symlink()
+    except (OSError, ValueError):  # EACCES on a parent, a NUL byte: opening it will say
+        return False
+
+
+def set_password(path: Path, user: str, password: str, cost: int = BCRYPT_COST) -> Written:
+    """Add ``user`` or replace its hash. Creates the file 0600, tightens a looser one to 0600.
 
     The file is rewritten in place, never replaced by a rename: a bind mount of a single
     file follows its inode, and the registry re-reads the file when its mtime changes,
     so only an in-place write reaches a running registry. New content is written over
     the old before the file is cut to length: entries are fixed-length bcrypt hashes, so
-    a concurrent reader sees old or new entries, never an empty file.
+    a concurrent reader sees old or new entries, never an empty file. A symbolic link
+    is refused (SymlinkRefused), never followed: O_NOFOLLOW.
     """
     check_user(user)
     check_password(password)
     entry = f"{user}:{hash_password(password, cost)}"
+    fd, created = _open_no_follow(path)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, NEW_FILE_MODE)
-    except OSError as err:
-        raise HtpasswdError(f"cannot open {path}: {err.strerror}") from None
-    with os.fdopen(fd, "r+b") as file:
-        fcntl.flock(file, fcntl.LOCK_EX)  # two helpers at once must not lose an entry
+        with os.fdopen(fd, "r+b") as file:
+            fcntl.flock(file, fcntl.LOCK_EX)  # two helpers at once must not lose an entry
+            # Before the new hash is written, so no one else can read it.
+            mode = stat.S_IMODE(os.fstat(fd).st_mode)
+            tightened_from = None
+            if mode & ~NEW_FILE_MODE:
+                os.fchmod(fd, NEW_FILE_MODE)
+                tightened_from = mode
+            try:
+                text = file.read().decode("utf-8")
+            except UnicodeDecodeError:
+                raise HtpasswdError(f"{path} is not UTF-8 text") from None
+            lines = text.splitlines()
+            existed = False
+            for number, line_user, _hashed in parse(text):
+                if line_user == user:
+                    lines[number - 1] = entry
+                    existed = True
+            if not existed:
+                lines.append(entry)
+            body = ("\n".join(lines) + "\n").encode("utf-8")
+            file.seek(0)
+            file.write(body)
+            file.truncate(len(body))
+            file.flush()
+            os.fsync(file.fileno())
+    except OSError as err:  # EPERM from fchmod (not the owner), ENOSPC, EIO
+        raise HtpasswdError(f"cannot write {path}: {err.strerror}") from None
+    return Written(existed=existed, created=created, tightened_from=tightened_from)
+
+
+def _open_no_follow(path: Path) -> tuple[int, bool]:
+    """(fd open for reading and writing, whether the file was created); never via a symlink.
+
+    O_EXCL first, so "created" is what happened, not a guess made before the open.
+    """
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
         try:
-            text = file.read().decode("utf-8")
-        except UnicodeDecodeError:
-            raise HtpasswdError(f"{path} is not UTF-8 text") from None
-        lines = text.splitlines()
-        existed = False
-        for number, line_user, _hashed in parse(text):
-            if line_user == user:
-                lines[number - 1] = entry
-                existed = True
-        if not existed:
-            lines.append(entry)
-        body = ("\n".join(lines) + "\n").encode("utf-8")
-        file.seek(0)
-        file.write(body)
-        file.truncate(len(body))
-        file.flush()
-        os.fsync(file.fileno())
-    return existed
+            return os.open(path, flags | os.O_CREAT | os.O_EXCL, NEW_FILE_MODE), True
+        except FileExistsError:  # the usual case; a symlink, too, exists
+            return os.open(path, flags), False
+    except OSError as err:
+        if err.errno == errno.ELOOP and _is_symlink(path):
+            raise SymlinkRefused from None
+        raise HtpasswdError(f"cannot open {path}: {err.strerror}") from None

@@ -9,19 +9,22 @@ from typing import Any
 
 import structlog
 
-from supervisor.settings import REDACTED, LogFormat, LogLevel, is_secret
+from supervisor.redaction import REDACTED, is_secret, redact_text
+from supervisor.settings import LogFormat, LogLevel
 
 
 def redact(value: Any) -> Any:
-    """Mask secret-looking keys at any depth, including KEY=value strings."""
+    """Mask secret-looking keys at any depth, KEY=value strings, and secrets inside text
+    (URL passwords, Authorization values: supervisor.redaction)."""
     if isinstance(value, dict):
         return {k: REDACTED if is_secret(str(k)) else redact(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return type(value)(redact(v) for v in value)
-    if isinstance(value, str) and "=" in value:
-        key, _, _ = value.partition("=")
-        if is_secret(key):
+    if isinstance(value, str):
+        key, equals, _ = value.partition("=")
+        if equals and is_secret(key):
             return f"{key}={REDACTED}"
+        return redact_text(value)
     return value
 
 
@@ -35,18 +38,19 @@ def redact_secrets(
 def configure(fmt: LogFormat = LogFormat.AUTO, level: LogLevel = LogLevel.INFO) -> None:
     """Configure structlog for the whole process; safe to call again on reload."""
     json_output = fmt is LogFormat.JSON or (fmt is LogFormat.AUTO and not sys.stderr.isatty())
-    # ConsoleRenderer formats exceptions itself and warns if format_exc_info ran.
+    # JSON: the traceback becomes text before redaction, so an exception's message (a URL
+    # with its password) is redacted too. ConsoleRenderer, for a person at a terminal,
+    # formats exceptions itself and warns if format_exc_info ran.
     output: list[Any] = (
-        [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+        [structlog.processors.format_exc_info, redact_secrets, structlog.processors.JSONRenderer()]
         if json_output
-        else [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
+        else [redact_secrets, structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
     )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact_secrets,
             *output,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

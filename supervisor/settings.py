@@ -25,12 +25,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from supervisor import metrics, permissions, tls
 from supervisor.errors import ConfigError
+from supervisor.redaction import REDACTED, is_secret, redact_value
 
 ENV_PREFIX = "MY_REG_"
 PASSTHROUGH_PREFIX = "REGISTRY_"
-# Variable names that mark a secret; their values are never logged or printed.
-SECRET_MARKERS = ("SECRET", "PASSWORD", "PASSWD", "TOKEN", "CREDENTIAL", "ACCESSKEY", "ACCOUNTKEY")
-REDACTED = "********"
 # Values longer than this are shortened in error lines (a 5000-character path helps nobody).
 SHOWN_VALUE_MAX = 80
 DEFAULT_ENV_FILE = Path(".env")
@@ -373,12 +371,6 @@ def _is_dir(path: Path) -> bool:
         return False
 
 
-def is_secret(name: str) -> bool:
-    # An htpasswd file's path and realm are not secrets (the hashes in it are its own).
-    upper = name.upper().replace("HTPASSWD", "")
-    return any(marker in upper for marker in SECRET_MARKERS)
-
-
 def load_settings(env_file: Path | None) -> Settings:
     """Load and validate settings, or raise ConfigError listing every bad one.
 
@@ -626,11 +618,6 @@ def _directory_conflicts(settings: Settings) -> list[str]:
     return []
 
 
-def _shown(key: str, value: str) -> str:
-    """A REGISTRY_* value as an error line may show it."""
-    return REDACTED if is_secret(key) else str(_shorten(value))
-
-
 def package_managed_dir(settings: Settings) -> Path | None:
     """The package-owned directory MY_REG_DIR is in, if it is in one (a warning, not an error)."""
     real = _resolved(settings.dir)
@@ -676,26 +663,38 @@ def _problems(err: ValidationError) -> list[str]:
         else:
             info = Settings.model_fields.get(field)
             expected = (info.description if info else None) or error["msg"]
-        given = error.get("input")
-        shown = REDACTED if is_secret(variable) else _shorten(given)
+        shown = _shown(variable, error.get("input"))
         lines.append(f"{variable}={shown!r}: expected {expected}")
     return lines
 
 
-def _shorten(value: object) -> object:
-    if isinstance(value, str) and len(value) > SHOWN_VALUE_MAX:
+def _shown(variable: str, value: object) -> object:
+    """A bad value as an error line shows it: secrets redacted, then shortened.
+
+    In that order: shortening first could cut a URL before its '@' and leave the
+    password where redact_text no longer recognises it.
+    """
+    if isinstance(value, str):
+        return _shorten(redact_value(variable, value))
+    return REDACTED if is_secret(variable) else value
+
+
+def _shorten(value: str) -> str:
+    if len(value) > SHOWN_VALUE_MAX:
         return f"{value[: SHOWN_VALUE_MAX - 20]}...({len(value)} characters)"
     return value
 
 
 def effective(settings: Settings, environment: dict[str, str] | None = None) -> dict[str, str]:
-    """The effective settings as environment lines, secrets redacted; then ``environment``
-    (the container's, as the spec derives it) or else the REGISTRY_* variables as given."""
+    """The effective settings as environment lines, secrets (also inside values) redacted;
+    then ``environment`` (the container's, as the spec derives it) or else the REGISTRY_*
+    variables as given."""
     shown: dict[str, str] = {}
     for field, value in settings.model_dump(exclude={"registry_env"}).items():
         text = str(value).lower() if isinstance(value, bool) else str(value)
-        shown[f"{ENV_PREFIX}{field.upper()}"] = "" if value is None else text
+        variable = f"{ENV_PREFIX}{field.upper()}"
+        shown[variable] = "" if value is None else redact_value(variable, text)
     given = settings.registry_env if environment is None else environment
     for key, value in sorted(given.items()):
-        shown[key] = REDACTED if is_secret(key) else value
+        shown[key] = redact_value(key, value)
     return shown

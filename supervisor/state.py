@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ WRITE_MIN_INTERVAL_S = 2.0
 REFRESH_S = 60.0
 # Keys that change on every write and do not count as a change.
 VOLATILE = frozenset({"updated_at"})
+# The state dir holds the HTTP secret: only its owner (root) may list or enter it.
+PRIVATE_DIR_MODE = 0o700
 
 
 def state_path(settings: Settings) -> Path:
@@ -35,11 +38,33 @@ def gc_path(settings: Settings) -> Path:
     return settings.state_dir / f"gc-{settings.name}.json"
 
 
+def ensure_private_dir(path: Path) -> None:
+    """Make ``path`` (and its parents) a directory only its owner can enter: 0700.
+
+    mkdir's mode applies only to a directory it creates; one that exists with group
+    or other bits (made by hand, or by an older version) is tightened to 0700.
+    OSError propagates to the caller.
+    """
+    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    if stat.S_IMODE(path.stat().st_mode) & ~PRIVATE_DIR_MODE:
+        path.chmod(PRIVATE_DIR_MODE)
+
+
 def write_json(path: Path, content: Mapping[str, Any]) -> None:
     """Replace ``path`` with ``content`` atomically (0600: it sits next to the HTTP secret)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ensure_private_dir(path.parent)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    # O_EXCL: the temporary file is always new, never one found there. With O_CREAT it
+    # also refuses a symlink (even a dangling one), so nothing planted at this path is
+    # written through; O_NOFOLLOW says so once more.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(temporary, flags, 0o600)
+    except FileExistsError:
+        # Left by a crash mid-write (a pid is reused, after a reboot most of all), or
+        # planted: unlink removes the name itself, never a symlink's target. Once only.
+        temporary.unlink(missing_ok=True)
+        fd = os.open(temporary, flags, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as file:
             json.dump(content, file, indent=2, sort_keys=True)

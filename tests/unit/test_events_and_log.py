@@ -66,6 +66,36 @@ def test_redaction_masks_secret_keys_at_any_depth() -> None:
     }
 
 
+def test_redaction_masks_secrets_inside_values_at_any_depth() -> None:
+    """URL passwords and Authorization values go, in nested dicts, lists and KEY=value."""
+    event = {
+        "event": "x",
+        "url": "https://u:pw@host/v2/",
+        "env": {"REGISTRY_PROXY_REMOTEURL": "https://u:pw@hub"},
+        "args": ["REGISTRY_PROXY_REMOTEURL=https://u:pw@hub", ("Authorization: Basic abc",)],
+        "count": 3,
+    }
+    assert {
+        "event": "x",
+        "url": "https://u:********@host/v2/",
+        "env": {"REGISTRY_PROXY_REMOTEURL": "https://u:********@hub"},
+        "args": ["REGISTRY_PROXY_REMOTEURL=https://u:********@hub", ("Authorization: ********",)],
+        "count": 3,
+    } == log.redact_secrets(None, "info", event)
+
+
+def test_json_logs_redact_an_exceptions_message(capsys: pytest.CaptureFixture[str]) -> None:
+    """The traceback is text before redaction: a password in the exception's message goes."""
+    log.configure(LogFormat.JSON, LogLevel.INFO)
+    try:
+        raise ConnectionError("cannot reach https://u:hunter2@hub/v2/")
+    except ConnectionError:
+        structlog.get_logger().exception("proxy.unreachable")
+    line = json.loads(capsys.readouterr().err)
+    assert "https://u:********@hub/v2/" in line["exception"]
+    assert "hunter2" not in line["exception"]
+
+
 def test_json_logs_have_timestamp_level_event_and_no_secret(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

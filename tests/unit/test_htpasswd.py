@@ -27,7 +27,8 @@ def hashes(path: Path) -> dict[str, str]:
 def test_a_new_user_gets_a_bcrypt_entry_in_a_new_0600_file(tmp_path: Path) -> None:
     """The first user creates the file, readable by its owner only, with a bcrypt hash."""
     path = tmp_path / "htpasswd"
-    assert htpasswd.set_password(path, "alice", "correct horse", cost=4) is False
+    written = htpasswd.set_password(path, "alice", "correct horse", cost=4)
+    assert htpasswd.Written(existed=False, created=True) == written
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     entry = hashes(path)["alice"]
     assert entry.startswith("$2b$04$")
@@ -41,11 +42,35 @@ def test_updating_a_user_keeps_the_others_and_the_inode(tmp_path: Path) -> None:
     htpasswd.set_password(path, "alice", "one", cost=4)
     htpasswd.set_password(path, "bob", "two", cost=4)
     inode, bob = path.stat().st_ino, hashes(path)["bob"]
-    assert htpasswd.set_password(path, "alice", "three", cost=4) is True
+    assert htpasswd.Written(existed=True, created=False) == htpasswd.set_password(
+        path, "alice", "three", cost=4
+    )
     assert path.stat().st_ino == inode
     assert list(hashes(path)) == ["alice", "bob"]
     assert hashes(path)["bob"] == bob
     assert bcrypt.checkpw(b"three", hashes(path)["alice"].encode())
+
+
+def test_a_file_readable_by_others_is_tightened_to_0600(tmp_path: Path) -> None:
+    """An existing 0644 file is made 0600 before the new hash goes in, and says so."""
+    path = tmp_path / "htpasswd"
+    htpasswd.set_password(path, "alice", "one", cost=4)
+    path.chmod(0o644)
+    written = htpasswd.set_password(path, "bob", "two", cost=4)
+    assert (0o644, 0o600) == (written.tightened_from, stat.S_IMODE(path.stat().st_mode))
+
+
+@pytest.mark.parametrize("target_exists", [True, False])
+def test_a_symlink_is_never_written_through(tmp_path: Path, target_exists: bool) -> None:
+    """A symlink at the path is refused: its target is neither changed nor created."""
+    target, link = tmp_path / "target", tmp_path / "htpasswd"
+    if target_exists:
+        target.write_text("precious\n")
+    link.symlink_to(target)
+    with pytest.raises(htpasswd.SymlinkRefused):
+        htpasswd.set_password(link, "alice", "pw", cost=4)
+    found = target.read_text() if target.exists() else None
+    assert ("precious\n" if target_exists else None) == found
 
 
 @pytest.mark.parametrize("user", ["", "a:b", " alice", "#alice", "tab\there"])
@@ -73,6 +98,53 @@ def test_the_command_reads_the_password_from_stdin(
     out = capsys.readouterr().out
     assert out == f"added user alice in {path} (new file, mode 0600)\n"
     assert bcrypt.checkpw(b"s3cret pass", hashes(path)["alice"].encode())
+
+
+def test_the_command_says_when_it_tightened_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Updating a user in a 0640 file reports the old mode and the new one."""
+    path = tmp_path / "htpasswd"
+    htpasswd.set_password(path, "alice", "one", cost=4)
+    path.chmod(0o640)
+    monkeypatch.setattr("sys.stdin", io.StringIO("two\n"))
+    assert main(["htpasswd", "alice", "--file", str(path)]) == 0
+    assert f"updated user alice in {path} (mode 0640 tightened to 0600)\n" == (
+        capsys.readouterr().out
+    )
+
+
+def test_the_command_refuses_a_symlink_given_as_file_before_asking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--file naming a symlink: exit 78 with one line, and no password prompt at all."""
+    link = tmp_path / "htpasswd"
+    link.symlink_to(tmp_path / "target")
+    prompt_answers(monkeypatch)  # no answers: a prompt would fail the test
+    code = main(["htpasswd", "alice", "--file", str(link)])
+    assert (
+        78,
+        f"registry-supervisor: --file {link}: expected the file itself, not a symbolic "
+        "link (never written through)\n",
+    ) == (code, capsys.readouterr().err)
+
+
+def test_the_command_refuses_a_symlink_named_by_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """MY_REG_AUTH_HTPASSWD naming a symlink: exit 78, the line names the variable."""
+    link = tmp_path / "htpasswd"
+    link.symlink_to(tmp_path / "target")
+    env_file = tmp_path / "registry.env"
+    env_file.write_text(f"MY_REG_AUTH_HTPASSWD={link}\n")
+    monkeypatch.setattr("sys.stdin", io.StringIO("pw\n"))
+    code = main(["htpasswd", "alice", "--env-file", str(env_file)])
+    assert (
+        78,
+        f"registry-supervisor: MY_REG_AUTH_HTPASSWD='{link}': expected the file itself, "
+        "not a symbolic link (never written through)\n",
+    ) == (code, capsys.readouterr().err)
+    assert not (tmp_path / "target").exists()
 
 
 def test_the_command_defaults_to_the_configured_file_even_before_it_exists(

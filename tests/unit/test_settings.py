@@ -181,6 +181,36 @@ def test_effective_settings_redact_secrets(tmp_path: Path) -> None:
     assert "s3cret" not in repr(shown)
 
 
+def test_effective_settings_redact_secrets_inside_values(tmp_path: Path) -> None:
+    """A URL's password and an Authorization header are masked; the rest is shown."""
+    env_file = write_env(
+        tmp_path,
+        "REGISTRY_PROXY_REMOTEURL=https://user:pass@registry-1.docker.io\n"
+        "REGISTRY_NOTIFICATIONS_ENDPOINTS="
+        """'[{"name": "hook", "headers": {"Authorization": ["Bearer abc"]}}]'\n""",
+    )
+    shown = effective(load_settings(env_file))
+    assert {
+        "REGISTRY_PROXY_REMOTEURL": "https://user:********@registry-1.docker.io",
+        "REGISTRY_NOTIFICATIONS_ENDPOINTS": (
+            '[{"name": "hook", "headers": {"Authorization": ["********"]}}]'
+        ),
+    }.items() <= shown.items()
+
+
+def test_an_error_line_masks_a_url_password(tmp_path: Path) -> None:
+    """A bad value is shown without the password it carries."""
+    problems = problems_for(write_env(tmp_path, "MY_REG_BIND=https://u:pw@host\n"))
+    assert ["MY_REG_BIND='https://u:********@host': expected an IPv4 or IPv6 address"] == problems
+
+
+def test_a_long_bad_value_is_redacted_before_it_is_shortened(tmp_path: Path) -> None:
+    """Shortening first would cut the URL before its '@' and show part of the password."""
+    password = "p" * 100
+    problems = problems_for(write_env(tmp_path, f"MY_REG_BIND=https://u:{password}@host\n"))
+    assert ["MY_REG_BIND='https://u:********@host': expected an IPv4 or IPv6 address"] == problems
+
+
 @pytest.mark.parametrize(
     ("lines", "url"),
     [

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
-from supervisor.state import StateFile, read_json, write_json
+from supervisor.state import StateFile, ensure_private_dir, read_json, write_json
 
 
 def test_first_offer_writes_the_file_0600(tmp_path: Path) -> None:
@@ -48,3 +49,44 @@ def test_missing_or_garbled_file_reads_as_none(tmp_path: Path) -> None:
     assert [None, None, None] == [
         read_json(tmp_path / name) for name in ("absent.json", "bad.json", "list.json")
     ]
+
+
+def temporary_path(path: Path) -> Path:
+    """Where write_json puts its temporary file in this process."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def test_a_leftover_temporary_file_is_replaced(tmp_path: Path) -> None:
+    """A temporary file left by a crash mid-write is removed, and the write succeeds."""
+    path = tmp_path / "s.json"
+    temporary_path(path).write_text('{"half": ')
+    write_json(path, {"a": 1})
+    assert ({"a": 1}, ["s.json"]) == (read_json(path), [p.name for p in tmp_path.iterdir()])
+
+
+def test_a_symlink_at_the_temporary_path_is_never_followed(tmp_path: Path) -> None:
+    """A symlink planted at the temporary path is removed, its target left untouched."""
+    state_dir, target = tmp_path / "state", tmp_path / "elsewhere"
+    state_dir.mkdir()
+    target.write_text("precious\n")
+    path = state_dir / "s.json"
+    temporary_path(path).symlink_to(target)
+    write_json(path, {"a": 1})
+    assert "precious\n" == target.read_text()
+    assert (False, {"a": 1}) == (path.is_symlink(), read_json(path))
+    assert ["s.json"] == [p.name for p in state_dir.iterdir()]
+
+
+def test_a_new_state_dir_is_made_0700(tmp_path: Path) -> None:
+    """A missing state dir is created, only its owner may enter it."""
+    ensure_private_dir(tmp_path / "state")
+    assert 0o700 == stat.S_IMODE((tmp_path / "state").stat().st_mode)
+
+
+def test_a_looser_state_dir_is_tightened_to_0700_on_write(tmp_path: Path) -> None:
+    """A state dir that exists 0755 (made by hand) is 0700 after the next write."""
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    state_dir.chmod(0o755)
+    write_json(state_dir / "s.json", {"a": 1})
+    assert 0o700 == stat.S_IMODE(state_dir.stat().st_mode)
