@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from supervisor import tls
-from supervisor.settings import Settings
+from supervisor.settings import Settings, package_managed_dir
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def warnings(
     settings: Settings, certificate: tls.Certificate | None, now: datetime
 ) -> list[SecurityWarning]:
     """Everything risky about these settings, most severe first."""
-    found = exposure(settings)
+    found = exposure(settings) + data_dir_warnings(settings)
     note = tls.expiry_note(certificate, now)
     if certificate is not None and note is not None:
         found.append(
@@ -65,6 +65,24 @@ def warnings(
             )
         )
     return found
+
+
+def data_dir_warnings(settings: Settings) -> list[SecurityWarning]:
+    """A data dir that a Debian package owns (its own registry's storage): apt may change
+    or purge it, and that package's registry may use it at the same time."""
+    owned = package_managed_dir(settings)
+    if owned is None:
+        return []
+    return [
+        SecurityWarning(
+            "settings.package_managed_dir",
+            f"MY_REG_DIR={settings.dir} is in {owned}, which Debian's docker-registry package "
+            "manages (its own registry's storage): `apt purge` may delete it, and that "
+            "registry may write to it too. Use a directory of its own, such as "
+            "/var/lib/my_registry",
+            {"data_dir": str(settings.dir), "package_dir": str(owned)},
+        )
+    ]
 
 
 def exposure(settings: Settings) -> list[SecurityWarning]:

@@ -1,0 +1,244 @@
+"""Issue 10, at the settings level: what the engine would refuse, what would lose data or
+open a registry believed closed, is a bad setting (one line naming it), whatever source
+the value comes from; blank REGISTRY_* values are unset."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from supervisor import security
+from supervisor.errors import ConfigError
+from supervisor.secret import describe_secret
+from supervisor.settings import load_settings
+from supervisor.spec import derive_spec
+
+
+def problems(tmp_path: Path, text: str) -> list[str]:
+    env_file = tmp_path / "registry.env"
+    env_file.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env_file)
+    return caught.value.problems
+
+
+def loaded(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
+    env_file = tmp_path / "registry.env"
+    env_file.write_text(text)
+    return load_settings(env_file)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (
+            "registry:2",
+            "without a tag: put the tag in MY_REG_TAG (MY_REG_IMAGE=registry MY_REG_TAG=2)",
+        ),
+        ("Registry", "an image repository name: lowercase"),
+        ("registry@sha256:" + "a" * 64, "without a digest"),
+        ("reg//istry", "an image repository name: lowercase"),
+        ("-registry", "an image repository name: lowercase"),
+        ("a" * 256, "an image repository name: lowercase"),
+    ],
+)
+def test_an_image_name_the_engine_refuses_is_a_bad_setting(
+    tmp_path: Path, value: str, expected: str
+) -> None:
+    """MY_REG_IMAGE follows the reference grammar the engine applies (a tag in it is named)."""
+    [line] = problems(tmp_path, f"MY_REG_IMAGE={value}\n")
+    assert line.startswith("MY_REG_IMAGE=")
+    assert expected in line
+
+
+@pytest.mark.parametrize(
+    "value", ["registry", "localhost:5000/team/registry", "[::1]:5000/registry", "ghcr.io/a_b/c-d"]
+)
+def test_image_names_the_grammar_allows_are_accepted(tmp_path: Path, value: str) -> None:
+    """Registry hosts with ports, IPv6 hosts and separators are valid repository names."""
+    assert value == loaded(tmp_path, f"MY_REG_IMAGE={value}\n").image
+
+
+@pytest.mark.parametrize("value", ["-x", ".x", "a" * 129, "a:b", "a/b"])
+def test_a_tag_the_engine_refuses_is_a_bad_setting(tmp_path: Path, value: str) -> None:
+    """MY_REG_TAG: word characters, . and -, at most 128, not starting with . or -."""
+    [line] = problems(tmp_path, f"MY_REG_TAG={value}\n")
+    assert line.startswith("MY_REG_TAG=") and "expected an image tag" in line
+
+
+def test_a_filesystem_root_outside_the_data_mount_is_refused(tmp_path: Path) -> None:
+    """REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=/tmp/x would write into the container."""
+    [line] = problems(tmp_path, "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=/tmp/x\n")
+    assert line.startswith("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY='/tmp/x': expected")
+    assert "MY_REG_DIR=/var/lib/my_registry" in line
+
+
+@pytest.mark.parametrize(
+    "value", ["/var/lib/registry", "/var/lib/registry/sub", "/var/lib/registry/"]
+)
+def test_a_filesystem_root_inside_the_data_mount_is_accepted(tmp_path: Path, value: str) -> None:
+    """A root at or under /var/lib/registry keeps the data in MY_REG_DIR."""
+    settings = loaded(tmp_path, f"REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY={value}\n")
+    assert value == settings.registry_env["REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"]
+
+
+def test_a_root_that_climbs_out_of_the_data_mount_is_refused(tmp_path: Path) -> None:
+    """`..` is resolved before the path is compared."""
+    [line] = problems(
+        tmp_path, "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=/var/lib/registry/../x\n"
+    )
+    assert "expected a path inside /var/lib/registry" in line
+
+
+def test_inmemory_storage_is_refused(tmp_path: Path) -> None:
+    """The inmemory driver loses every image at the next restart."""
+    [line] = problems(tmp_path, "REGISTRY_STORAGE=inmemory\n")
+    assert line.startswith("REGISTRY_STORAGE='inmemory': expected a storage driver that keeps")
+
+
+@pytest.mark.parametrize("value", [":5001", "127.0.0.1:5000", "localhost:5000"])
+def test_an_http_addr_off_the_published_port_is_refused(tmp_path: Path, value: str) -> None:
+    """The holder publishes the registry's port 5000 and the probe asks there."""
+    [line] = problems(tmp_path, f"REGISTRY_HTTP_ADDR={value}\n")
+    assert line.startswith(f"REGISTRY_HTTP_ADDR={value!r}: expected :5000")
+    assert "MY_REG_PORT=5001" in line
+
+
+@pytest.mark.parametrize("value", [":5000", "0.0.0.0:5000", "[::]:5000"])
+def test_an_http_addr_on_port_5000_is_accepted(tmp_path: Path, value: str) -> None:
+    """Any address on the container's port 5000 is what the holder publishes."""
+    assert (
+        value
+        == loaded(tmp_path, f"REGISTRY_HTTP_ADDR={value}\n").registry_env["REGISTRY_HTTP_ADDR"]
+    )
+
+
+def test_registry_auth_against_the_htpasswd_setting_names_both(tmp_path: Path) -> None:
+    """REGISTRY_AUTH=token with MY_REG_AUTH_HTPASSWD: the container would get htpasswd."""
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text("alice:$2y$05$" + "a" * 53 + "\n")
+    lines = problems(tmp_path, f"MY_REG_AUTH_HTPASSWD={htpasswd}\nREGISTRY_AUTH=token\n")
+    assert any(
+        line.startswith("REGISTRY_AUTH='token': contradicts MY_REG_AUTH_HTPASSWD=")
+        for line in lines
+    )
+
+
+def test_tls_files_given_by_registry_variables_are_refused(tmp_path: Path) -> None:
+    """The probe would speak http to an https registry: TLS is MY_REG_TLS_DIR's to set up."""
+    [line] = problems(tmp_path, "REGISTRY_HTTP_TLS_CERTIFICATE=/certs/c.pem\n")
+    assert "expected unset: TLS is set up with MY_REG_TLS_DIR" in line
+
+
+def test_metrics_on_the_registry_port_is_refused(tmp_path: Path) -> None:
+    """MY_REG_METRICS_ADDR on MY_REG_PORT (any overlapping address) cannot both listen."""
+    [line] = problems(tmp_path, "MY_REG_PORT=5001\nMY_REG_METRICS_ADDR=0.0.0.0:5001\n")
+    assert line.startswith(
+        "MY_REG_METRICS_ADDR='0.0.0.0:5001': expected another port than MY_REG_PORT=5001"
+    )
+
+
+def test_metrics_on_another_address_of_the_same_port_is_accepted(tmp_path: Path) -> None:
+    """127.0.0.1:5001 and 127.0.0.2:5001 do not overlap."""
+    settings = loaded(tmp_path, "MY_REG_BIND=127.0.0.2\nMY_REG_METRICS_ADDR=127.0.0.1:5001\n")
+    assert "127.0.0.1:5001" == settings.metrics_addr
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("/", "not /"),
+        ("/var/lib/docker", "outside Docker's own /var/lib/docker"),
+        ("/var/lib/docker/volumes/x/_data", "outside Docker's own /var/lib/docker"),
+    ],
+)
+def test_a_data_dir_that_can_lose_data_is_refused(
+    tmp_path: Path, value: str, expected: str
+) -> None:
+    """/ and Docker's own storage are no place for registry data."""
+    [line] = problems(tmp_path, f"MY_REG_DIR={value}\n")
+    assert line.startswith(f"MY_REG_DIR={value!r}: expected") and expected in line
+
+
+def test_a_data_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    """A file where the data dir should be cannot be mounted as one."""
+    (tmp_path / "file").write_text("")
+    [line] = problems(tmp_path, f"MY_REG_DIR={tmp_path / 'file'}\n")
+    assert line.endswith("expected a directory (it is a file)")
+
+
+def test_a_symlink_to_root_is_root(tmp_path: Path) -> None:
+    """Symlinks are resolved before the data dir is judged."""
+    (tmp_path / "link").symlink_to("/")
+    [line] = problems(tmp_path, f"MY_REG_DIR={tmp_path / 'link'}\n")
+    assert "not /" in line
+
+
+@pytest.mark.parametrize("inside", ["state", "data"])
+def test_data_dir_and_state_dir_apart(tmp_path: Path, inside: str) -> None:
+    """One inside the other: the registry would see the HTTP secret, or our files its data."""
+    data, state = tmp_path / "d", tmp_path / "d" / "s"
+    if inside == "data":
+        data, state = state, data
+    [line] = problems(tmp_path, f"MY_REG_DIR={data}\nMY_REG_STATE_DIR={state}\n")
+    assert line.startswith(
+        f"MY_REG_DIR={str(data)!r}: expected a directory apart from MY_REG_STATE_DIR"
+    )
+
+
+def test_a_package_managed_data_dir_is_a_warning(tmp_path: Path) -> None:
+    """/var/lib/registry is Debian's docker-registry package's: warned about, not refused."""
+    settings = loaded(tmp_path, "MY_REG_DIR=/var/lib/registry\nMY_REG_BIND=127.0.0.1\n")
+    [warning] = security.warnings(settings, None, datetime.now(UTC))
+    assert "settings.package_managed_dir" == warning.event
+    assert "/var/lib/registry" == warning.fields["package_dir"]
+
+
+def test_a_scoped_bind_address_is_refused(tmp_path: Path) -> None:
+    """Docker publishes on an address, not on a link-local %scope."""
+    [line] = problems(tmp_path, "MY_REG_BIND=fe80::1%eth0\n")
+    assert line == "MY_REG_BIND='fe80::1%eth0': expected an IPv4 or IPv6 address without a %scope"
+
+
+@pytest.mark.parametrize("source", ["file", "environment"])
+def test_blank_registry_values_are_unset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    """`REGISTRY_AUTH=` (compose's `${UNSET}`) is unset: the exposure warning stays."""
+    blanks = {"REGISTRY_AUTH": "", "REGISTRY_HTTP_TLS_CERTIFICATE": " ", "REGISTRY_HTTP_SECRET": ""}
+    text = "MY_REG_BIND=0.0.0.0\n"
+    if source == "file":
+        text += "".join(f"{key}={value}\n" for key, value in blanks.items())
+    else:
+        for key, value in blanks.items():
+            monkeypatch.setenv(key, value)
+    settings = loaded(tmp_path, text)
+    assert {} == settings.registry_env
+    assert ["security.exposed"] == [w.event for w in security.exposure(settings)]
+    assert not describe_secret(settings).startswith("set by")
+
+
+def test_a_blank_http_secret_does_not_suppress_the_generated_one(tmp_path: Path) -> None:
+    """REGISTRY_HTTP_SECRET= leaves the container to get the generated secret."""
+    from supervisor.secret import with_http_secret
+
+    settings = with_http_secret(
+        loaded(tmp_path, f"REGISTRY_HTTP_SECRET=\nMY_REG_STATE_DIR={tmp_path / 'state'}\n")
+    )
+    secret = dict(derive_spec(settings).environment)["REGISTRY_HTTP_SECRET"]
+    assert len(secret) >= 32
+
+
+@pytest.mark.parametrize("kind", ["directory", "dangling symlink"])
+def test_an_unreadable_default_env_file_is_an_error(tmp_path: Path, kind: str) -> None:
+    """./.env that exists but cannot be read is named; the defaults are not used silently."""
+    if kind == "directory":
+        (tmp_path / ".env").mkdir()
+    else:
+        (tmp_path / ".env").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None)
+    [line] = caught.value.problems
+    assert line.startswith(".env: expected a readable env file (")
