@@ -19,7 +19,13 @@ import structlog
 
 from supervisor import __version__, disk, log, security
 from supervisor.container import Engine
-from supervisor.errors import ConfigError, EngineUnavailable, ExitCode, MaintenanceFailed
+from supervisor.errors import (
+    ConfigError,
+    EngineUnavailable,
+    ExitCode,
+    MaintenanceFailed,
+    TransientError,
+)
 from supervisor.health import Probe, ProbeFailed, is_healthy
 from supervisor.notify import Notifier
 from supervisor.secret import describe_secret, with_http_secret
@@ -110,6 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 (one per co
     except ConfigError as err:
         _print_problems(err.problems)
         return ExitCode.CONFIG
+    except TransientError as err:
+        _print_problems(
+            [f"{line}; temporary: exit 75, systemd tries again" for line in err.problems]
+        )
+        return ExitCode.TEMPFAIL
     except EngineUnavailable as err:
         print(f"{PROG}: Docker engine unreachable: {err}", file=sys.stderr)
         return ExitCode.UNAVAILABLE
@@ -124,7 +135,7 @@ def _run(settings: Settings, env_file: Path | None) -> int:
     notifier = Notifier()
     try:
         Supervisor(with_http_secret(settings), env_file, notifier).run()
-    except (ConfigError, EngineUnavailable):
+    except (ConfigError, TransientError, EngineUnavailable):
         raise
     except Exception:  # noqa: BLE001 (the last line of defence: log, exit 70)
         # A bug: say so loudly, leave the registry serving, let systemd restart us.

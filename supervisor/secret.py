@@ -16,7 +16,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from supervisor.errors import ConfigError
+from supervisor.errors import for_os_error
 from supervisor.settings import Settings
 
 # Names, not secrets.
@@ -57,7 +57,9 @@ def describe_secret(settings: Settings) -> str:
 def load_or_create(path: Path) -> str:
     """The secret stored at ``path``; a new one is written (0600) when there is none.
 
-    ConfigError names MY_REG_STATE_DIR when the directory or file cannot be used.
+    Both errors name MY_REG_STATE_DIR: ConfigError when the directory or file cannot be
+    used (not a directory, no permission), TransientError when it cannot be used now (the
+    file system is full, an I/O error).
     """
     try:
         path.parent.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
@@ -66,11 +68,12 @@ def load_or_create(path: Path) -> str:
             return existing
         return _create(path)
     except OSError as err:
-        raise ConfigError(
-            [
-                f"MY_REG_STATE_DIR={str(path.parent)!r}: expected a directory where "
-                f"{path.name} can be kept ({err.strerror}: {err.filename or path})"
-            ]
+        setting = f"MY_REG_STATE_DIR={str(path.parent)!r}"
+        detail = f"{err.strerror}: {err.filename or path}"
+        raise for_os_error(
+            err,
+            config=f"{setting}: expected a directory where {path.name} can be kept ({detail})",
+            transient=f"{setting}: {path.name} cannot be kept there now ({detail})",
         ) from None
 
 

@@ -37,6 +37,8 @@ from supervisor.errors import (
     EngineUnavailable,
     ImageUnavailable,
     SupervisorError,
+    TransientError,
+    for_os_error,
 )
 from supervisor.events import ContainerEvent, EngineLost, EventWatcher
 from supervisor.health import FailureCount, Probe, ProbeFailed, is_healthy
@@ -194,7 +196,10 @@ class Supervisor:
     # -- lifecycle -------------------------------------------------------------
 
     def run(self) -> None:
-        """Supervise until SIGTERM or SIGINT. Raises ConfigError if the data dir fails."""
+        """Supervise until SIGTERM or SIGINT.
+
+        Raises ConfigError or TransientError if the data dir or metrics address fails.
+        """
         with captured_signals(self.messages):
             self.startup()
             try:
@@ -220,11 +225,11 @@ class Supervisor:
             # Created if missing; never deleted or moved by us.
             self.settings.dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise ConfigError(
-                [
-                    f"MY_REG_DIR={str(self.settings.dir)!r}: expected a directory we can create "
-                    f"({err.strerror})"
-                ]
+            setting = f"MY_REG_DIR={str(self.settings.dir)!r}"
+            raise for_os_error(
+                err,
+                config=f"{setting}: expected a directory we can create ({err.strerror})",
+                transient=f"{setting}: cannot be created now ({err.strerror})",
             ) from None
         self._serve_metrics()
         self.notifier.status("starting")
@@ -236,11 +241,13 @@ class Supervisor:
         try:
             self.metrics.serve(host, port)
         except OSError as err:
-            raise ConfigError(
-                [
-                    f"MY_REG_METRICS_ADDR={self.settings.metrics_addr!r}: expected an address "
-                    f"we can listen on ({err.strerror})"
-                ]
+            # A port in use is transient: most often the supervisor we replace has not let
+            # go yet, and exit 78 would leave the registry unsupervised until someone looks.
+            setting = f"MY_REG_METRICS_ADDR={self.settings.metrics_addr!r}"
+            raise for_os_error(
+                err,
+                config=f"{setting}: expected an address we can listen on ({err.strerror})",
+                transient=f"{setting}: cannot listen there now ({err.strerror})",
             ) from None
         self.log.info("metrics.serving", url=f"http://{self.settings.metrics_addr}/metrics")
 
@@ -885,7 +892,7 @@ class Supervisor:
         self.log.info("supervisor.reloading")
         try:
             new = with_http_secret(load_settings(self.env_file))
-        except ConfigError as err:
+        except (ConfigError, TransientError) as err:
             self.log.error("settings.reload_rejected", problems=err.problems)
             if started:
                 self.notifier.ready()
