@@ -16,6 +16,8 @@ import secrets
 import stat
 from pathlib import Path
 
+import structlog
+
 from supervisor.errors import for_os_error
 from supervisor.settings import Settings
 
@@ -63,6 +65,7 @@ def load_or_create(path: Path) -> str:
     """
     try:
         path.parent.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
+        _tighten(path.parent)
         existing = _read(path)
         if existing:
             return existing
@@ -75,6 +78,21 @@ def load_or_create(path: Path) -> str:
             config=f"{setting}: expected a directory where {path.name} can be kept ({detail})",
             transient=f"{setting}: {path.name} cannot be kept there now ({detail})",
         ) from None
+
+
+def _tighten(directory: Path) -> None:
+    """An existing state dir looser than 0700 becomes 0700 (mkdir's mode is only for a new
+    one): what it holds is root's alone. A directory we may not change is left as it is."""
+    mode = stat.S_IMODE(directory.stat().st_mode)
+    if not mode & 0o077:
+        return
+    log = structlog.get_logger()
+    try:
+        directory.chmod(STATE_DIR_MODE)
+    except OSError as err:
+        log.warning("state_dir.loose", path=str(directory), mode=f"{mode:04o}", error=str(err))
+    else:
+        log.warning("state_dir.tightened", path=str(directory), old_mode=f"{mode:04o}")
 
 
 def _read(path: Path) -> str | None:
