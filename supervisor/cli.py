@@ -25,6 +25,7 @@ from supervisor.errors import (
     ExitCode,
     ImageUnavailable,
     MaintenanceFailed,
+    TransientError,
 )
 from supervisor.health import Probe, ProbeFailed, is_healthy
 from supervisor.notify import Notifier
@@ -117,6 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 (one per co
     except ConfigError as err:
         _print_problems(err.problems)
         return ExitCode.CONFIG
+    except TransientError as err:
+        _print_problems(
+            [f"{line}; temporary: exit 75, systemd tries again" for line in err.problems]
+        )
+        return ExitCode.TEMPFAIL
     except EngineUnavailable as err:
         print(f"{PROG}: Docker engine unreachable: {err}", file=sys.stderr)
         return ExitCode.UNAVAILABLE
@@ -131,7 +137,7 @@ def _run(settings: Settings, env_file: Path | None) -> int:
     notifier = Notifier()
     try:
         Supervisor(with_http_secret(settings), env_file, notifier).run()
-    except (ConfigError, EngineUnavailable):
+    except (ConfigError, TransientError, EngineUnavailable):
         raise
     except Exception:  # noqa: BLE001 (the last line of defence: log, exit 70)
         # A bug: say so loudly, leave the registry serving, let systemd restart us.

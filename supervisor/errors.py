@@ -6,6 +6,7 @@ boundary; only the CLI turns them into exit codes.
 
 from __future__ import annotations
 
+import errno
 from enum import IntEnum
 
 
@@ -15,7 +16,8 @@ class ExitCode(IntEnum):
     OK = 0
     UNAVAILABLE = 69  # EX_UNAVAILABLE: the Docker engine does not answer
     SOFTWARE = 70  # EX_SOFTWARE: a bug; the traceback is logged
-    CONFIG = 78  # EX_CONFIG: bad settings; systemd must not restart-loop on it
+    TEMPFAIL = 75  # EX_TEMPFAIL: a condition that may clear (disk full); systemd restarts us
+    CONFIG = 78  # EX_CONFIG: bad settings, only an edit fixes them; systemd does not restart
 
 
 class SupervisorError(Exception):
@@ -28,6 +30,51 @@ class ConfigError(SupervisorError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
+
+
+class TransientError(SupervisorError):
+    """Something the settings name cannot be used now, for a reason that may clear by
+    itself (a full disk, an I/O error, a port still taken); ``problems`` holds one line each.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+# What the system says when trying again later may work: space, quota, memory, descriptors,
+# I/O, a busy or contended resource, a port still held (an old instance exiting). Anything
+# else (EACCES, EPERM, ENOTDIR, EROFS, ELOOP, ENAMETOOLONG, EADDRNOTAVAIL...) needs an edit.
+TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.ENOMEM,
+        errno.ENOBUFS,
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.EIO,
+        errno.EAGAIN,
+        errno.EBUSY,
+        errno.ETXTBSY,
+        errno.EINTR,
+        errno.ETIMEDOUT,
+        errno.ENOLCK,
+        errno.ESTALE,
+        errno.EADDRINUSE,
+    }
+)
+
+
+def for_os_error(err: OSError, *, config: str, transient: str) -> ConfigError | TransientError:
+    """The error to raise for ``err``, met using a setting (pure).
+
+    A transient errno gives TransientError with the line ``transient`` (exit 75, retried);
+    any other gives ConfigError with the line ``config`` (exit 78, edit the setting).
+    """
+    if err.errno in TRANSIENT_ERRNOS:
+        return TransientError([transient])
+    return ConfigError([config])
 
 
 class EngineUnavailable(SupervisorError):

@@ -16,7 +16,9 @@ import secrets
 import stat
 from pathlib import Path
 
-from supervisor.errors import ConfigError
+import structlog
+
+from supervisor.errors import for_os_error
 from supervisor.settings import Settings
 
 # Names, not secrets.
@@ -57,21 +59,40 @@ def describe_secret(settings: Settings) -> str:
 def load_or_create(path: Path) -> str:
     """The secret stored at ``path``; a new one is written (0600) when there is none.
 
-    ConfigError names MY_REG_STATE_DIR when the directory or file cannot be used.
+    Both errors name MY_REG_STATE_DIR: ConfigError when the directory or file cannot be
+    used (not a directory, no permission), TransientError when it cannot be used now (the
+    file system is full, an I/O error).
     """
     try:
         path.parent.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
+        _tighten(path.parent)
         existing = _read(path)
         if existing:
             return existing
         return _create(path)
     except OSError as err:
-        raise ConfigError(
-            [
-                f"MY_REG_STATE_DIR={str(path.parent)!r}: expected a directory where "
-                f"{path.name} can be kept ({err.strerror}: {err.filename or path})"
-            ]
+        setting = f"MY_REG_STATE_DIR={str(path.parent)!r}"
+        detail = f"{err.strerror}: {err.filename or path}"
+        raise for_os_error(
+            err,
+            config=f"{setting}: expected a directory where {path.name} can be kept ({detail})",
+            transient=f"{setting}: {path.name} cannot be kept there now ({detail})",
         ) from None
+
+
+def _tighten(directory: Path) -> None:
+    """An existing state dir looser than 0700 becomes 0700 (mkdir's mode is only for a new
+    one): what it holds is root's alone. A directory we may not change is left as it is."""
+    mode = stat.S_IMODE(directory.stat().st_mode)
+    if not mode & 0o077:
+        return
+    log = structlog.get_logger()
+    try:
+        directory.chmod(STATE_DIR_MODE)
+    except OSError as err:
+        log.warning("state_dir.loose", path=str(directory), mode=f"{mode:04o}", error=str(err))
+    else:
+        log.warning("state_dir.tightened", path=str(directory), old_mode=f"{mode:04o}")
 
 
 def _read(path: Path) -> str | None:

@@ -4,7 +4,9 @@ One thread decides. Signal handlers and the Docker event thread only put
 messages on a SimpleQueue; the loop drains it, then ticks: reconnect to the
 engine, make sure the image is there, repair the container when a repair is
 due, probe when a probe is due, and tell systemd. Every wait is bounded by the
-next deadline, so the watchdog is fed by the loop itself.
+next deadline, so the watchdog is fed by the loop itself; a call that may block
+longer than the watchdog period allows (a long probe, a `docker stop`) runs on a
+helper thread while the loop only feeds the watchdog, and decides once it returns.
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
-from supervisor import disk, journal, log, maintenance, metrics, security, state, tls
+from supervisor import disk, journal, log, maintenance, metrics, security, state, tls, watchdog
 from supervisor.backoff import BackoffPolicy, RestartBudget
-from supervisor.container import Engine, Observed, network_namespace
+from supervisor.container import API_TIMEOUT_S, Engine, Observed, network_namespace
 from supervisor.errors import (
     ConfigError,
     ContainerActionFailed,
@@ -36,6 +38,8 @@ from supervisor.errors import (
     EngineUnavailable,
     ImageUnavailable,
     SupervisorError,
+    TransientError,
+    for_os_error,
 )
 from supervisor.events import ContainerEvent, EngineLost, EventWatcher
 from supervisor.health import FailureCount, Probe, ProbeFailed, is_healthy
@@ -84,6 +88,8 @@ MAINTENANCE_POLL_S = 0.5
 STATE_QUIET_S = 1.0
 # The data dir walk for registry_data_dir_bytes runs on the loop: keep it short.
 METRICS_WALK_MAX_S = 0.2
+T = TypeVar("T")
+
 # A registry log stream that ended (container stopped, read timeout) is followed again
 # no sooner than this.
 FOLLOW_RETRY_S = 1.0
@@ -213,7 +219,10 @@ class Supervisor:
     # -- lifecycle -------------------------------------------------------------
 
     def run(self) -> None:
-        """Supervise until SIGTERM or SIGINT. Raises ConfigError if the data dir fails."""
+        """Supervise until SIGTERM or SIGINT.
+
+        Raises ConfigError or TransientError if the data dir or metrics address fails.
+        """
         with captured_signals(self.messages):
             self.startup()
             try:
@@ -239,11 +248,11 @@ class Supervisor:
             # Created if missing; never deleted or moved by us.
             self.settings.dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise ConfigError(
-                [
-                    f"MY_REG_DIR={str(self.settings.dir)!r}: expected a directory we can create "
-                    f"({err.strerror})"
-                ]
+            setting = f"MY_REG_DIR={str(self.settings.dir)!r}"
+            raise for_os_error(
+                err,
+                config=f"{setting}: expected a directory we can create ({err.strerror})",
+                transient=f"{setting}: cannot be created now ({err.strerror})",
             ) from None
         self._serve_metrics()
         self.notifier.status("starting")
@@ -255,11 +264,13 @@ class Supervisor:
         try:
             self.metrics.serve(host, port)
         except OSError as err:
-            raise ConfigError(
-                [
-                    f"MY_REG_METRICS_ADDR={self.settings.metrics_addr!r}: expected an address "
-                    f"we can listen on ({err.strerror})"
-                ]
+            # A port in use is transient: most often the supervisor we replace has not let
+            # go yet, and exit 78 would leave the registry unsupervised until someone looks.
+            setting = f"MY_REG_METRICS_ADDR={self.settings.metrics_addr!r}"
+            raise for_os_error(
+                err,
+                config=f"{setting}: expected an address we can listen on ({err.strerror})",
+                transient=f"{setting}: cannot listen there now ({err.strerror})",
             ) from None
         self.log.info("metrics.serving", url=f"http://{self.settings.metrics_addr}/metrics")
 
@@ -305,8 +316,7 @@ class Supervisor:
             if observed is None or not observed.managed or not observed.running:
                 return
             if self.settings.stop_on_exit:
-                self._kick_watchdog()
-                self.docker.stop(observed.id, self.settings.stop_timeout)
+                self._stop(observed.id)
                 self.log.info("container.stopped", name=name, container_id=observed.short_id)
             else:
                 self.log.info("container.left_running", name=name, container_id=observed.short_id)
@@ -420,6 +430,41 @@ class Supervisor:
         if every is not None:
             self.notifier.watchdog()
             self.watchdog_at = self.clock() + every
+
+    def _blocking(self, name: str, bound_s: float, call: Callable[[], T]) -> T:
+        """``call()``, which may block up to ``bound_s`` seconds, with the watchdog fed.
+
+        Longer than what is left of the watchdog period, it runs on a helper thread while
+        this thread sends WATCHDOG=1 on schedule and nothing else; its result (or error)
+        comes back here, so the loop still decides, after the call, alone.
+        """
+        where = watchdog.placement(
+            bound_s, self.clock(), self.watchdog_at, self.notifier.watchdog_every_s
+        )
+        if where is watchdog.Placement.OFF_LOOP:
+            return watchdog.call_feeding(
+                call,
+                ping=self._kick_watchdog,
+                ping_due=lambda: self.watchdog_at,
+                clock=self.clock,
+                name=name,
+            )
+        if where is watchdog.Placement.PING_THEN_INLINE:
+            self._kick_watchdog()
+        return call()
+
+    def _stop(self, container_id: str) -> None:
+        """`docker stop`: SIGTERM, then SIGKILL after MY_REG_STOP_TIMEOUT."""
+        timeout, docker = self.settings.stop_timeout, self.docker
+        # docker-py waits `timeout` beyond its API timeout for this call.
+        self._blocking(
+            "docker-stop", timeout + API_TIMEOUT_S, lambda: docker.stop(container_id, timeout)
+        )
+
+    def _restart(self, container_id: str) -> None:
+        """`docker restart -t 0`: an engine call, bounded by the API timeout."""
+        docker = self.docker
+        self._blocking("docker-restart", API_TIMEOUT_S, lambda: docker.restart(container_id))
 
     def _warn_risks(self) -> None:
         """Log what is risky about the settings (exposure, an expiring certificate)."""
@@ -753,7 +798,7 @@ class Supervisor:
             self.container_id = observed.id
             self.log.info("container.started", container_id=observed.short_id, reason=reason)
         elif decision.action is Action.RESTART and observed is not None:
-            self.docker.restart(observed.id)
+            self._restart(observed.id)
             self.container_id = observed.id
             self.log.info("container.started", container_id=observed.short_id, reason=reason)
         elif decision.action is Action.REPLACE and observed is not None:
@@ -797,8 +842,7 @@ class Supervisor:
             elif held.action in (Action.CREATE, Action.REPLACE):
                 self._retire(registry, Reason.NETWORK_LOST)
             elif registry.running:
-                self._kick_watchdog()
-                self.docker.stop(registry.id, self.settings.stop_timeout)
+                self._stop(registry.id)
         if held.action is Action.REPLACE and holder is not None:
             self._retire(holder, held.reason)
         if held.action in (Action.CREATE, Action.REPLACE) or holder is None:
@@ -807,7 +851,7 @@ class Supervisor:
             self.log.info("holder.created", name=self.holder.name, container_id=holder.short_id)
         else:
             if held.action is Action.RESTART:  # paused
-                self.docker.restart(holder.id)
+                self._restart(holder.id)
             else:
                 self.docker.start(holder.id)
             self.log.info("holder.started", name=self.holder.name, container_id=holder.short_id)
@@ -831,10 +875,7 @@ class Supervisor:
     def _retire(self, observed: Observed, reason: Reason | None) -> None:
         """Stop and remove a container we replace; its volumes and data stay."""
         if observed.running:
-            # A graceful stop may take MY_REG_STOP_TIMEOUT: start it with a fresh
-            # watchdog period, not half of one.
-            self._kick_watchdog()
-            self.docker.stop(observed.id, self.settings.stop_timeout)
+            self._stop(observed.id)
         self.docker.remove(observed.id)
         self.log.warning(
             "container.replaced",
@@ -848,8 +889,10 @@ class Supervisor:
 
     def _probe(self, now: float) -> None:
         started = now
+        timeout, probe = self.settings.health_timeout, self.probe
         try:
-            status = self.probe(self.settings.health_timeout)
+            # Connect and read are each bounded by the timeout.
+            status = self._blocking("probe", 2 * timeout, lambda: probe(timeout))
             healthy, detail = is_healthy(status), f"HTTP {status}"
         except ProbeFailed as err:
             healthy, detail = False, str(err)
@@ -938,7 +981,7 @@ class Supervisor:
             new = with_http_secret(load_settings(self.env_file))
             new_spec = derive_spec(new)
             image_id = self._preflight(new, new_spec)
-        except ConfigError as err:
+        except (ConfigError, TransientError) as err:
             self.log.error("settings.reload_rejected", problems=err.problems)
             if started:
                 self.notifier.ready()

@@ -11,7 +11,7 @@ import pytest
 
 from supervisor import security
 from supervisor.errors import ConfigError
-from supervisor.secret import describe_secret
+from supervisor.secret import describe_secret, with_http_secret
 from supervisor.settings import load_settings
 from supervisor.spec import derive_spec
 
@@ -222,8 +222,6 @@ def test_blank_registry_values_are_unset(
 
 def test_a_blank_http_secret_does_not_suppress_the_generated_one(tmp_path: Path) -> None:
     """REGISTRY_HTTP_SECRET= leaves the container to get the generated secret."""
-    from supervisor.secret import with_http_secret
-
     settings = with_http_secret(
         loaded(tmp_path, f"REGISTRY_HTTP_SECRET=\nMY_REG_STATE_DIR={tmp_path / 'state'}\n")
     )

@@ -57,6 +57,14 @@ def test_a_loosened_secret_file_is_tightened(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+def test_a_loose_existing_state_dir_is_tightened_to_0700(tmp_path: Path) -> None:
+    """mkdir's mode applies only to a new directory: an existing 0755 one becomes 0700."""
+    (tmp_path / "state").mkdir(mode=0o755)
+    (tmp_path / "state").chmod(0o755)
+    with_http_secret(settings_with_state(tmp_path))
+    assert 0o700 == stat.S_IMODE((tmp_path / "state").stat().st_mode)
+
+
 def test_an_unusable_state_dir_is_a_config_error_naming_it(tmp_path: Path) -> None:
     """MY_REG_STATE_DIR naming a file: exit-78 material, with the variable's name."""
     (tmp_path / "state").write_text("not a directory")

@@ -1,0 +1,76 @@
+"""Blocking calls that may outlast systemd's watchdog period: where they run, and how.
+
+A call whose bound ends before the next WATCHDOG=1 is due runs inline (the fast path: a
+probe every 50 ms after a restart). One that fits in a fresh period runs inline after an
+early ping. Any longer call (a probe with a long MY_REG_HEALTH_TIMEOUT, a `docker stop`
+waiting out MY_REG_STOP_TIMEOUT) runs on a helper thread while the calling thread only
+pings on schedule; the caller gets its result or its exception once it returns, so the
+caller is still the one thread that decides. ``placement`` is pure; ``call_feeding`` knows
+nothing of the loop or of systemd: it is given what to call and how to ping.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, wait
+from enum import StrEnum
+from typing import TypeVar
+
+T = TypeVar("T")
+
+# What a call returns to the loop with, after its own bound: the work around it (inspect,
+# logging, the heartbeat) before the loop can ping again.
+SLACK_S = 0.25
+
+
+class Placement(StrEnum):
+    INLINE = "inline"  # ends before the next ping is due
+    PING_THEN_INLINE = "ping-then-inline"  # fits in a fresh period
+    OFF_LOOP = "off-loop"  # longer than a period: the caller pings while it runs
+
+
+def placement(bound_s: float, now: float, ping_due: float, every_s: float | None) -> Placement:
+    """Where a call that may block ``bound_s`` seconds runs (pure).
+
+    ``ping_due`` is when the next WATCHDOG=1 is due; ``every_s`` the period (None: no
+    watchdog, so nothing to keep fed).
+    """
+    if every_s is None or now + bound_s + SLACK_S <= ping_due:
+        return Placement.INLINE
+    if bound_s + SLACK_S <= every_s:
+        return Placement.PING_THEN_INLINE
+    return Placement.OFF_LOOP
+
+
+def call_feeding(
+    call: Callable[[], T],
+    *,
+    ping: Callable[[], None],
+    ping_due: Callable[[], float],
+    clock: Callable[[], float],
+    name: str = "blocking-call",
+) -> T:
+    """``call()`` on a helper thread; meanwhile ``ping()`` whenever ``clock()`` reaches
+    ``ping_due()`` (which a ping moves on). Returns what the call returned, or raises what
+    it raised.
+
+    The helper is a daemon thread: a call that is still running when the process exits
+    (it is bounded by its own timeout) does not hold the exit up.
+    """
+    done: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            result = call()
+        except BaseException as err:  # noqa: BLE001 (handed to the caller, who re-raises it)
+            done.set_exception(err)
+        else:
+            done.set_result(result)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    # Not done.result(timeout): a call that raises TimeoutError (a socket's) would look
+    # like a wait that timed out, for ever.
+    while not wait([done], timeout=max(0.0, ping_due() - clock())).done:
+        ping()
+    return done.result()
