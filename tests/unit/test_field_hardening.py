@@ -11,9 +11,11 @@ import pytest
 
 from supervisor import security
 from supervisor.errors import ConfigError
+from supervisor.notify import Notifier
 from supervisor.secret import describe_secret, with_http_secret
 from supervisor.settings import load_settings
 from supervisor.spec import derive_spec
+from supervisor.supervise import ENGINE_MIN_RETRY_S, ENGINE_RETRY, Supervisor
 
 
 def problems(tmp_path: Path, text: str) -> list[str]:
@@ -240,3 +242,35 @@ def test_an_unreadable_default_env_file_is_an_error(tmp_path: Path, kind: str) -
         load_settings(None)
     [line] = caught.value.problems
     assert line.startswith(".env: expected a readable env file (")
+
+
+class _Connection:
+    """Stands in for the engine connection that was just lost (only closed)."""
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_flapping_engine_is_reconnected_to_ever_more_slowly(tmp_path: Path) -> None:
+    """Every engine loss waits at least ENGINE_MIN_RETRY_S before reconnecting, and longer
+    each time until the registry is healthy again: never a hot loop (1150 reconnects in 5 s
+    when a request kept failing right after each successful ping)."""
+    now = 1000.0
+    sup = Supervisor(
+        loaded(tmp_path, "MY_REG_BIND=127.0.0.1\n"), None, Notifier(), clock=lambda: now
+    )
+    try:
+        delays = []
+        for _ in range(8):
+            sup.engine = _Connection()  # type: ignore[assignment]
+            sup._engine_lost("refused")
+            delays.append(sup.engine_retry_at - now)
+        assert all(delay >= ENGINE_MIN_RETRY_S for delay in delays)
+        assert delays == sorted(delays)
+        assert ENGINE_RETRY.cap_s >= delays[-1] > delays[1]
+        sup._healthy(now)
+        sup.engine = _Connection()  # type: ignore[assignment]
+        sup._engine_lost("gone")
+        assert ENGINE_MIN_RETRY_S == pytest.approx(sup.engine_retry_at - now)
+    finally:
+        sup.probe.close()
