@@ -35,7 +35,12 @@ import structlog
 
 from supervisor import disk, maintenance, state
 from supervisor.container import Engine, Observed, create_config
-from supervisor.errors import MaintenanceFailed
+from supervisor.errors import (
+    ContainerActionFailed,
+    ContainerGone,
+    ImageUnavailable,
+    MaintenanceFailed,
+)
 from supervisor.health import Probe, ProbeFailed, is_healthy
 from supervisor.settings import Settings
 from supervisor.spec import CONFIG_MOUNT, MANAGED_BY_LABEL, ContainerSpec, derive_spec, spec_hash
@@ -48,6 +53,8 @@ COLLECTOR_SUFFIX = "-gc"
 # How long the registry may take to answer after each recreation.
 ANSWER_TIMEOUT_S = 60.0
 ANSWER_POLL_S = 0.1
+# Refusals of the engine that end a gc with one line (exit 1), never a traceback.
+ENGINE_REFUSALS = (ContainerActionFailed, ContainerGone, ImageUnavailable)
 _ELIGIBLE_BLOB = re.compile(r"^blob eligible for deletion: (sha256:[0-9a-f]{64})\s*$", re.MULTILINE)
 # Where the filesystem driver keeps blobs under its root (the data dir).
 BLOBS_DIR = "docker/registry/v2/blobs"
@@ -193,6 +200,12 @@ class GarbageCollection:
         """Collect garbage; MaintenanceFailed if it fails, after restoring the registry
         (unless the collector may still run: then the registry stays read-only and the
         lock stays, and the running supervisor restores it once the collector ends)."""
+        try:
+            return self._run()
+        except ENGINE_REFUSALS as err:
+            raise MaintenanceFailed(f"the Docker engine refused: {err}") from None
+
+    def _run(self) -> GcResult:
         if self.dry_run:
             # Deletes nothing and leaves the registry serving: the supervisor keeps
             # repairing as usual, so no maintenance lock.
@@ -307,13 +320,26 @@ class GarbageCollection:
                 "the registry stays read-only until it ends (a running supervisor then "
                 "restores it; otherwise run gc again)"
             )
-        self._recreate(self.engine.inspect(self.spec.name), self.spec, holder_id, "normal")
+        try:
+            self._recreate(self.engine.inspect(self.spec.name), self.spec, holder_id, "normal")
+        except ENGINE_REFUSALS as err:
+            raise MaintenanceFailed(
+                f"the registry could not be recreated in normal mode ({err}); "
+                "a running supervisor recreates it"
+            ) from None
 
     def _clear_leftover_collector(self) -> None:
-        """A collector left by a killed gc: remove it if it has ended, refuse if it runs."""
+        """A collector left by a killed gc: remove it if it has ended, refuse if it runs.
+        A container of that name we did not create is the user's: refuse, touch nothing."""
         leftover = self.engine.inspect(self.collector)
-        if leftover is None or not leftover.managed:
+        if leftover is None:
             return
+        if not leftover.managed:
+            raise MaintenanceFailed(
+                f"container {leftover.name} was not created by registry-supervisor, and gc "
+                f"needs its name for the collector: remove it (docker rm {leftover.name}) or "
+                "rename it (docker rename), then run gc again"
+            )
         if maintenance.collector_holds(leftover):
             raise MaintenanceFailed(
                 f"a collector from an earlier gc ({leftover.name}) is still running; "
