@@ -6,7 +6,7 @@ and a re-push would then skip uploading them). So, with the maintenance lock hel
 (a running supervisor stands aside, see supervisor/maintenance.py):
 
 1. the registry container is recreated in read-only mode (pulls keep working,
-   pushes get 503 for the duration),
+   pushes get 405 for the duration),
 2. the collector runs in a one-shot container on the same image, mounts and environment,
 3. the normal container is recreated from the normal spec (no stale cache survives),
 4. bytes freed are measured as the data dir's size before and after.
