@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from supervisor import __version__, disk, log, security
+from supervisor import __version__, disk, log, maintenance, security
 from supervisor.container import Engine, Observed
 from supervisor.errors import (
     ConfigError,
@@ -409,6 +409,10 @@ def _status(settings: Settings, *, as_json: bool) -> int:
     with closing(Engine()) as engine:
         observed = engine.inspect(settings.name)
         holder = engine.inspect(f"{settings.name}{HOLDER_SUFFIX}")
+        lock = maintenance.current(
+            maintenance.maintenance_path(settings),
+            lambda name: maintenance.collector_holds(engine.inspect(name)),
+        )
     container: dict[str, Any] | None = None
     health, detail = "absent", "no container"
     if observed is not None:
@@ -441,7 +445,7 @@ def _status(settings: Settings, *, as_json: bool) -> int:
         else {"id": holder.id, "name": holder.name, "state": holder.state.value},
     }
     started = observed.started_at if observed is not None and observed.running else None
-    report.update(glance.gather(settings, started, datetime.now(UTC)))
+    report.update(glance.gather(settings, started, datetime.now(UTC), lock))
     if health != "healthy":
         report["uptime_s"] = None
     if as_json:

@@ -374,11 +374,12 @@ class Engine:
         with _translated("remove"):
             self._client.api.remove_container(container_id, v=False, force=True)
 
-    def run_once(self, config: dict[str, Any], timeout: int) -> tuple[int, str]:
+    def run_once(self, config: dict[str, Any], timeout: int | None) -> tuple[int, str]:
         """Create, start and wait for a one-shot container: its exit code and output.
 
-        ``config`` is in ``create_config``'s form. The container is removed afterwards,
-        whatever happened (never its volumes).
+        ``config`` is in ``create_config``'s form; with ``timeout`` None it is waited for as
+        long as it runs. The container is removed afterwards, whatever happened (never its
+        volumes).
         """
         container_id = self._create(config)
         try:

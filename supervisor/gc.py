@@ -2,11 +2,11 @@
 
 The registry must not accept writes while `registry garbage-collect` runs, and must be
 restarted afterwards (its blob descriptor cache would keep deleted blobs "present",
-and a re-push would then skip uploading them). So, with the maintenance file held
+and a re-push would then skip uploading them). So, with the maintenance lock held
 (a running supervisor stands aside, see supervisor/maintenance.py):
 
 1. the registry container is recreated in read-only mode (pulls keep working,
-   pushes get 503 for the duration),
+   pushes get 405 for the duration),
 2. the collector runs in a one-shot container on the same image, mounts and environment,
 3. the normal container is recreated from the normal spec (no stale cache survives),
 4. bytes freed are measured as the data dir's size before and after.
@@ -14,6 +14,11 @@ and a re-push would then skip uploading them). So, with the maintenance file hel
 A dry run skips steps 1 and 3 (it deletes nothing, so the registry keeps serving
 untouched) and reports what a real run would free: the size of the blobs it names.
 Nothing but the registry's own collector deletes anything; the data dir stays where it is.
+
+The collector is waited for as long as it runs: no timeout abandons it. Whatever ends
+`gc` early (a signal, an engine error), the registry goes back to normal mode and the
+lock is released only once the collector is known to be gone; otherwise both stay, and
+the lock holds on the collector's own state until it ends.
 """
 
 from __future__ import annotations
@@ -30,7 +35,12 @@ import structlog
 
 from supervisor import disk, maintenance, state
 from supervisor.container import Engine, Observed, create_config
-from supervisor.errors import MaintenanceFailed
+from supervisor.errors import (
+    ContainerActionFailed,
+    ContainerGone,
+    ImageUnavailable,
+    MaintenanceFailed,
+)
 from supervisor.health import Probe, ProbeFailed, is_healthy
 from supervisor.settings import Settings
 from supervisor.spec import CONFIG_MOUNT, MANAGED_BY_LABEL, ContainerSpec, derive_spec, spec_hash
@@ -43,7 +53,8 @@ COLLECTOR_SUFFIX = "-gc"
 # How long the registry may take to answer after each recreation.
 ANSWER_TIMEOUT_S = 60.0
 ANSWER_POLL_S = 0.1
-COLLECT_TIMEOUT_S = int(maintenance.MAX_AGE_S)
+# Refusals of the engine that end a gc with one line (exit 1), never a traceback.
+ENGINE_REFUSALS = (ContainerActionFailed, ContainerGone, ImageUnavailable)
 _ELIGIBLE_BLOB = re.compile(r"^blob eligible for deletion: (sha256:[0-9a-f]{64})\s*$", re.MULTILINE)
 # Where the filesystem driver keeps blobs under its root (the data dir).
 BLOBS_DIR = "docker/registry/v2/blobs"
@@ -91,6 +102,12 @@ def collector_command(*, dry_run: bool, delete_untagged: bool) -> list[str]:
     return ["garbage-collect", *flags, CONFIG_MOUNT]
 
 
+def collector_name(spec: ContainerSpec, *, dry_run: bool) -> str:
+    """The collector container's name (pure). A dry run has a name of its own: it may run
+    beside a real collection."""
+    return f"{spec.name}{COLLECTOR_SUFFIX}{'-dry' if dry_run else ''}"
+
+
 def collector_config(spec: ContainerSpec, command: list[str]) -> dict[str, Any]:
     """Create arguments of the one-shot collector: the registry's mounts, env and hardening,
     no published port, no spec hash (it is never mistaken for the registry) (pure)."""
@@ -98,9 +115,7 @@ def collector_config(spec: ContainerSpec, command: list[str]) -> dict[str, Any]:
     config = create_config(spec, holder_id=None)
     config.pop("stop_signal")
     config.pop("stop_timeout")
-    # A dry run has a name of its own: it may run beside a real collection.
-    dry = "--dry-run" in command
-    config["name"] = f"{spec.name}{COLLECTOR_SUFFIX}{'-dry' if dry else ''}"
+    config["name"] = collector_name(spec, dry_run="--dry-run" in command)
     config["labels"] = {MANAGED_BY_LABEL: spec.labels[MANAGED_BY_LABEL]}
     config["entrypoint"] = [REGISTRY_BINARY]
     config["command"] = command
@@ -175,17 +190,31 @@ class GarbageCollection:
         self.delete_untagged = delete_untagged
         self.sleep = sleep
         self.spec = derive_spec(settings)
+        self.collector = collector_name(self.spec, dry_run=dry_run)
+        # Set from the collector's creation until it is known to be gone: while set, the
+        # registry stays read-only and the lock is kept.
+        self.collector_may_run = False
         self.log = structlog.get_logger().bind(container=settings.name, image=self.spec.image)
 
     def run(self) -> GcResult:
-        """Collect garbage; MaintenanceFailed (after restoring the registry) if it fails."""
+        """Collect garbage; MaintenanceFailed if it fails, after restoring the registry
+        (unless the collector may still run: then the registry stays read-only and the
+        lock stays, and the running supervisor restores it once the collector ends)."""
+        try:
+            return self._run()
+        except ENGINE_REFUSALS as err:
+            raise MaintenanceFailed(f"the Docker engine refused: {err}") from None
+
+    def _run(self) -> GcResult:
         if self.dry_run:
             # Deletes nothing and leaves the registry serving: the supervisor keeps
             # repairing as usual, so no maintenance lock.
             return self._collect()
         path = maintenance.maintenance_path(self.settings)
         try:
-            held = maintenance.acquire(path, maintenance.GARBAGE_COLLECTION)
+            held = maintenance.acquire(
+                path, maintenance.GARBAGE_COLLECTION, self.collector, self._collector_running
+            )
         except maintenance.MaintenanceBusy as err:
             raise MaintenanceFailed(str(err)) from None
         except OSError as err:
@@ -193,7 +222,14 @@ class GarbageCollection:
         try:
             return self._collect()
         finally:
-            maintenance.release(path, held)
+            if self.collector_may_run:
+                # Released, the supervisor would make the registry writable mid-sweep.
+                self.log.warning("gc.lock_kept", collector=self.collector)
+            else:
+                maintenance.release(path, held)
+
+    def _collector_running(self, name: str) -> bool:
+        return maintenance.collector_holds(self.engine.inspect(name))
 
     def _collect(self) -> GcResult:
         started, clock = _now(), time.monotonic()
@@ -224,9 +260,9 @@ class GarbageCollection:
             if switch and observed is not None:
                 self._recreate(observed, readonly_spec(self.spec), holder_id, "read-only")
             command = collector_command(dry_run=self.dry_run, delete_untagged=self.delete_untagged)
-            code, output = self.engine.run_once(
-                collector_config(self.spec, command), COLLECT_TIMEOUT_S
-            )
+            self.collector_may_run = True
+            # No timeout: a collection takes as long as the storage needs.
+            code, output = self.engine.run_once(collector_config(self.spec, command), None)
             summary = parse_summary(output)
             if self.dry_run:  # after a real run they are gone: freed_bytes measures that
                 eligible_bytes = blobs_bytes(self.settings.dir, eligible_blobs(output))
@@ -236,9 +272,12 @@ class GarbageCollection:
                 tail = " | ".join(output.strip().splitlines()[-3:])
                 outcome = f"failed: the collector exited {code}: {tail}"
         finally:
+            if self.collector_may_run:
+                self.collector_may_run = maintenance.collector_holds(
+                    self.engine.inspect(self.collector)
+                )
             if switch:
-                current = self.engine.inspect(self.spec.name)
-                self._recreate(current, self.spec, holder_id, "normal")
+                self._restore(holder_id)
         after = disk.tree_size(self.settings.dir)
         result = GcResult(
             dry_run=self.dry_run,
@@ -273,13 +312,35 @@ class GarbageCollection:
         )
         return result
 
+    def _restore(self, holder_id: str) -> None:
+        """Back to the normal container, unless the collector may still be sweeping."""
+        if self.collector_may_run:
+            raise MaintenanceFailed(
+                f"the collector {self.collector} could not be removed and may still run; "
+                "the registry stays read-only until it ends (a running supervisor then "
+                "restores it; otherwise run gc again)"
+            )
+        try:
+            self._recreate(self.engine.inspect(self.spec.name), self.spec, holder_id, "normal")
+        except ENGINE_REFUSALS as err:
+            raise MaintenanceFailed(
+                f"the registry could not be recreated in normal mode ({err}); "
+                "a running supervisor recreates it"
+            ) from None
+
     def _clear_leftover_collector(self) -> None:
-        """A collector left by a killed gc: remove it if it has ended, refuse if it runs."""
-        dry = "-dry" if self.dry_run else ""
-        leftover = self.engine.inspect(f"{self.spec.name}{COLLECTOR_SUFFIX}{dry}")
-        if leftover is None or not leftover.managed:
+        """A collector left by a killed gc: remove it if it has ended, refuse if it runs.
+        A container of that name we did not create is the user's: refuse, touch nothing."""
+        leftover = self.engine.inspect(self.collector)
+        if leftover is None:
             return
-        if leftover.running:
+        if not leftover.managed:
+            raise MaintenanceFailed(
+                f"container {leftover.name} was not created by registry-supervisor, and gc "
+                f"needs its name for the collector: remove it (docker rm {leftover.name}) or "
+                "rename it (docker rename), then run gc again"
+            )
+        if maintenance.collector_holds(leftover):
             raise MaintenanceFailed(
                 f"a collector from an earlier gc ({leftover.name}) is still running; "
                 "wait for it to end"

@@ -77,10 +77,15 @@ def certificate(settings: Settings, now: datetime) -> dict[str, Any] | None:
     }
 
 
-def gather(settings: Settings, container_started_at: str | None, now: datetime) -> dict[str, Any]:
-    """Everything `status` adds to the container and health facts."""
+def gather(
+    settings: Settings,
+    container_started_at: str | None,
+    now: datetime,
+    held: maintenance.Maintenance | None,
+) -> dict[str, Any]:
+    """Everything `status` adds to the container and health facts (``held``: the
+    maintenance lock, if it holds)."""
     supervised = supervisor_state(settings)
-    held = maintenance.read(maintenance.maintenance_path(settings))
     return {
         "uptime_s": uptime_s(supervised, container_started_at, now),
         "supervisor": supervised,

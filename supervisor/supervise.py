@@ -83,6 +83,9 @@ HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 DISK_CHECK_S = 60.0
 # While `gc` holds the maintenance file, look for its end this often.
 MAINTENANCE_POLL_S = 0.5
+# A lock whose `gc` died holds while its collector container runs: the engine is asked
+# about that container at most this often (and never while the holder lives).
+COLLECTOR_CHECK_S = 1.0
 # The state file is not written while a repair is due this soon (or right after a
 # start, while probes run fast): recovery never waits on the disk.
 STATE_QUIET_S = 1.0
@@ -205,6 +208,7 @@ class Supervisor:
         self.disk_check_at = 0.0
         self.maintenance_path = maintenance.maintenance_path(settings)
         self.maintenance: maintenance.Maintenance | None = None
+        self.collector_seen: maintenance.CollectorSeen | None = None
         self.metrics = metrics.Metrics(enabled=settings.metrics_addr is not None)
         self.last_ok_at: float | None = None
         self.boot_at = clock()
@@ -1103,8 +1107,13 @@ class Supervisor:
     # -- maintenance, disk guard, state file ---------------------------------------------
 
     def _in_maintenance(self, now: float) -> bool:
-        """Whether `gc` holds the maintenance file; notices its start and its end."""
+        """Whether the maintenance lock holds (supervisor/maintenance.py: `gc` lives, or
+        the collector it left runs); notices its start and its end. No wall clock."""
         current = maintenance.read(self.maintenance_path)
+        if current is not None and not (
+            maintenance.holder_lives(current) or self._collector_holds(current, now)
+        ):
+            current = None  # stale
         if current is not None and self.maintenance is None:
             # any phase -> MAINTENANCE
             self.maintenance = current
@@ -1117,6 +1126,39 @@ class Supervisor:
             self.log.info("maintenance.ended")
             self._after_maintenance(now)
         return self.maintenance is not None
+
+    def _collector_holds(self, lock: maintenance.Maintenance, now: float) -> bool:
+        """With its `gc` dead, whether the lock's collector still runs: the engine is asked
+        at most every COLLECTOR_CHECK_S, and never again once it has ended."""
+        seen = self.collector_seen
+        if seen is not None and not maintenance.collector_look_due(
+            seen, lock, now, COLLECTOR_CHECK_S
+        ):
+            return seen.holds
+        if lock.collector is None:  # a file from before the lock named its collector
+            holds = False
+        else:
+            try:
+                if self.engine is not None:
+                    observed = self.engine.inspect(lock.collector)
+                else:
+                    # The loop reconnects only once maintenance ends: ask on the side.
+                    with closing(Engine()) as engine:
+                        observed = engine.inspect(lock.collector)
+                holds = maintenance.collector_holds(observed)
+            except EngineUnavailable as err:
+                self._engine_lost(str(err))
+                holds = True  # unknown: the collector may be sweeping
+        if seen is None or seen.lock != lock:
+            self.log.warning(
+                "maintenance.holder_dead",
+                task=lock.task,
+                pid=lock.pid,
+                collector=lock.collector,
+                collector_running=holds,
+            )
+        self.collector_seen = maintenance.CollectorSeen(lock, now, holds)
+        return holds
 
     def _after_maintenance(self, now: float) -> None:
         """Adopt what `gc` left (the normal container); repair it if it left none."""

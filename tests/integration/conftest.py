@@ -407,6 +407,19 @@ class Deployment:
             sup.wait_for_event("registry.healthy", STARTUP_TIMEOUT)
         return sup
 
+    def spawn(self, *args: str, env: dict[str, str] | None = None) -> SupervisorProcess:
+        """Start a subcommand in the background (a `gc` the test interrupts); its stderr
+        is readable like a supervisor's, and teardown SIGKILLs it if it still runs."""
+        log_dir = self.root / f"spawned-{len(self.processes)}"
+        process = SupervisorProcess(
+            [*supervisor_argv(), *args],
+            env=child_env(**(env or {})),
+            cwd=self.workdir,
+            log_dir=log_dir,
+        )
+        self.processes.append(process)
+        return process
+
     def cli(
         self,
         *args: str,

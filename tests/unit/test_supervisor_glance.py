@@ -29,9 +29,9 @@ def supervisor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Supe
 
 
 def hold_maintenance(sup: Supervisor) -> None:
-    sup.maintenance_path.parent.mkdir(parents=True, exist_ok=True)
-    sup.maintenance_path.write_text(
-        json.dumps({"task": "garbage collection", "pid": os.getpid(), "started": time.time()})
+    """Take the lock as gc does, for this process (its collector is never asked about)."""
+    maintenance.acquire(
+        sup.maintenance_path, maintenance.GARBAGE_COLLECTION, "my_registry-gc", lambda _: False
     )
 
 
@@ -84,7 +84,7 @@ def test_end_of_maintenance_returns_to_starting(supervisor: Supervisor) -> None:
 
 
 def test_a_stale_maintenance_file_is_ignored(supervisor: Supervisor) -> None:
-    """A file whose holder died does not silence the supervisor."""
+    """A file whose holder died (and names no collector) does not silence the supervisor."""
     child_pid = os.fork()
     if child_pid == 0:
         os._exit(0)
@@ -93,7 +93,8 @@ def test_a_stale_maintenance_file_is_ignored(supervisor: Supervisor) -> None:
     supervisor.maintenance_path.write_text(
         json.dumps({"task": "gc", "pid": child_pid, "started": time.time()})
     )
-    assert maintenance.read(supervisor.maintenance_path) is None
+    lock = maintenance.read(supervisor.maintenance_path)
+    assert lock is not None and not maintenance.holder_lives(lock)
     assert supervisor._in_maintenance(1000.0) is False
 
 
