@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import threading
 import time
@@ -622,3 +623,43 @@ def deployment(docker_client: docker.DockerClient, tmp_path: Path) -> Iterator[D
         yield world
     finally:
         world.close()
+
+
+# libfaketime, preloaded into a supervisor: the test steps its wall clock by rewriting the
+# timestamp file, read again on every call; its monotonic clock stays real. (Under
+# FAKETIME_DONT_FAKE_MONOTONIC, libfaketime 0.9.10 breaks time.sleep() with EINVAL; the
+# supervisor never sleeps, it waits on its queue with a timeout.) The `faketime` wrapper
+# is not used: the FAKETIME it sets overrides the timestamp file.
+LIBFAKETIME = (
+    Path("/usr/lib") / str(sysconfig.get_config_var("MULTIARCH")) / "faketime/libfaketimeMT.so.1"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class SteppedClock:
+    """A wall clock a test steps while the process that reads it runs."""
+
+    path: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment that runs a process on libfaketime with its wall clock from ``path``."""
+        return {
+            "LD_PRELOAD": str(LIBFAKETIME),
+            "FAKETIME_TIMESTAMP_FILE": str(self.path),
+            "FAKETIME_NO_CACHE": "1",
+            "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        }
+
+    def step(self, offset: str) -> None:
+        """Set the offset from the real time, in libfaketime's form: "-1h", "+7h", "+0"."""
+        self.path.write_text(f"{offset}\n")
+
+
+@pytest.fixture
+def stepped_clock(tmp_path: Path) -> SteppedClock:
+    """A wall clock at the real time, to be stepped by the test (see SteppedClock)."""
+    assert LIBFAKETIME.exists(), f"{LIBFAKETIME} missing: tests/run installs faketime"
+    clock = SteppedClock(tmp_path / "faketime")
+    clock.step("+0")
+    return clock

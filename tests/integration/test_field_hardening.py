@@ -4,6 +4,7 @@ what the engine would refuse."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import time
@@ -171,3 +172,29 @@ def test_check_prints_the_environment_the_container_really_gets(deployment, tmp_
     assert "REGISTRY_AUTH=htpasswd" in lines
     assert "REGISTRY_AUTH_HTPASSWD_PATH=/auth/htpasswd" in lines
     assert "REGISTRY_HTTP_SECRET=********" in lines
+
+
+@pytest.mark.parametrize("step", ["-1h", "+7h"])
+def test_a_wall_clock_step_causes_no_restart_loop(deployment, stepped_clock, step):
+    """With the supervisor's wall clock stepped, a restarted holder costs the registry one
+    restart into its new network, a crash one restart: nothing is ordered by wall time, so
+    nothing restarts again and again (7 restarts in 25 s when StartedAt decided)."""
+    deployment.write_env(MY_REG_HEALTH_INTERVAL="60")  # repairs come from events, not probes
+    sup = deployment.start(env=stepped_clock.env)
+    image = deployment.push_image()
+    stepped_clock.step(step)
+    since = sup.mark()
+
+    deployment.docker_cli("restart", "--time", "0", deployment.holder_name)
+    sup.wait_for_event("registry.healthy", since=since)
+    crashed = sup.mark()
+    os.kill(deployment.running().pid, signal.SIGKILL)
+    sup.wait_for_event("registry.healthy", since=crashed)
+    time.sleep(3 * QUIET_PERIOD)
+
+    reasons = [e["reason"] for e in sup.find("container.restarting", since=since)]
+    # The holder is seen down (stopped), or already up again with a new namespace.
+    assert reasons in (["stopped", "crashed"], ["network-lost", "crashed"]), reasons
+    holder = deployment.running(deployment.holder_name)
+    assert deployment.running().network_mode == f"container:{holder.id}"
+    deployment.assert_pullable(image)

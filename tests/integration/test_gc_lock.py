@@ -14,7 +14,6 @@ import io
 import json
 import secrets
 import signal
-import sysconfig
 import tarfile
 import time
 from collections.abc import Callable, Iterator
@@ -39,13 +38,6 @@ OWNER_LABEL = "registry-supervisor.integration-test"
 REFUSED = 405
 ACCEPTED = 202
 WAIT_TIMEOUT = 30.0
-# libfaketime, preloaded into the supervisor: the test steps its wall clock by rewriting
-# the timestamp file, read again on every call; its monotonic clock stays real. (Under
-# FAKETIME_DONT_FAKE_MONOTONIC, libfaketime 0.9.10 breaks time.sleep() with EINVAL; the
-# supervisor never sleeps, it waits on its queue with a timeout.)
-LIBFAKETIME = (
-    Path("/usr/lib") / str(sysconfig.get_config_var("MULTIARCH")) / "faketime/libfaketimeMT.so.1"
-)
 WRAPPER = f"""#!/bin/sh
 # registry-supervisor integration tests: `garbage-collect` waits for the test's gate.
 if [ "$1" = garbage-collect ]; then
@@ -127,18 +119,6 @@ def env_of(deployment: Any, container_id: str) -> list[str]:
     return env
 
 
-def faked_clock(path: Path) -> dict[str, str]:
-    """Environment that runs a process on libfaketime with its wall clock read from ``path``."""
-    assert LIBFAKETIME.exists(), f"{LIBFAKETIME} missing: tests/run installs faketime"
-    path.write_text("+0\n")
-    return {
-        "LD_PRELOAD": str(LIBFAKETIME),
-        "FAKETIME_TIMESTAMP_FILE": str(path),
-        "FAKETIME_NO_CACHE": "1",
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-    }
-
-
 def reload_and_wait(sup: Any) -> dict[str, Any]:
     """SIGHUP and wait for `supervisor.reloaded`: the loop then ticks (and looks at the lock)
     before it handles anything else."""
@@ -150,19 +130,18 @@ def reload_and_wait(sup: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("step", "offset_s"), [("-1h", -3600), ("+7h", 7 * 3600)])
 def test_a_wall_clock_step_does_not_end_the_lock(
-    gated: Any, tmp_path: Path, step: str, offset_s: int
+    gated: Any, stepped_clock: Any, step: str, offset_s: int
 ) -> None:
     """While gc's collector runs, stepping the supervisor's wall clock back, or forward past
     the old 6 h limit, leaves the registry read-only; the gc then completes normally."""
-    clock = tmp_path / "faketime"
-    sup = gated.start(env=faked_clock(clock))
+    sup = gated.start(env=stepped_clock.env)
     gated.push_image()
     gc, _collector = start_gc(gated)
     readonly = gated.running()
     assert REFUSED == upload_status(gated)
     since = sup.mark()
 
-    clock.write_text(f"{step}\n")
+    stepped_clock.step(step)
     # Two reloads: the first proves the stepped clock (its timestamp), the second that
     # a tick ran in between with it.
     stepped = reload_and_wait(sup)
