@@ -25,6 +25,7 @@ from supervisor.errors import (
     ExitCode,
     ImageUnavailable,
     MaintenanceFailed,
+    SupervisorError,
     TransientError,
 )
 from supervisor.health import Probe, ProbeFailed, is_healthy
@@ -126,6 +127,11 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 (one per co
     except EngineUnavailable as err:
         print(f"{PROG}: Docker engine unreachable: {err}", file=sys.stderr)
         return ExitCode.UNAVAILABLE
+    except SupervisorError as err:
+        # The engine refused what `check` did not predict it would: a bug of ours, told
+        # in one line (never a traceback, never "engine unreachable").
+        print(f"{PROG}: {args.command}: the engine refused: {err}", file=sys.stderr)
+        return ExitCode.SOFTWARE
 
 
 def _print_problems(problems: list[str]) -> None:

@@ -577,7 +577,11 @@ class Supervisor:
         if now < self.image_retry_at:
             return
         ref = self.spec.image
-        present = self.docker.image_id(ref)
+        try:
+            present = self.docker.image_id(ref)
+        except ImageUnavailable as err:  # the engine refuses the reference itself
+            self._image_missing(now, str(err))
+            return
         policy = self.settings.pull
         if policy is PullPolicy.ALWAYS or (policy is PullPolicy.MISSING and present is None):
             self.phase = Phase.PULLING
