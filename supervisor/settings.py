@@ -40,18 +40,32 @@ _MEMORY_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 MEMORY_MIN = 6 << 20  # Docker refuses less than 6 MiB
 MEMORY_MAX = 1 << 40
 MEMORY_EXPECTED = "a memory size from 6m to 1024g, such as 512m or 2g"
-# Docker's own rule for container names (daemon/names.go).
-_CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+# Docker's own rule for container names (daemon/names: RestrictedNamePattern): note the `+`,
+# a one-character name is refused (400 "Invalid container name").
+_CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
+NAME_EXPECTED = "a container name of at least 2 characters ([a-zA-Z0-9][a-zA-Z0-9_.-]+)"
 # The image reference grammar of distribution/reference (regexp.go), which the engine
 # applies: a repository name (optional registry host and port, lowercase path components)
 # and a tag. Checked here so that a name the engine refuses is a bad setting, not a 400
 # from the engine in the middle of `run`.
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+# As Docker 20.10 (Debian 12's docker.io) splits a name (splitDockerDomain): the first
+# component is a registry host only if it has a '.' or a ':port' or is `localhost`; else it
+# is a path component and must be lowercase (`Foo/bar`, `LOCALHOST/x`: 400). Its grammar has
+# no [IPv6] host either (400 "invalid reference format"); newer engines accept both.
+_DOMAIN = (
+    rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})+(?::[0-9]+)?"
+    rf"|{_DOMAIN_COMPONENT}:[0-9]+|localhost)"
+)
 _REPOSITORY = re.compile(rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*")
 _TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
-REPOSITORY_MAX = 255  # NameTotalLengthMax
+# NameTotalLengthMax, counted on the normalised name (docker.io/library/registry).
+REPOSITORY_MAX = 255
+REPOSITORY_TOO_LONG = (
+    f"an image repository name of at most {REPOSITORY_MAX} characters, counted as the "
+    "engine names it (registry is docker.io/library/registry)"
+)
 
 
 class PullPolicy(StrEnum):
@@ -98,7 +112,7 @@ class Settings(BaseSettings):
         "registry", min_length=1, description="an image repository name, such as registry"
     )
     tag: str = Field("latest", min_length=1, description=TAG_EXPECTED)
-    name: str = Field("my_registry", description="a container name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)")
+    name: str = Field("my_registry", description=NAME_EXPECTED)
     dir: Path = Field(Path("/var/lib/my_registry"), description="an absolute path")
     port: int = Field(5001, ge=1, le=65535, description="a TCP port number from 1 to 65535")
     bind: str = Field("0.0.0.0", description="an IPv4 or IPv6 address")  # noqa: S104
@@ -152,7 +166,9 @@ class Settings(BaseSettings):
     @field_validator("image")
     @classmethod
     def _repository(cls, value: str) -> str:
-        if _REPOSITORY.fullmatch(value) and len(value) <= REPOSITORY_MAX:
+        if _REPOSITORY.fullmatch(value):
+            if len(_normalised_repository(value)) > REPOSITORY_MAX:
+                raise ValueError(REPOSITORY_TOO_LONG)
             return value
         name, colon, tag = value.rpartition(":")
         if colon and "/" not in tag and _REPOSITORY.fullmatch(name) and _TAG.fullmatch(tag):
@@ -162,6 +178,8 @@ class Settings(BaseSettings):
             )
         if "@" in value:
             raise ValueError("an image repository name without a digest")
+        if value.startswith("["):
+            raise ValueError("an image registry host name or IPv4 address, not [IPv6]")
         raise ValueError(
             "an image repository name: lowercase letters, digits and separators (. _ -), "
             "path components split by /, optionally after a registry host[:port]/"
@@ -178,7 +196,7 @@ class Settings(BaseSettings):
     @classmethod
     def _container_name(cls, value: str) -> str:
         if not _CONTAINER_NAME.fullmatch(value):
-            raise ValueError("a container name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)")
+            raise ValueError(NAME_EXPECTED)
         return value
 
     @field_validator("bind")
@@ -310,6 +328,20 @@ class Settings(BaseSettings):
         host = f"[{address}]" if address.version == 6 else str(address)
         scheme = "https" if self.tls else "http"
         return f"{scheme}://{host}:{self.port}/v2/"
+
+
+def _normalised_repository(name: str) -> str:
+    """``name`` as the engine normalises it before checking its length (distribution/reference
+    normalize.go): docker.io/ before a name without a registry host, library/ for one
+    component on Docker Hub, index.docker.io spelled docker.io."""
+    host, slash, rest = name.partition("/")
+    if not slash or not ("." in host or ":" in host or host == "localhost"):
+        host, rest = "docker.io", name
+    if host == "index.docker.io":
+        host = "docker.io"
+    if host == "docker.io" and "/" not in rest:
+        rest = f"library/{rest}"
+    return f"{host}/{rest}"
 
 
 def _memory_bytes(text: str) -> int | None:

@@ -137,7 +137,8 @@ def test_missing_explicit_env_file_is_a_config_error(tmp_path: Path) -> None:
         ("MY_REG_LOG_FORMAT=xml", "MY_REG_LOG_FORMAT='xml': expected one of auto, json, console"),
         (
             "MY_REG_NAME=-bad",
-            "MY_REG_NAME='-bad': expected a container name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)",
+            "MY_REG_NAME='-bad': expected a container name of at least 2 characters "
+            "([a-zA-Z0-9][a-zA-Z0-9_.-]+)",
         ),
         ("MY_REG_BIND=localhost", "MY_REG_BIND='localhost': expected an IPv4 or IPv6 address"),
         ("MY_REG_STOP_ON_EXIT=perhaps", "MY_REG_STOP_ON_EXIT='perhaps': expected true or false"),
@@ -231,3 +232,56 @@ def test_probe_speaks_https_when_tls_is_on(tmp_path: Path, make_tls: MakeTls) ->
     assert load_settings(write_env(tmp_path, f"MY_REG_TLS_DIR={tls}\n")).probe_url.startswith(
         "https://127.0.0.1:5001/"
     )
+
+
+# --- what the engine refuses at create (found by tests/integration/test_settings_engine.py) --
+
+REPOSITORY_GRAMMAR = (
+    "expected an image repository name: lowercase letters, digits and separators (. _ -), "
+    "path components split by /, optionally after a registry host[:port]/"
+)
+
+
+def test_a_one_character_container_name_is_refused(tmp_path: Path) -> None:
+    """Docker wants at least two characters: `a` passed and the engine refused the create."""
+    assert [
+        "MY_REG_NAME='a': expected a container name of at least 2 characters "
+        "([a-zA-Z0-9][a-zA-Z0-9_.-]+)"
+    ] == problems_for(write_env(tmp_path, "MY_REG_NAME=a\n"))
+
+
+@pytest.mark.parametrize("image", ["LOCALHOST/registry", "Registry/library/registry"])
+def test_an_uppercase_first_component_without_a_dot_or_port_is_refused(
+    tmp_path: Path, image: str
+) -> None:
+    """Without a '.', a ':port' or being `localhost` it is no registry host but a path
+    component, which Docker 20.10 refuses in uppercase ("repository name must be lowercase")."""
+    assert [f"MY_REG_IMAGE={image!r}: {REPOSITORY_GRAMMAR}"] == problems_for(
+        write_env(tmp_path, f"MY_REG_IMAGE={image}\n")
+    )
+
+
+def test_an_ipv6_registry_host_is_refused(tmp_path: Path) -> None:
+    """Docker 20.10's reference grammar has no [IPv6] host ("invalid reference format")."""
+    assert [
+        "MY_REG_IMAGE='[::1]:5000/registry': expected an image registry host name or IPv4 "
+        "address, not [IPv6]"
+    ] == problems_for(write_env(tmp_path, "MY_REG_IMAGE=[::1]:5000/registry\n"))
+
+
+def test_the_repository_length_limit_counts_the_name_the_engine_makes_of_it(
+    tmp_path: Path,
+) -> None:
+    """238 characters are 256 as docker.io/library/...: the engine refused them."""
+    image = "r" * 238
+    assert [
+        f"MY_REG_IMAGE='{image[:60]}...(238 characters)': expected an image repository name "
+        "of at most 255 characters, counted as the engine names it "
+        "(registry is docker.io/library/registry)"
+    ] == problems_for(write_env(tmp_path, f"MY_REG_IMAGE={image}\n"))
+
+
+def test_a_long_name_the_engine_shortens_to_255_characters_is_accepted(tmp_path: Path) -> None:
+    """index.docker.io/library/ + 237 characters is 261 given, 255 as docker.io/library/."""
+    image = "index.docker.io/library/" + "r" * 237
+    assert image == load_settings(write_env(tmp_path, f"MY_REG_IMAGE={image}\n")).image
