@@ -75,7 +75,15 @@ def test_unit_stays_activating_while_the_registry_does_not_answer(service, wait_
     """A registry that never answers /v2/ keeps the unit activating, never active."""
     machine = service.machine
     # The registry listens on another port inside its container: the published one is dead.
-    service.configure(REGISTRY_HTTP_ADDR=":5999")
+    # (REGISTRY_HTTP_ADDR=:5999 is refused as a setting; a config.yml is the registry's own.)
+    config = service.data_dir.parent / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "storage:\n  filesystem:\n    rootdirectory: /var/lib/registry\n"
+        "http:\n  addr: :5999\n"
+    )
+    config.chmod(0o644)
+    service.configure(MY_REG_CONF=str(config))
 
     machine.systemctl("start", "--no-block", UNIT)
     wait_for(service.registry_running, "the registry container to run")
