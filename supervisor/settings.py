@@ -426,10 +426,13 @@ def load_settings(env_file: Path | None) -> Settings:
     if problems:
         raise ConfigError(problems)
     # Blank is unset, for REGISTRY_* as for MY_REG_*: compose's `VAR=${UNSET}` gives
-    # exactly this, and an empty REGISTRY_AUTH must not count as "auth configured".
+    # exactly this, and an empty REGISTRY_AUTH must not count as "auth configured". Per
+    # source, as pydantic-settings does for MY_REG_*: a blank in the environment leaves
+    # the env file's value in force, it does not remove it.
     passthrough = {
         key: value
-        for key, value in {**file_values, **os.environ}.items()
+        for source in (file_values, os.environ)
+        for key, value in source.items()
         if key.startswith(PASSTHROUGH_PREFIX) and value is not None and value.strip()
     }
     try:
@@ -540,77 +543,134 @@ CONTAINER_DATA = PurePosixPath("/var/lib/registry")
 _ANY_HOST = frozenset({"", "0.0.0.0", "::", "[::]"})  # noqa: S104 (inside the container)
 
 
+# Whole sections the supervisor checks key by key: given as one YAML value (the registry's
+# env parser accepts `REGISTRY_HTTP={addr: ":6000"}`), they would slip past those checks.
+GUARDED_SECTIONS = (
+    "REGISTRY_HTTP",
+    "REGISTRY_HTTP_TLS",
+    "REGISTRY_STORAGE_FILESYSTEM",
+    "REGISTRY_AUTH_HTPASSWD",
+)
+# A bare word: a storage driver or auth scheme named alone (REGISTRY_STORAGE=s3).
+_WORD = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+class _RegistryEnv:
+    """REGISTRY_* variables looked up as the registry reads them: names case-insensitively
+    (its parser upper-cases struct fields and lower-cases map keys)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.by_upper = {key.upper(): key for key in sorted(env)}
+
+    def get(self, name: str) -> tuple[str, str] | None:
+        key = self.by_upper.get(name)
+        return None if key is None else (key, self.env[key])
+
+    def starting(self, prefix: str) -> list[tuple[str, str]]:
+        return [
+            (key, self.env[key])
+            for upper, key in sorted(self.by_upper.items())
+            if upper.startswith(prefix)
+        ]
+
+
+def _given(key: str, value: str) -> str:
+    return f"{key}={_shown(key, value)!r}"
+
+
 def _conflicts(settings: Settings) -> list[str]:
     """REGISTRY_* values that contradict what a MY_REG_* setting sets up, and settings that
     contradict each other: one line each, naming both (pure)."""
-    env = settings.registry_env
+    env = _RegistryEnv(settings.registry_env)
     problems = []
-
-    def given(key: str) -> str:
-        return f"{key}={_shown(key, env[key])!r}"
-
+    for section in GUARDED_SECTIONS:
+        found = env.get(section)
+        if found is not None:
+            problems.append(
+                f"{_given(*found)}: expected the {section}_* keys one by one, not the whole "
+                "section as one value (the supervisor checks some of them against MY_REG_*)"
+            )
+    for name in ("REGISTRY_STORAGE", "REGISTRY_AUTH"):
+        found = env.get(name)
+        if found is not None and not _WORD.fullmatch(found[1].strip()):
+            problems.append(
+                f"{_given(*found)}: expected a driver name alone, its parameters as "
+                f"{name}_<DRIVER>_* keys"
+            )
     root = env.get("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY")
-    if root is not None and not _inside(root, CONTAINER_DATA):
+    if root is not None and not _inside(root[1], CONTAINER_DATA):
         problems.append(
-            f"{given('REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY')}: expected a path inside "
-            f"{CONTAINER_DATA}, where MY_REG_DIR={settings.dir} is mounted; anywhere else the "
-            "registry writes into its container, and a restart loses every image"
+            f"{_given(*root)}: expected a path inside {CONTAINER_DATA}, where "
+            f"MY_REG_DIR={settings.dir} is mounted; anywhere else the registry writes into "
+            "its container, and a restart loses every image"
         )
-    if env.get("REGISTRY_STORAGE", "").strip().lower() == "inmemory":
+    storage = env.get("REGISTRY_STORAGE")
+    if storage is not None and storage[1].strip().lower() == "inmemory":
         problems.append(
-            f"{given('REGISTRY_STORAGE')}: expected a storage driver that keeps images "
+            f"{_given(*storage)}: expected a storage driver that keeps images "
             f"(filesystem in MY_REG_DIR, or an object store); inmemory loses them at every restart"
         )
+    return problems + _http_conflicts(settings, env) + _tls_and_auth_conflicts(settings, env)
+
+
+def _http_conflicts(settings: Settings, env: _RegistryEnv) -> list[str]:
+    problems = []
     addr = env.get("REGISTRY_HTTP_ADDR")
     if addr is not None:
-        host, _, port = addr.strip().rpartition(":")
+        host, _, port = addr[1].strip().rpartition(":")
         if port != str(CONTAINER_PORT) or host not in _ANY_HOST:
             problems.append(
-                f"{given('REGISTRY_HTTP_ADDR')}: expected :{CONTAINER_PORT} (or unset): "
+                f"{_given(*addr)}: expected :{CONTAINER_PORT} (or unset): "
                 f"MY_REG_BIND={settings.bind} and MY_REG_PORT={settings.port} publish the "
                 f"registry's port {CONTAINER_PORT}, and the probe asks there"
             )
     net = env.get("REGISTRY_HTTP_NET")
-    if net is not None and net.strip().lower() != "tcp":
-        problems.append(f"{given('REGISTRY_HTTP_NET')}: expected tcp (or unset)")
-    return (
-        problems
-        + _tls_and_auth_conflicts(settings)
-        + _address_conflicts(settings)
-        + _directory_conflicts(settings)
-    )
+    if net is not None and net[1].strip().lower() != "tcp":
+        problems.append(f"{_given(*net)}: expected tcp (or unset)")
+    prefix = env.get("REGISTRY_HTTP_PREFIX")
+    if prefix is not None and prefix[1].strip() not in ("", "/"):
+        problems.append(
+            f"{_given(*prefix)}: expected unset: the probe asks /v2/ at the root, and "
+            "clients expect it there"
+        )
+    return problems + _address_conflicts(settings) + _directory_conflicts(settings)
 
 
-def _tls_and_auth_conflicts(settings: Settings) -> list[str]:
-    env = settings.registry_env
+def _tls_and_auth_conflicts(settings: Settings, env: _RegistryEnv) -> list[str]:
     problems = []
-
-    def given(key: str) -> str:
-        return f"{key}={_shown(key, env[key])!r}"
-
-    for key in ("REGISTRY_HTTP_TLS_CERTIFICATE", "REGISTRY_HTTP_TLS_KEY"):
-        if key not in env:
+    for name in ("REGISTRY_HTTP_TLS_CERTIFICATE", "REGISTRY_HTTP_TLS_KEY"):
+        found = env.get(name)
+        if found is None:
             continue
         if settings.tls_dir is not None:
             problems.append(
-                f"{given(key)}: contradicts MY_REG_TLS_DIR={settings.tls_dir}, which sets it; "
-                "unset one of them"
+                f"{_given(*found)}: contradicts MY_REG_TLS_DIR={settings.tls_dir}, which sets "
+                "it; unset one of them"
             )
         else:
             problems.append(
-                f"{given(key)}: expected unset: TLS is set up with MY_REG_TLS_DIR (the files "
-                "are mounted and the probe speaks https)"
+                f"{_given(*found)}: expected unset: TLS is set up with MY_REG_TLS_DIR (the "
+                "files are mounted and the probe speaks https)"
             )
+    # TLS the probe cannot follow: a certificate it cannot pin, or one it must present.
+    for prefix in ("REGISTRY_HTTP_TLS_LETSENCRYPT", "REGISTRY_HTTP_TLS_CLIENTCAS"):
+        problems += [
+            f"{_given(key, value)}: expected unset: the health probe could not speak to the "
+            "registry (TLS is MY_REG_TLS_DIR's, with a certificate the probe pins)"
+            for key, value in env.starting(prefix)
+        ]
     if settings.auth_htpasswd is not None:
-        for key in sorted(env):
-            if not key.startswith("REGISTRY_AUTH") or key == "REGISTRY_AUTH_HTPASSWD_REALM":
+        for key, value in env.starting("REGISTRY_AUTH"):
+            upper = key.upper()
+            if upper == "REGISTRY_AUTH_HTPASSWD_REALM":
                 continue
-            if key == "REGISTRY_AUTH" and env[key].strip().lower() == "htpasswd":
+            if upper == "REGISTRY_AUTH" and value.strip().lower() == "htpasswd":
                 continue
             problems.append(
-                f"{given(key)}: contradicts MY_REG_AUTH_HTPASSWD={settings.auth_htpasswd}, "
-                "which sets REGISTRY_AUTH=htpasswd and REGISTRY_AUTH_HTPASSWD_PATH; unset one "
-                "of them"
+                f"{_given(key, value)}: contradicts MY_REG_AUTH_HTPASSWD="
+                f"{settings.auth_htpasswd}, which sets REGISTRY_AUTH=htpasswd and "
+                "REGISTRY_AUTH_HTPASSWD_PATH; unset one of them"
             )
     return problems
 

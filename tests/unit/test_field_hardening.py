@@ -43,7 +43,9 @@ def loaded(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
         ("registry@sha256:" + "a" * 64, "without a digest"),
         ("reg//istry", "an image repository name: lowercase"),
         ("-registry", "an image repository name: lowercase"),
-        ("a" * 256, "an image repository name: lowercase"),
+        ("a" * 256, "at most 255 characters"),
+        ("[::1]:5000/registry", "not [IPv6]"),
+        ("Example/registry", "an image repository name: lowercase"),
     ],
 )
 def test_an_image_name_the_engine_refuses_is_a_bad_setting(
@@ -56,7 +58,7 @@ def test_an_image_name_the_engine_refuses_is_a_bad_setting(
 
 
 @pytest.mark.parametrize(
-    "value", ["registry", "localhost:5000/team/registry", "[::1]:5000/registry", "ghcr.io/a_b/c-d"]
+    "value", ["registry", "localhost:5000/team/registry", "127.0.0.1:5000/r", "ghcr.io/a_b/c-d"]
 )
 def test_image_names_the_grammar_allows_are_accepted(tmp_path: Path, value: str) -> None:
     """Registry hosts with ports, IPv6 hosts and separators are valid repository names."""
@@ -274,3 +276,46 @@ def test_a_flapping_engine_is_reconnected_to_ever_more_slowly(tmp_path: Path) ->
         assert ENGINE_MIN_RETRY_S == pytest.approx(sup.engine_retry_at - now)
     finally:
         sup.probe.close()
+
+
+def test_a_blank_in_the_environment_leaves_the_env_files_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`REGISTRY_AUTH=` in the environment does not remove the file's REGISTRY_AUTH=token:
+    blank is unset per source, for REGISTRY_* as for MY_REG_*."""
+    monkeypatch.setenv("REGISTRY_AUTH", "")
+    monkeypatch.setenv("MY_REG_BIND", "")
+    settings = loaded(tmp_path, "REGISTRY_AUTH=token\nMY_REG_BIND=127.0.0.1\n")
+    assert "token" == settings.registry_env["REGISTRY_AUTH"]
+    assert "127.0.0.1" == settings.bind
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("REGISTRY_STORAGE_FILESYSTEM_rootdirectory=/tmp/x", "expected a path inside"),
+        ("REGISTRY_STORAGE_FILESYSTEM={rootdirectory: /tmp/x}", "keys one by one"),
+        ("REGISTRY_STORAGE={filesystem: {rootdirectory: /tmp/x}}", "a driver name alone"),
+        ('REGISTRY_HTTP={addr: ":6000"}', "keys one by one"),
+        ("REGISTRY_HTTP_addr=:6000", "expected :5000"),
+        ("REGISTRY_HTTP_PREFIX=/foo/", "the probe asks /v2/ at the root"),
+        ("REGISTRY_HTTP_TLS_LETSENCRYPT_CACHEFILE=/c", "the health probe could not speak"),
+        ("REGISTRY_HTTP_TLS_CLIENTCAS_0=/ca.pem", "the health probe could not speak"),
+    ],
+)
+def test_registry_variables_are_read_as_the_registry_reads_them(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    """Names case-insensitively, and no section given whole as a YAML value: each shape the
+    registry's env parser accepts is checked, not only the canonical one."""
+    [line] = problems(tmp_path, text + "\n")
+    assert line.startswith(text.partition("=")[0] + "=") and expected in line, line
+
+
+def test_the_same_refusal_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A contradiction is caught from the process environment as from the env file."""
+    monkeypatch.setenv("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/tmp/x")
+    [line] = problems(tmp_path, "")
+    assert line.startswith("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY='/tmp/x': expected")
