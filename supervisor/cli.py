@@ -218,7 +218,16 @@ def _port_owner(settings: Settings) -> str | None:
     """None when the port can be bound now, else "in use"; ConfigError for an address
     this host does not have (the engine would refuse to publish on it)."""
     family = socket.AF_INET6 if ":" in settings.bind else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as err:  # EAFNOSUPPORT: IPv6 off on this host
+        raise ConfigError(
+            [
+                f"MY_REG_BIND={settings.bind}: expected an address family this host has "
+                f"({err.strerror})"
+            ]
+        ) from None
+    with sock:
         # As the engine's proxy binds: a port held only by connections in TIME_WAIT is free.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -233,11 +242,9 @@ def _port_owner(settings: Settings) -> str | None:
                         f"({err.strerror})"
                     ]
                 ) from None
-            if err.errno == errno.EACCES:
-                raise ConfigError(
-                    [f"MY_REG_PORT={settings.port}: expected a port we may bind ({err.strerror})"]
-                ) from None
-            raise
+            # EACCES and the like: a privileged port when `check` runs without root, say.
+            # The engine's proxy binds as root: no verdict from here.
+            return None
     return None
 
 
@@ -260,8 +267,15 @@ def _check(settings: Settings) -> int:
 
 def _check_engine(settings: Settings, spec: ContainerSpec, engine: Engine) -> int:
     engine.ping()
-    version = engine.api.version().get("Version", "?")
+    version, root = engine.describe()
     print(f"# docker engine: reachable (version {version})")
+    if root is not None and settings.dir_inside(Path(root)):
+        raise ConfigError(
+            [
+                f"MY_REG_DIR={str(settings.dir)!r}: expected a directory outside the engine's "
+                f"own data root {root} (DockerRootDir)"
+            ]
+        )
     ref = settings.image_ref
     try:
         image_id = engine.image_id(ref)

@@ -46,6 +46,7 @@ API_VERSION = "1.41"
 HOLDER_DATA_TMPFS = "ro,noexec,nosuid,nodev,size=4k"
 # Containers created only to learn whether the engine accepts a new spec, then removed.
 CANDIDATE_SUFFIX = "-candidate"
+CANDIDATE_LABEL = "registry-supervisor.candidate"
 
 
 class ContainerState(StrEnum):
@@ -77,6 +78,7 @@ class Observed:
     pid: int
     published: tuple[int, ...] = ()
     network_mode: str = ""
+    candidate: bool = False  # created only by check_creatable, never started
 
     @property
     def running(self) -> bool:
@@ -135,6 +137,7 @@ def observe(attrs: dict[str, Any]) -> Observed:
         pid=int(state.get("Pid") or 0),
         published=published,
         network_mode=str(host_config.get("NetworkMode") or ""),
+        candidate=labels.get(CANDIDATE_LABEL) == "true",
     )
 
 
@@ -211,7 +214,8 @@ def _hardening(spec: ContainerSpec | HolderSpec) -> dict[str, Any]:
 
 def _as_candidate(config: dict[str, Any], name: str) -> dict[str, Any]:
     """``config`` under another name, without the spec hash: never mistaken for the real one."""
-    return {**config, "name": name, "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}}
+    labels = {MANAGED_BY_LABEL: MANAGED_BY_VALUE, CANDIDATE_LABEL: "true"}
+    return {**config, "name": name, "labels": labels}
 
 
 def _is_removal_conflict(err: docker.errors.APIError) -> bool:
@@ -275,6 +279,14 @@ class Engine:
     def ping(self) -> None:
         with _reads_translated("ping"):
             self._client.ping()
+
+    def describe(self) -> tuple[str, str | None]:
+        """The engine's version and its data root (DockerRootDir; None if not told)."""
+        with _reads_translated("version"):
+            version = str(self._client.api.version().get("Version", "?"))
+        with _reads_translated("info"):
+            root = self._client.api.info().get("DockerRootDir")
+        return version, str(root) if root else None
 
     def inspect(self, name_or_id: str) -> Observed | None:
         try:
@@ -341,7 +353,8 @@ class Engine:
         names = (f"{spec.name}{CANDIDATE_SUFFIX}", f"{holder.name}{CANDIDATE_SUFFIX}")
         for name in names:  # a candidate left by a supervisor killed mid-check
             leftover = self.inspect(name)
-            if leftover is not None and leftover.managed:
+            # Only one of ours that never ran: `foo-candidate` may be another deployment.
+            if leftover is not None and leftover.candidate and not leftover.running:
                 self.remove(leftover.id)
         created: list[str] = []
         try:

@@ -77,6 +77,17 @@ def certificate(settings: Settings, now: datetime) -> dict[str, Any] | None:
     }
 
 
+def _counts(raw: object) -> dict[str, int]:
+    """The state file's restart counts, whatever a hand edit left in it: only name -> int."""
+    if not isinstance(raw, dict):
+        return {}
+    return {
+        str(name): count
+        for name, count in raw.items()
+        if isinstance(count, int) and not isinstance(count, bool)
+    }
+
+
 def gather(
     settings: Settings,
     container_started_at: str | None,
@@ -89,7 +100,7 @@ def gather(
     return {
         "uptime_s": uptime_s(supervised, container_started_at, now),
         "supervisor": supervised,
-        "restarts": (supervised or {}).get("restarts") or {},
+        "restarts": _counts((supervised or {}).get("restarts")),
         "last_reason": (supervised or {}).get("last_reason"),
         "last_reason_at": (supervised or {}).get("last_reason_at"),
         "data_dir": data_dir(settings),

@@ -206,9 +206,13 @@ class Settings(BaseSettings):
             # Docker publishes on an address, never on an interface's link-local scope.
             raise ValueError("an IPv4 or IPv6 address without a %scope")
         try:
-            return str(ipaddress.ip_address(value))
+            address = ipaddress.ip_address(value)
         except ValueError:
             raise ValueError("an IPv4 or IPv6 address") from None
+        if address.is_multicast or address == ipaddress.IPv4Address("255.255.255.255"):
+            # The engine publishes on it, but nothing ever answers the probe there.
+            raise ValueError("a unicast address of this host (not multicast or broadcast)")
+        return str(address)
 
     @field_validator("dir", "state_dir")
     @classmethod
@@ -298,6 +302,10 @@ class Settings(BaseSettings):
         except ValueError:
             raise ValueError("a port, or an address and port such as 127.0.0.1:9341") from None
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def dir_inside(self, parent: Path) -> bool:
+        """Whether the data dir is ``parent`` or in it, symlinks resolved (reads the disk)."""
+        return _is_within(_resolved(self.dir), _resolved(parent))
 
     @property
     def image_ref(self) -> str:

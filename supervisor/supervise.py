@@ -181,6 +181,8 @@ class Supervisor:
         # After a reload that changed the spec: the settings (and image id) to go back to
         # if the new container fails before it was once healthy.
         self.rollback_to: tuple[Settings, str | None] | None = None
+        # A SIGHUP that came while it could not be checked (engine down, `gc` running).
+        self.reload_pending = False
         self.repair_at: float | None = None
         self.pending_reason: Reason | None = None
         self.failed_starts = 0
@@ -405,6 +407,9 @@ class Supervisor:
         if self._in_maintenance(now):
             self._heartbeat(now)
             return
+        if self.reload_pending and self.engine is not None:
+            self.reload_pending = False
+            self.reload()
         try:
             if self.engine is None:
                 self._connect(now)
@@ -986,13 +991,26 @@ class Supervisor:
             self.notifier.reloading()
         self.log.info("supervisor.reloading")
         try:
+            self._reload()
+        finally:
+            if started:
+                self.notifier.ready()
+
+    def _reload(self) -> None:
+        try:
             new = with_http_secret(load_settings(self.env_file))
             new_spec = derive_spec(new)
+            if self._defer_reload():
+                return
+            self._make_data_dir(new)
             image_id = self._preflight(new, new_spec)
         except (ConfigError, TransientError) as err:
             self.log.error("settings.reload_rejected", problems=err.problems)
-            if started:
-                self.notifier.ready()
+            return
+        except EngineUnavailable as err:
+            # Lost mid-check: nothing changed; check again once it is back.
+            self._engine_lost(str(err))
+            self._defer_reload()
             return
         old_settings, old_spec, old_image_id = self.settings, self.spec, self.image_id
         changed = new_spec.spec_hash != old_spec.spec_hash
@@ -1006,13 +1024,39 @@ class Supervisor:
         self.log.info("supervisor.reloaded", spec_changed=changed, spec_hash=new_spec.spec_hash)
         self._warn_risks()
         if changed and self.engine is not None and self.image_id is not None:
-            if self.ready_sent:
-                # Kept only once the new container has been healthy.
+            if self.ready_sent and self.rollback_to is None:
+                # Kept only once the new container has been healthy. A second reload before
+                # that keeps the settings known to work as the ones to go back to.
                 self.rollback_to = (old_settings, old_image_id)
             self.repair_at = None
             self.schedule_repair(self.clock(), Reason.SPEC_CHANGED)
-        if started:
-            self.notifier.ready()
+
+    def _defer_reload(self) -> bool:
+        """Whether the reload must wait: with the engine away it cannot be checked (nor
+        rolled back), and during `gc` the registry is not ours to change. It runs again from
+        the start (re-reading the settings) once the engine is back and `gc` has ended."""
+        why = "engine-down" if self.engine is None else None
+        if self._in_maintenance(self.clock()):
+            why = "maintenance"
+        if why is None:
+            return False
+        self.reload_pending = True
+        self.log.warning("supervisor.reload_deferred", until=why)
+        return True
+
+    def _make_data_dir(self, new: Settings) -> None:
+        """A new MY_REG_DIR is created before the check (the Mounts API wants a source)."""
+        if new.dir == self.settings.dir:
+            return
+        try:
+            new.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(
+                [
+                    f"MY_REG_DIR={str(new.dir)!r}: expected a directory we can create "
+                    f"({err.strerror})"
+                ]
+            ) from None
 
     def _apply_settings(self, new: Settings) -> None:
         """Make ``new`` the settings everything works from (no engine calls)."""
@@ -1074,7 +1118,7 @@ class Supervisor:
             )
         except (ContainerActionFailed, ImageUnavailable) as err:
             raise ConfigError([f"the engine refuses the new container: {err}"]) from None
-        except (EngineUnavailable, EngineRefused) as err:
+        except EngineRefused as err:
             raise ConfigError([f"the engine could not check the new container: {err}"]) from None
         return present
 

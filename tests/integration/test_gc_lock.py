@@ -227,3 +227,29 @@ def test_gc_refuses_a_foreign_container_with_the_collector_name(
     assert ACCEPTED == upload_status(deployment)
     assert "created" == deployment.observe(foreign).status
     assert not (tmp_path / "state" / f"maintenance-{deployment.name}").exists()
+
+
+def test_a_reload_during_gc_waits_for_it_to_end(gated: Any, tmp_path: Path) -> None:
+    """SIGHUP while the collector runs, with settings that move the lock (a new state dir):
+    the reload waits, the registry stays read-only until gc ends, then the reload runs."""
+    sup = gated.start()
+    gated.push_image()
+    gc, _collector = start_gc(gated)
+    readonly = gated.running()
+    gated.write_env(MY_REG_STATE_DIR=str(tmp_path / "moved"))
+    since = sup.mark()
+
+    sup.send(signal.SIGHUP)
+
+    sup.wait_for_event("supervisor.reload_deferred", since=since, until="maintenance")
+    time.sleep(1.5)  # a second and a half of ticks with the new settings pending
+    assert REFUSED == upload_status(gated)
+    assert readonly.id == gated.running().id
+    assert [] == sup.find("supervisor.reloaded", since=since)
+    open_gate(gated)
+    assert 0 == gc.wait_exit(), gc.tail()
+    ended = sup.wait_for_event("maintenance.ended", since=since)
+    reloaded = sup.wait_for_event("supervisor.reloaded", since=since)
+    assert sup.events().index(ended) < sup.events().index(reloaded)
+    sup.wait_for_event("registry.healthy", since=since)
+    assert ACCEPTED == upload_status(gated)

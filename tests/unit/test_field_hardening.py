@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import structlog
 
-from supervisor import security
+from supervisor import glance, security, state
 from supervisor.errors import ConfigError
 from supervisor.notify import Notifier
 from supervisor.secret import describe_secret, with_http_secret
@@ -319,3 +320,41 @@ def test_the_same_refusal_from_the_environment(
     monkeypatch.setenv("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/tmp/x")
     [line] = problems(tmp_path, "")
     assert line.startswith("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY='/tmp/x': expected")
+
+
+@pytest.mark.parametrize("value", ["224.0.0.1", "255.255.255.255", "ff02::1"])
+def test_a_multicast_or_broadcast_bind_is_refused(tmp_path: Path, value: str) -> None:
+    """The engine would publish there, but the probe could never be answered."""
+    [line] = problems(tmp_path, f"MY_REG_BIND={value}\n")
+    assert line.endswith("expected a unicast address of this host (not multicast or broadcast)")
+
+
+def test_status_reads_hand_edited_restart_counts_without_failing(tmp_path: Path) -> None:
+    """A state file whose restarts are not name -> count shows what is readable of it."""
+    settings = loaded(tmp_path, f"MY_REG_STATE_DIR={tmp_path / 's'}\nMY_REG_BIND=127.0.0.1\n")
+    path = state.state_path(settings)
+    for raw, expected in (
+        (["x"], {}),
+        ({"crashed": "3", "oom": 2, "stopped": True}, {"oom": 2}),
+    ):
+        state.write_json(path, {"restarts": raw})
+        assert expected == glance.gather(settings, None, datetime.now(UTC), None)["restarts"]
+
+
+def test_a_reload_while_the_engine_is_away_waits_for_it(tmp_path: Path) -> None:
+    """SIGHUP with the engine down: the new settings cannot be checked (nor rolled back), so
+    nothing changes until the engine is back; then the reload runs from the start."""
+    env_file = tmp_path / "registry.env"
+    env_file.write_text(f"MY_REG_BIND=127.0.0.1\nMY_REG_STATE_DIR={tmp_path / 's'}\n")
+    sup = Supervisor(load_settings(env_file), env_file, Notifier(), clock=lambda: 1000.0)
+    try:
+        env_file.write_text(
+            f"MY_REG_BIND=127.0.0.1\nMY_REG_PORT=5999\nMY_REG_STATE_DIR={tmp_path / 's'}\n"
+        )
+        with structlog.testing.capture_logs() as logs:
+            sup.reload()
+        assert sup.reload_pending
+        assert 5001 == sup.settings.port
+        assert ["supervisor.reloading", "supervisor.reload_deferred"] == [e["event"] for e in logs]
+    finally:
+        sup.probe.close()
