@@ -249,6 +249,16 @@ class Supervisor:
             notify=self.notifier.enabled,
             watchdog_s=self.notifier.watchdog_every_s,
         )
+        every = self.notifier.watchdog_every_s
+        if every is not None and every < API_TIMEOUT_S + watchdog.SLACK_S:
+            # Probes and stops are fed off the loop whatever their length; one engine call
+            # is not, and a hung engine may take API_TIMEOUT_S to give up.
+            self.log.warning(
+                "watchdog.shorter_than_engine_timeout",
+                watchdog_sec=round(2 * every, 3),
+                engine_timeout_s=API_TIMEOUT_S,
+                hint=f"WatchdogSec={2 * (API_TIMEOUT_S + 1)}s or more (the unit ships 30s)",
+            )
         self._warn_risks()
         try:
             # Created if missing; never deleted or moved by us.
@@ -373,9 +383,17 @@ class Supervisor:
 
     @property
     def docker(self) -> Engine:
-        """The connected engine; only called on paths that run while connected."""
+        """The connected engine; only called on paths that run while connected.
+
+        Every engine call may block up to API_TIMEOUT_S (a hung engine): one that could
+        run past the next WATCHDOG=1 starts with a fresh period, so a tick of several
+        calls never adds up to more than the watchdog allows.
+        """
         if self.engine is None:
             raise EngineUnavailable("not connected")
+        every = self.notifier.watchdog_every_s
+        if every is not None and self.clock() + API_TIMEOUT_S + watchdog.SLACK_S > self.watchdog_at:
+            self._kick_watchdog()
         return self.engine
 
     @property

@@ -120,12 +120,14 @@ def env_of(deployment: Any, container_id: str) -> list[str]:
 
 
 def reload_and_wait(sup: Any) -> dict[str, Any]:
-    """SIGHUP and wait for `supervisor.reloaded`: the loop then ticks (and looks at the lock)
-    before it handles anything else."""
+    """SIGHUP during gc and wait for `supervisor.reload_deferred` (the reload waits for gc):
+    the loop looked at the lock to defer it, and ticks before it handles anything else."""
     since = sup.mark()
     sup.send(signal.SIGHUP)
-    reloaded: dict[str, Any] = sup.wait_for_event("supervisor.reloaded", since=since)
-    return reloaded
+    deferred: dict[str, Any] = sup.wait_for_event(
+        "supervisor.reload_deferred", since=since, until="maintenance"
+    )
+    return deferred
 
 
 @pytest.mark.parametrize(("step", "offset_s"), [("-1h", -3600), ("+7h", 7 * 3600)])
