@@ -711,6 +711,9 @@ class Supervisor:
     ) -> Reason:
         if decision.action is Action.REPLACE:
             return decision.reason or Reason.SPEC_CHANGED
+        if decision.action is Action.RESTART and decision.reason is Reason.NETWORK_LOST:
+            # Running, but in a namespace its holder no longer has: not a crash.
+            return Reason.NETWORK_LOST
         name = observed.name if observed is not None else ""
         # Only what happened since its last `start` event (see _on_event): the `stop` of
         # our own repair, seen after the `die` that was already handled, must not name
