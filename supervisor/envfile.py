@@ -41,6 +41,9 @@ _ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v
 _ESCAPES.update({'"': '"', "\\": "\\", "$": "$$"})  # `$$`: the template's literal $
 
 SYNTAX_EXPECTED = "expected NAME=value, a comment or a blank"
+INVALID_EXPECTED = (
+    "expected $NAME, ${NAME}, ${NAME:-default} or another compose form (a literal $ is $$)"
+)
 
 Lookup = Callable[[str], str | None]
 
@@ -54,12 +57,21 @@ class EnvFileError(ValueError):
         self.message = message
 
 
-class MissingVariableError(EnvFileError):
+class ExpansionError(EnvFileError):
+    """An expansion in ``key``'s value that cannot be made: ``expression`` (as written, up
+    to 60 characters) and ``detail``, what is wrong with it."""
+
+    def __init__(self, line: int, key: str, expression: str, detail: str) -> None:
+        super().__init__(line, f"{key}: {expression}: {detail}")
+        self.key, self.expression, self.detail = key, expression, detail
+
+
+class MissingVariableError(ExpansionError):
     """``${NAME:?message}`` or ``${NAME?message}`` with NAME unset (or empty, for ``:?``)."""
 
     def __init__(self, line: int, key: str, expression: str, name: str, reason: str) -> None:
-        super().__init__(line, f"{key}: {expression}: {reason}")
-        self.key, self.expression, self.name, self.reason = key, expression, name, reason
+        super().__init__(line, key, expression, reason)
+        self.name, self.reason = name, reason
 
 
 @dataclass
@@ -116,11 +128,9 @@ class _Parser:
                     start, key, missing.expression, missing.name, missing.reason
                 ) from None
             except _Invalid as invalid:
-                raise EnvFileError(
-                    start,
-                    f"{key}: {invalid.expression}: expected $NAME, ${{NAME}}, "
-                    "${NAME:-default} or another compose form (a literal $ is $$)",
-                ) from None
+                raise ExpansionError(start, key, invalid.expression, INVALID_EXPECTED) from None
+            except RecursionError:  # ${A:-${A:-${A:-...}}} a thousand deep
+                raise ExpansionError(start, key, "${", "expected fewer nested expansions") from None
         return self.values
 
     def skip_blank_lines_and_comments(self) -> bool:

@@ -570,6 +570,11 @@ def _read_env_file(path: Path) -> dict[str, str]:
         raise ConfigError([f"{where}: expected UTF-8 text ({bad})"]) from None
     try:
         return envfile.parse(text, os.environ)
+    except envfile.ExpansionError as err:
+        # The expression is part of the value as written: not shown for a secret's.
+        expression = REDACTED if is_secret(err.key) else err.expression
+        line = f"{where}: line {err.line}: {err.key}: {expression}: {err.detail}"
+        raise ConfigError([line]) from None
     except envfile.EnvFileError as err:
         raise ConfigError([f"{where}: {err}"]) from None
 

@@ -14,7 +14,13 @@ from typing import NamedTuple
 
 import pytest
 
-from supervisor.envfile import SYNTAX_EXPECTED, EnvFileError, MissingVariableError, parse
+from supervisor.envfile import (
+    INVALID_EXPECTED,
+    SYNTAX_EXPECTED,
+    EnvFileError,
+    MissingVariableError,
+    parse,
+)
 
 
 class Vector(NamedTuple):
@@ -358,9 +364,7 @@ VECTORS = [
     Vector("single quotes stay literal", "X=def\nY='abc${X}ghi'", {"X": "def", "Y": "abc${X}ghi"}),
 ]
 
-INVALID_TEMPLATE = (
-    "expected $NAME, ${NAME}, ${NAME:-default} or another compose form (a literal $ is $$)"
-)
+INVALID_TEMPLATE = INVALID_EXPECTED
 REFUSED = [
     # godotenv_test.go
     Refused("TestParsing lol$wut", "lol$wut", f"line 1: {SYNTAX_EXPECTED}"),
@@ -523,3 +527,10 @@ def test_an_error_reports_the_line_where_the_value_starts() -> None:
     with pytest.raises(MissingVariableError) as caught:
         parse("A='1\n2\n3'\nB=\"x\ny${Z?}\"\n", {})
     assert 4 == caught.value.line
+
+
+def test_expansions_nested_too_deeply_are_an_error_not_a_crash() -> None:
+    """A thousand nested defaults is an EnvFileError, never a RecursionError."""
+    with pytest.raises(EnvFileError) as caught:
+        parse("A=" + "${A:-" * 2000 + "x" + "}" * 2000, {})
+    assert "line 1: A: ${: expected fewer nested expansions" == str(caught.value)

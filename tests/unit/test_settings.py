@@ -335,3 +335,12 @@ def test_raw_setting_reads_the_env_file_as_compose_does(
     monkeypatch.setenv("AUTH", "/etc/registry")
     env_file = write_env(tmp_path, "MY_REG_AUTH_HTPASSWD=${AUTH}/htpasswd\n")
     assert "/etc/registry/htpasswd" == raw_setting("MY_REG_AUTH_HTPASSWD", env_file)
+
+
+def test_a_bad_expansion_in_a_secret_is_not_shown(tmp_path: Path) -> None:
+    """An unclosed ${ in REGISTRY_HTTP_SECRET names the line and variable, not the value."""
+    env_file = write_env(tmp_path, "REGISTRY_HTTP_SECRET=pa55${word\n")
+    assert [
+        f"--env-file {env_file}: line 1: REGISTRY_HTTP_SECRET: ********: expected $NAME, "
+        "${NAME}, ${NAME:-default} or another compose form (a literal $ is $$)"
+    ] == problems_for(env_file)
