@@ -1,29 +1,38 @@
 """The one Settings model: loaded once from the environment and an env file.
 
 Precedence is compose's: the process environment wins over the env file, which
-wins over the defaults. Every field's ``description`` is the "expected ..." text
+wins over the defaults. The env file is read once, as compose reads it (envfile.py),
+and its values reach pydantic-settings as a source of their own: pydantic-settings
+never reads the file itself. Every field's ``description`` is the "expected ..." text
 of its one-line error, so the message and the model cannot drift apart.
 Nothing else in the package reads ``os.environ`` for settings.
 """
 
 from __future__ import annotations
 
-import io
 import ipaddress
 import os
 import posixpath
 import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
+from types import MappingProxyType
 from typing import Annotated
 
-from dotenv import dotenv_values
-from dotenv.parser import parse_stream
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
-from supervisor import metrics, permissions, tls
+from supervisor import envfile, metrics, permissions, tls
 from supervisor.errors import ConfigError
 from supervisor.redaction import REDACTED, is_secret, redact_value
 
@@ -94,6 +103,38 @@ TAG_EXPECTED = "an image tag: letters, digits, _ . - (at most 128, not starting 
 SECONDS_ABOVE_0 = "a number of seconds above 0, at most 86400"
 
 
+# The env file's values while load_settings builds Settings (see _EnvFileValues).
+_ENV_FILE_VALUES: ContextVar[Mapping[str, str]] = ContextVar(
+    "_ENV_FILE_VALUES", default=MappingProxyType({})
+)
+
+
+class _EnvFileValues(DotEnvSettingsSource):
+    """pydantic-settings' env-file source, handed the values envfile.parse read instead of
+    reading a file with python-dotenv: names matched, blanks ignored and extras handled
+    exactly as for a file it read itself."""
+
+    def __init__(self, settings_cls: type[BaseSettings], values: Mapping[str, str]) -> None:
+        self._given = values  # before super().__init__, which loads them
+        super().__init__(settings_cls, env_file=None)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {
+            key if self.case_sensitive else key.lower(): value
+            for key, value in self._given.items()
+            if not (self.env_ignore_empty and value == "")
+        }
+
+
+@contextmanager
+def _env_file_values(values: Mapping[str, str]) -> Iterator[None]:
+    token = _ENV_FILE_VALUES.set(values)
+    try:
+        yield
+    finally:
+        _ENV_FILE_VALUES.reset(token)
+
+
 class Settings(BaseSettings):
     """Everything the supervisor needs to know, validated at load."""
 
@@ -103,7 +144,6 @@ class Settings(BaseSettings):
         extra="ignore",
         # `#MY_REG_CONF=` style blanks mean "unset", as in compose.
         env_ignore_empty=True,
-        env_file_encoding="utf-8",
         validate_default=True,
         frozen=True,
     )
@@ -162,6 +202,20 @@ class Settings(BaseSettings):
     )
     # REGISTRY_* variables, passed into the container unchanged. Filled by load_settings.
     registry_env: dict[str, str] = Field(default_factory=dict, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The default order (init > environment > env file > defaults), with the env file's
+        values as load_settings read them in place of pydantic-settings' own reading."""
+        file_values = _EnvFileValues(settings_cls, _ENV_FILE_VALUES.get())
+        return init_settings, env_settings, file_values, file_secret_settings
 
     @field_validator("image")
     @classmethod
@@ -415,8 +469,8 @@ def load_settings(env_file: Path | None) -> Settings:
     """Load and validate settings, or raise ConfigError listing every bad one.
 
     ``env_file`` None means the default ``.env`` in the working directory, used
-    only when it exists; an explicit path must exist (pydantic-settings would
-    skip a missing file silently). Lines the env file cannot parse, unknown
+    only when it exists; an explicit path must exist. The file is read as compose
+    reads it (envfile.py), once. Lines the env file cannot parse, unknown
     MY_REG_* names (a typo would silently drop a setting) and NUL bytes are
     reported here, before pydantic sees anything.
     """
@@ -441,10 +495,12 @@ def load_settings(env_file: Path | None) -> Settings:
         key: value
         for source in (file_values, os.environ)
         for key, value in source.items()
-        if key.startswith(PASSTHROUGH_PREFIX) and value is not None and value.strip()
+        if key.startswith(PASSTHROUGH_PREFIX) and value.strip()
     }
     try:
-        settings = Settings(_env_file=path, registry_env=passthrough)  # type: ignore[call-arg]
+        with _env_file_values(file_values):
+            # mypy sees every field as a required argument (no pydantic plugin here).
+            settings = Settings(registry_env=passthrough)  # type: ignore[call-arg]
     except ValidationError as err:
         raise ConfigError(_problems(err)) from None
     except SettingsError as err:  # a value pydantic-settings could not even decode
@@ -500,8 +556,10 @@ def _readable(path: Path) -> bool:
         return False
 
 
-def _read_env_file(path: Path) -> dict[str, str | None]:
-    """The env file's NAME=value pairs; ConfigError naming each line it cannot parse."""
+def _read_env_file(path: Path) -> dict[str, str]:
+    """The env file's NAME=value pairs, read and interpolated as compose reads them (the
+    process environment first inside expansions); ConfigError naming the line it cannot
+    read, or the variable and message of a ``${NAME:?message}`` with NAME unset."""
     where = f"--env-file {path}"
     try:
         text = path.read_bytes().decode("utf-8")
@@ -510,18 +568,18 @@ def _read_env_file(path: Path) -> dict[str, str | None]:
     except UnicodeDecodeError as err:
         bad = f"byte {err.start} is 0x{err.object[err.start]:02x}"
         raise ConfigError([f"{where}: expected UTF-8 text ({bad})"]) from None
-    problems = []
-    for binding in parse_stream(io.StringIO(text)):
-        if binding.error:
-            original = binding.original
-            line = original.line + len(original.string) - len(original.string.lstrip("\n"))
-            problems.append(f"{where}: line {line}: expected NAME=value, a comment or a blank")
-    if problems:
-        raise ConfigError(problems)
-    return dotenv_values(stream=io.StringIO(text))
+    try:
+        return envfile.parse(text, os.environ)
+    except envfile.ExpansionError as err:
+        # The expression is part of the value as written: not shown for a secret's.
+        expression = REDACTED if is_secret(err.key) else err.expression
+        line = f"{where}: line {err.line}: {err.key}: {expression}: {err.detail}"
+        raise ConfigError([line]) from None
+    except envfile.EnvFileError as err:
+        raise ConfigError([f"{where}: {err}"]) from None
 
 
-def _unknown_or_unsafe(values: dict[str, str | None]) -> list[str]:
+def _unknown_or_unsafe(values: Mapping[str, str]) -> list[str]:
     """Unknown MY_REG_* names and values with NUL bytes, one line each."""
     known = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields} - INTERNAL
     problems = []
@@ -536,10 +594,8 @@ def _unknown_or_unsafe(values: dict[str, str | None]) -> list[str]:
             close = difflib.get_close_matches(suffix, suffixes, n=1, cutoff=0.75)
             hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
             problems.append(f"{key}: expected a known {ENV_PREFIX}* setting{hint}")
-        elif (
-            value is not None
-            and "\x00" in value
-            and (upper.startswith(ENV_PREFIX) or key.startswith(PASSTHROUGH_PREFIX))
+        elif "\x00" in value and (
+            upper.startswith(ENV_PREFIX) or key.startswith(PASSTHROUGH_PREFIX)
         ):
             problems.append(f"{key}: expected a value without NUL bytes")
     return problems

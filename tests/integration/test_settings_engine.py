@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import secrets
 from collections.abc import Iterator
 from contextlib import suppress
@@ -174,7 +173,9 @@ REGISTRY_KEYS = st.one_of(
             "REGISTRY_AUTH_HTPASSWD_REALM",
         ]
     ),
-    st.text(alphabet="ABZ_az09.- é\n", min_size=1, max_size=10).map(lambda s: "REGISTRY_" + s),
+    # Names as compose's env file can hold them: letters of any script, digits, _ . -
+    # (no blank or line break: compose has no quoted names).
+    st.text(alphabet="ABZ_az09.-é", min_size=1, max_size=10).map(lambda s: "REGISTRY_" + s),
 )
 REGISTRY_VALUES = st.one_of(
     st.sampled_from(["", " ", "x", "a\nb", "a=b", "${HOME}", "'q'", '"dq"', "é🐳", "\t", "#c"]),
@@ -212,22 +213,20 @@ def environments(draw: st.DrawFn) -> dict[str, str]:
 
 # --- the world of one test ------------------------------------------------------------------
 
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]+")
-
 
 def env_file_text(env: dict[str, str]) -> str:
-    """The env file for ``env``: values double-quoted with python-dotenv's escapes, keys
-    single-quoted when they hold more than letters, digits and _ . -."""
+    """The env file for ``env``: values double-quoted with compose's escapes (\\$ keeps a $
+    from being expanded)."""
     lines = []
     for key, value in env.items():
-        shown_key = key if _PLAIN_KEY.fullmatch(key) else f"'{key}'"
         escaped = (
             value.replace("\\", "\\\\")
             .replace('"', '\\"')
+            .replace("$", "\\$")
             .replace("\n", "\\n")
             .replace("\r", "\\r")
         )
-        lines.append(f'{shown_key}="{escaped}"\n')
+        lines.append(f'{key}="{escaped}"\n')
     return "".join(lines)
 
 

@@ -26,6 +26,19 @@ def test_bad_settings_exit_78_with_one_line_each_and_no_traceback(
     ]
 
 
+def test_a_required_variable_left_unset_exits_78_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`check` with ${DATA:?message} and DATA unset prints that one line and exits EX_CONFIG."""
+    env_file = tmp_path / "required.env"
+    env_file.write_text("MY_REG_DIR=${DATA:?set DATA to the data dir}\n")
+    assert main(["check", "--env-file", str(env_file)]) == 78
+    assert [
+        f"registry-supervisor: --env-file {env_file}: line 1: MY_REG_DIR: "
+        "${DATA:?set DATA to the data dir}: set DATA to the data dir"
+    ] == capsys.readouterr().err.splitlines()
+
+
 def test_missing_env_file_exits_78(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """An --env-file that does not exist is bad settings, for every command."""
     for command in ("run", "check", "status"):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.errors import ConfigError
-from supervisor.settings import LogFormat, PullPolicy, effective, load_settings
+from supervisor.settings import LogFormat, PullPolicy, effective, load_settings, raw_setting
 
 MakeTls = Callable[..., tuple[Path, Path]]
 
@@ -285,3 +285,62 @@ def test_a_long_name_the_engine_shortens_to_255_characters_is_accepted(tmp_path:
     """index.docker.io/library/ + 237 characters is 261 given, 255 as docker.io/library/."""
     image = "index.docker.io/library/" + "r" * 237
     assert image == load_settings(write_env(tmp_path, f"MY_REG_IMAGE={image}\n")).image
+
+
+# --- the env file, read as compose reads it -------------------------------------------------
+
+
+def test_settings_come_from_the_env_files_interpolated_values(tmp_path: Path) -> None:
+    """MY_REG_* values are the file's after compose's ${NAME:-default} expansion."""
+    env_file = write_env(
+        tmp_path, "BASE=/srv\nMY_REG_DIR=${BASE}/registry\nMY_REG_PORT=${P:-6000}\n"
+    )
+    settings = load_settings(env_file)
+    assert (Path("/srv/registry"), 6000) == (settings.dir, settings.port)
+
+
+def test_the_environment_wins_inside_the_env_files_expansions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """${P} in the file takes P from the environment before the file's own P line."""
+    monkeypatch.setenv("P", "7000")
+    assert 7000 == load_settings(write_env(tmp_path, "P=6000\nMY_REG_PORT=${P}\n")).port
+
+
+def test_nothing_expands_inside_single_quotes(tmp_path: Path) -> None:
+    """'abc${X}ghi' stays literal, as compose reads it (python-dotenv made it abcghi)."""
+    env_file = write_env(tmp_path, "X=no\nREGISTRY_HTTP_SECRET='abc${X}ghi'\n")
+    assert {"REGISTRY_HTTP_SECRET": "abc${X}ghi"} == load_settings(env_file).registry_env
+
+
+def test_an_expansion_to_blank_means_unset(tmp_path: Path) -> None:
+    """MY_REG_CONF=${UNSET} is blank, so the default (no config file) holds."""
+    assert load_settings(write_env(tmp_path, "MY_REG_CONF=${UNSET}\n")).conf is None
+
+
+def test_a_required_variable_that_is_unset_names_the_line_variable_and_message(
+    tmp_path: Path,
+) -> None:
+    """${DATA:?message} with DATA unset is one line naming MY_REG_DIR, DATA and the message."""
+    env_file = write_env(tmp_path, "MY_REG_PORT=5001\nMY_REG_DIR=${DATA:?set DATA first}\n")
+    assert [
+        f"--env-file {env_file}: line 2: MY_REG_DIR: ${{DATA:?set DATA first}}: set DATA first"
+    ] == problems_for(env_file)
+
+
+def test_raw_setting_reads_the_env_file_as_compose_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The htpasswd helper's raw_setting sees the same interpolated value as the loader."""
+    monkeypatch.setenv("AUTH", "/etc/registry")
+    env_file = write_env(tmp_path, "MY_REG_AUTH_HTPASSWD=${AUTH}/htpasswd\n")
+    assert "/etc/registry/htpasswd" == raw_setting("MY_REG_AUTH_HTPASSWD", env_file)
+
+
+def test_a_bad_expansion_in_a_secret_is_not_shown(tmp_path: Path) -> None:
+    """An unclosed ${ in REGISTRY_HTTP_SECRET names the line and variable, not the value."""
+    env_file = write_env(tmp_path, "REGISTRY_HTTP_SECRET=pa55${word\n")
+    assert [
+        f"--env-file {env_file}: line 1: REGISTRY_HTTP_SECRET: ********: expected $NAME, "
+        "${NAME}, ${NAME:-default} or another compose form (a literal $ is $$)"
+    ] == problems_for(env_file)
