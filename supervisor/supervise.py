@@ -1035,7 +1035,8 @@ class Supervisor:
         """Stop and remove a container we replace; its volumes and data stay."""
         if observed.running:
             self._stop(observed.id)
-        self.docker.remove(observed.id)
+        with suppress(ContainerGone):  # `docker run --rm`: its stop removed it
+            self.docker.remove(observed.id)
         self.log.warning(
             "container.replaced",
             name=observed.name,
