@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from supervisor import __version__, disk, log, maintenance, security
+from supervisor import __version__, disk, log, maintenance, security, takeover
 from supervisor.container import Engine, Observed
 from supervisor.errors import (
     ConfigError,
@@ -34,7 +34,7 @@ from supervisor.reconcile import Action, Decision, Reason, decide
 from supervisor.secret import describe_secret, with_http_secret, with_stored_secret
 from supervisor.settings import PullPolicy, Settings, effective, load_settings, raw_setting
 from supervisor.spec import HOLDER_SUFFIX, ContainerSpec, derive_spec, holder_spec
-from supervisor.supervise import Supervisor, format_duration
+from supervisor.supervise import Supervisor, data_dirs, format_duration
 
 PROG = "registry-supervisor"
 # `status`: the registry is not running or not answering (LSB's "not running").
@@ -292,22 +292,63 @@ def _check_engine(settings: Settings, spec: ContainerSpec, engine: Engine) -> in
     registry = engine.inspect(settings.name)
     for line in _container_plan(spec, image_id, holder, registry):
         print(f"# run will {line}")
+    address = f"{settings.bind}:{settings.port}"
+    claim = takeover.claim_port(
+        engine.publishing(settings.port),
+        settings.name,
+        settings.bind,
+        settings.port,
+        data_dirs(settings),
+    )
+    for old in claim.take_over:
+        print(f"# run will {_take_over_plan(old)}")
+    if claim.blockers:
+        raise ConfigError(
+            [
+                f"MY_REG_PORT={settings.port}: expected a free port; {address} is held by "
+                f"{takeover.blocker_line(blocker, str(settings.dir))}, or choose another port"
+                for blocker in claim.blockers
+            ]
+        )
     if _port_owner(settings) is not None:
-        # Ours (the network holder), or what `run` replaces: a container of our name.
-        owner = next((c for c in (holder, registry) if c and settings.port in c.published), None)
+        # Ours (the network holder), what `run` replaces (a container of our name) or
+        # what it takes over.
+        candidates = (holder, registry, *claim.take_over)
+        owner = next(
+            (c for c in candidates if c and c.running and settings.port in c.published), None
+        )
         if owner is None:
             raise ConfigError(
                 [
-                    f"MY_REG_PORT={settings.port}: expected a free port; "
-                    f"{settings.bind}:{settings.port} is in use by another process"
+                    f"MY_REG_PORT={settings.port}: expected a free port; {address} is in use "
+                    "and no container holds it: a host process does; find it with "
+                    f"`ss -ltnp 'sport = :{settings.port}'` and stop it, or choose another port"
                 ]
             )
-        who = "our container" if owner.managed else "a foreign container run replaces"
+        if owner.managed:
+            who = "our container"
+        elif owner in claim.take_over:
+            who = "the container run takes over,"
+        else:
+            who = "a foreign container run replaces"
         print(f"# port {settings.port}: held by {who} {owner.name}")
     else:
         print(f"# port {settings.port}: free")
     print("# ok")
     return ExitCode.OK
+
+
+def _take_over_plan(old: Observed) -> str:
+    """What `run` does to the same registry run another way (pure)."""
+    steps = []
+    if old.restart_policy != "no":
+        steps.append(f"set its restart policy {old.restart_policy} -> no")
+    if old.running:
+        steps.append("stop it" + (" (--rm: the stop removes it)" if old.auto_remove else ""))
+    return (
+        f"take over {takeover.describe(old)}, {old.state.value}: it publishes our port and "
+        f"serves MY_REG_DIR; {' and '.join(steps)}; its data stays; {takeover.undo(old)}"
+    )
 
 
 def _image_plan(settings: Settings, image_id: str | None) -> list[str]:

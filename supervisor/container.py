@@ -24,6 +24,7 @@ from supervisor.errors import (
     EngineRefused,
     EngineUnavailable,
     ImageUnavailable,
+    PortBusy,
 )
 from supervisor.spec import (
     DATA_MOUNT,
@@ -47,6 +48,14 @@ HOLDER_DATA_TMPFS = "ro,noexec,nosuid,nodev,size=4k"
 # Containers created only to learn whether the engine accepts a new spec, then removed.
 CANDIDATE_SUFFIX = "-candidate"
 CANDIDATE_LABEL = "registry-supervisor.candidate"
+# What docker-compose (1.x and v2) labels its containers with.
+COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
+COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
+COMPOSE_WORKDIR_LABEL = "com.docker.compose.project.working_dir"
+# How the engine says a start failed because the host port is taken (Docker 20.10): by
+# another container ("Bind for 0.0.0.0:5001 failed: port is already allocated") or by a
+# host process ("listen tcp4 0.0.0.0:5001: bind: address already in use").
+PORT_TAKEN_MARKERS = ("port is already allocated", "address already in use")
 
 
 class ContainerState(StrEnum):
@@ -79,6 +88,14 @@ class Observed:
     published: tuple[int, ...] = ()
     network_mode: str = ""
     candidate: bool = False  # created only by check_creatable, never started
+    # What a container we did not create is, for taking it over (supervisor/takeover.py).
+    port_bindings: tuple[tuple[str, int], ...] = ()  # (host ip, host port); "" = all
+    binds: tuple[tuple[str, str], ...] = ()  # (host source, container destination)
+    restart_policy: str = "no"
+    auto_remove: bool = False  # `docker run --rm`: a stop removes it
+    compose_project: str | None = None
+    compose_service: str | None = None
+    compose_workdir: str | None = None
 
     @property
     def running(self) -> bool:
@@ -117,11 +134,17 @@ def observe(attrs: dict[str, Any]) -> Observed:
     labels = config.get("Labels") or {}
     host_config = attrs.get("HostConfig") or {}
     bindings = host_config.get("PortBindings") or {}
-    published = tuple(
-        int(binding["HostPort"])
+    port_bindings = tuple(
+        (str(binding.get("HostIp") or ""), int(binding["HostPort"]))
         for port_bindings in bindings.values()
         for binding in port_bindings or ()
         if str(binding.get("HostPort", "")).isdigit()
+    )
+    published = tuple(port for _, port in port_bindings)
+    binds = tuple(
+        (str(mount.get("Source", "")), str(mount.get("Destination", "")))
+        for mount in attrs.get("Mounts") or ()
+        if mount.get("Type") == "bind"
     )
     return Observed(
         id=attrs["Id"],
@@ -138,6 +161,13 @@ def observe(attrs: dict[str, Any]) -> Observed:
         published=published,
         network_mode=str(host_config.get("NetworkMode") or ""),
         candidate=labels.get(CANDIDATE_LABEL) == "true",
+        port_bindings=port_bindings,
+        binds=binds,
+        restart_policy=str((host_config.get("RestartPolicy") or {}).get("Name") or "no"),
+        auto_remove=bool(host_config.get("AutoRemove")),
+        compose_project=labels.get(COMPOSE_PROJECT_LABEL),
+        compose_service=labels.get(COMPOSE_SERVICE_LABEL),
+        compose_workdir=labels.get(COMPOSE_WORKDIR_LABEL),
     )
 
 
@@ -369,8 +399,40 @@ class Engine:
                     self.remove(container_id)
 
     def start(self, container_id: str) -> None:
-        with _translated("start"):
-            self._client.api.start(container_id)
+        """Start a container; PortBusy when its host port is taken (the container stays)."""
+        try:
+            with _translated("start"):
+                self._client.api.start(container_id)
+        except ContainerActionFailed as err:
+            if PORT_TAKEN_MARKERS[0] in str(err):  # Docker's own allocator: a container
+                raise PortBusy(str(err), by="another container") from err
+            if PORT_TAKEN_MARKERS[1] in str(err):  # the proxy's bind: a host process
+                raise PortBusy(str(err), by=None) from err
+            raise
+
+    def publishing(self, port: int) -> list[Observed]:
+        """Every container, running or not, whose host config publishes host port ``port``.
+
+        The list API shows ports of running containers only; a stopped one that Docker
+        restarts with the engine (`restart: always`) takes the port back then, so each
+        container is inspected.
+        """
+        with _reads_translated("list containers"):
+            ids = [str(c["Id"]) for c in self._client.api.containers(all=True, quiet=True)]
+        found = []
+        for container_id in ids:
+            observed = self.inspect(container_id)
+            if observed is not None and port in observed.published:
+                found.append(observed)
+        return found
+
+    def disable_restart(self, container_id: str) -> None:
+        """`docker update --restart=no`: the engine no longer starts it by itself."""
+        # The engine ignores an empty Name ("keep the policy"): "no" must be said, which
+        # types-docker's Literal["always", "on-failure"] leaves out.
+        policy: Any = {"Name": "no", "MaximumRetryCount": 0}
+        with _translated("update"):
+            self._client.api.update_container(container_id, restart_policy=policy)
 
     def restart(self, container_id: str) -> None:
         """Kill and start again at once: for a hung registry, waiting is pointless."""

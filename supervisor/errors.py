@@ -97,5 +97,14 @@ class ContainerActionFailed(SupervisorError):
     """The engine refused to create or start the container (port taken, bad mount...)."""
 
 
+class PortBusy(ContainerActionFailed):
+    """The host port is held by something run may not take over; ``by`` names it (None:
+    no container holds it, a host process does, or the engine did not say)."""
+
+    def __init__(self, message: str, by: str | None) -> None:
+        super().__init__(message)
+        self.by = by
+
+
 class MaintenanceFailed(SupervisorError):
     """A maintenance task (garbage collection) could not be done or finished."""

@@ -29,6 +29,7 @@ class Reason(StrEnum):
     NETWORK_LOST = "network-lost"  # its network holder was replaced
     UNSTARTABLE = "unstartable"  # the engine keeps refusing to start it
     START_FAILED = "start-failed"  # the engine refused to create or start it: retried
+    PORT_BUSY = "port-busy"  # something we may not take over holds the host port: waited for
 
 
 class Action(StrEnum):

@@ -27,7 +27,18 @@ from typing import Any, TypeVar
 
 import structlog
 
-from supervisor import disk, journal, log, maintenance, metrics, security, state, tls, watchdog
+from supervisor import (
+    disk,
+    journal,
+    log,
+    maintenance,
+    metrics,
+    security,
+    state,
+    takeover,
+    tls,
+    watchdog,
+)
 from supervisor.backoff import BackoffPolicy, RestartBudget
 from supervisor.container import API_TIMEOUT_S, Engine, Observed, network_namespace
 from supervisor.errors import (
@@ -37,6 +48,7 @@ from supervisor.errors import (
     EngineRefused,
     EngineUnavailable,
     ImageUnavailable,
+    PortBusy,
     SupervisorError,
     TransientError,
     for_os_error,
@@ -76,6 +88,9 @@ ROLLBACK_REASONS = frozenset(
 # healthy again: every retry path has a minimum delay, none loops hot.
 ENGINE_MIN_RETRY_S = 0.1
 IMAGE_RETRY = BackoffPolicy(base_s=1.0, factor=2.0, cap_s=60.0)
+# A host port held by something we may not take over: looked at again this often. Freeing
+# it is someone's deliberate act, so the wait stays short.
+PORT_RETRY = BackoffPolicy(base_s=0.5, factor=2.0, cap_s=10.0)
 # How much longer systemd should wait for READY while we pull or wait for the engine.
 START_EXTENSION_S = 90.0
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -107,6 +122,7 @@ class Phase(StrEnum):
     RESTARTING = "restarting"
     STOPPING = "stopping"
     MAINTENANCE = "maintenance"  # `gc` restarts the registry on purpose; we stand aside
+    PORT_BUSY = "port-busy"  # the host port is held by something we may not take over
 
 
 Message = int | ContainerEvent | EngineLost
@@ -125,6 +141,11 @@ def captured_signals(messages: queue.SimpleQueue[Message]) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def data_dirs(settings: Settings) -> tuple[str, str]:
+    """MY_REG_DIR as given and with symlinks resolved: how another container may mount it."""
+    return str(settings.dir), os.path.realpath(settings.dir)
 
 
 def format_duration(seconds: float) -> str:
@@ -186,6 +207,9 @@ class Supervisor:
         self.repair_at: float | None = None
         self.pending_reason: Reason | None = None
         self.failed_starts = 0
+        # What holds the host port while we wait for it (PORT_BUSY), and the tries so far.
+        self.port_busy_by: str | None = None
+        self.port_attempt = 0
         self.budget = RestartBudget(BackoffPolicy())
         self.failures = FailureCount(settings.health_retries)
         self.probe = Probe(settings.probe_url, settings.tls_certificate)
@@ -307,6 +331,7 @@ class Supervisor:
                 return
 
     def shutdown(self) -> None:
+        waiting_for_port = self.phase is Phase.PORT_BUSY
         # RUNNING -> STOPPING
         self.phase = Phase.STOPPING
         self.notifier.stopping()
@@ -323,6 +348,8 @@ class Supervisor:
         for name in (self.settings.name, self.holder.name):
             if self.engine is not None:
                 self._stop_on_exit(name)
+        if waiting_for_port and self.engine is not None:
+            self._remove_idle()
         self._close()
         self.log.info("supervisor.stopped")
 
@@ -338,6 +365,18 @@ class Supervisor:
                 self.log.info("container.left_running", name=name, container_id=observed.short_id)
         except SupervisorError as err:
             self.log.warning("container.stop_failed", name=name, error=str(err))
+
+    def _remove_idle(self) -> None:
+        """Remove our containers that are not running (never started: the port was held),
+        so that a supervisor stopped while it waited leaves nothing behind; never data."""
+        for name in (self.settings.name, self.holder.name):
+            try:
+                observed = self.docker.inspect(name)
+                if observed is not None and observed.managed and not observed.running:
+                    self.docker.remove(observed.id)
+                    self.log.info("container.removed", name=name, container_id=observed.short_id)
+            except SupervisorError as err:
+                self.log.warning("container.remove_failed", name=name, error=str(err))
 
     def _close(self) -> None:
         if self.watcher is not None:
@@ -520,6 +559,12 @@ class Supervisor:
             )
         if self.phase is Phase.ENGINE_DOWN:
             return "waiting for Docker engine"
+        if self.phase is Phase.PORT_BUSY:
+            wait = max(0.0, (self.repair_at or now) - now)
+            return (
+                f"waiting for port {self.settings.bind}:{self.settings.port}: held by "
+                f"{self.port_busy_by}; next try in {wait:.1f}s"
+            )
         if self.phase is Phase.PULLING:
             return f"pulling {self.spec.image}"
         if self.phase is Phase.UNHEALTHY:
@@ -779,6 +824,9 @@ class Supervisor:
             self.image_id = None
             self.repair_at = None
             return
+        except PortBusy as err:
+            self._port_busy(self.clock(), err)
+            return
         except ContainerActionFailed as err:
             self.repair_at = None
             self.failed_starts += 1
@@ -791,7 +839,11 @@ class Supervisor:
             # Counted as what it is: the registry never ran, so it did not crash.
             self.schedule_repair(self.clock(), Reason.START_FAILED, after_failure=True)
             return
-        # RESTARTING -> STARTING
+        if self.port_busy_by is not None:
+            self.log.info("port.freed", address=f"{self.settings.bind}:{self.settings.port}")
+        self.port_busy_by = None
+        self.port_attempt = 0
+        # RESTARTING | PORT_BUSY -> STARTING
         self.failed_starts = 0
         self.repair_at = None
         self.pending_reason = None
@@ -842,6 +894,78 @@ class Supervisor:
             self._create(holder_id)
         return True
 
+    def _port_busy(self, now: float, err: PortBusy) -> None:
+        """Wait for the host port with backoff: no holder is created or replaced meanwhile,
+        and the log says what holds it once per change, not once per try."""
+        if self.rollback_to is not None:
+            # A reload onto a port that is taken: the settings that worked had one.
+            self._roll_back(Reason.PORT_BUSY)
+            self.repair_at = None
+            self.schedule_repair(now, Reason.SPEC_CHANGED)
+            return
+        by = err.by or (
+            f"no container: a host process (see `ss -ltnp 'sport = :{self.settings.port}'`)"
+        )
+        self.port_attempt += 1
+        delay = PORT_RETRY.delay(self.port_attempt + 1)
+        if by != self.port_busy_by:
+            self.log.warning(
+                "port.busy",
+                address=f"{self.settings.bind}:{self.settings.port}",
+                held_by=by,
+                error=str(err),
+                retry_in_s=delay,
+            )
+            self.port_busy_by = by
+            self.last_reason = Reason.PORT_BUSY
+            self.last_reason_wall = datetime.now(UTC)
+        else:
+            self.log.debug("port.still_busy", attempt=self.port_attempt, retry_in_s=delay)
+        # RESTARTING -> PORT_BUSY
+        self.phase = Phase.PORT_BUSY
+        self.pending_reason = Reason.PORT_BUSY
+        self.repair_at = now + delay
+        if not self.ready_sent:
+            self.notifier.extend_timeout(delay + START_EXTENSION_S)
+
+    def _free_port(self) -> None:
+        """Before our holder publishes the port: take over the same registry run another
+        way (supervisor/takeover.py); PortBusy if anything else holds the port."""
+        settings = self.settings
+        claim = takeover.claim_port(
+            self.docker.publishing(settings.port),
+            settings.name,
+            settings.bind,
+            settings.port,
+            data_dirs(settings),
+        )
+        for old in claim.take_over:
+            self._take_over(old)
+        if claim.blockers:
+            by = "; ".join(takeover.blocker_line(b, str(settings.dir)) for b in claim.blockers)
+            raise PortBusy(f"{settings.bind}:{settings.port} is held", by=by)
+
+    def _take_over(self, old: Observed) -> None:
+        """Stop the same registry run another way, for good; never remove it or its data."""
+        # The policy first: Docker starts a stopped `restart: always` container again when
+        # the engine restarts, and it would take the port before our holder.
+        if old.restart_policy != "no":
+            self.docker.disable_restart(old.id)
+        if old.running:
+            self._stop(old.id)
+        self.log.warning(
+            "takeover.done",
+            name=old.name,
+            container_id=old.short_id,
+            image=old.image,
+            was_running=old.running,
+            restart_policy_was=old.restart_policy,
+            compose_project=old.compose_project,
+            compose_service=old.compose_service,
+            data_dir=str(self.settings.dir),
+            undo=takeover.undo(old),
+        )
+
     def _enter_starting(self, now: float) -> None:
         """A container was just (re)started or adopted: probe fast, grace from now."""
         self.recent_actions.clear()
@@ -879,10 +1003,14 @@ class Supervisor:
                 self._stop(registry.id)
         if held.action is Action.REPLACE and holder is not None:
             self._retire(holder, held.reason)
+        # Whatever else publishes the port goes, or we wait, before a holder is created.
+        self._free_port()
         if held.action in (Action.CREATE, Action.REPLACE) or holder is None:
             holder = self.docker.create_holder(self.holder)
-            self.docker.start(holder.id)
             self.log.info("holder.created", name=self.holder.name, container_id=holder.short_id)
+            # A host process on the port fails this (PortBusy): the holder stays, to be
+            # started once the port is free, never created again meanwhile.
+            self.docker.start(holder.id)
         else:
             if held.action is Action.RESTART:  # paused
                 self._restart(holder.id)
@@ -910,7 +1038,8 @@ class Supervisor:
         """Stop and remove a container we replace; its volumes and data stay."""
         if observed.running:
             self._stop(observed.id)
-        self.docker.remove(observed.id)
+        with suppress(ContainerGone):  # `docker run --rm`: its stop removed it
+            self.docker.remove(observed.id)
         self.log.warning(
             "container.replaced",
             name=observed.name,
@@ -1323,7 +1452,8 @@ class Supervisor:
 
     def _save_state(self, now: float) -> None:
         """Offer the state file a new content, off the hot path of a restart."""
-        if self.repair_at is not None and self.repair_at - now < STATE_QUIET_S:
+        waiting = self.phase is Phase.PORT_BUSY  # not a recovery: nothing to keep fast
+        if not waiting and self.repair_at is not None and self.repair_at - now < STATE_QUIET_S:
             return
         if self.phase is Phase.STARTING and now - self.started_at < STATE_QUIET_S:
             return

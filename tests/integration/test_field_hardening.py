@@ -36,7 +36,7 @@ def test_reload_to_an_absent_image_is_rejected_before_anything_changes(deploymen
 
 def test_reload_onto_a_taken_port_rolls_back_to_the_working_registry(deployment):
     """SIGHUP moving the registry to a port another process holds: the new holder cannot
-    start, and the previous settings are restored, serving on the old port again."""
+    start (port-busy), and the previous settings are restored, serving on the old port again."""
     sup = deployment.start()
     image = deployment.push_image()
     old_port = deployment.port
@@ -50,7 +50,7 @@ def test_reload_onto_a_taken_port_rolls_back_to_the_working_registry(deployment)
         sup.send(signal.SIGHUP)
 
         rejected = sup.wait_for_event("settings.reload_rejected", since=since)
-        assert "start-failed" in str(rejected["problems"])
+        assert "port-busy" in str(rejected["problems"])
         sup.wait_for_event("registry.healthy", since=since)
     holder = deployment.running(deployment.holder_name)
     assert (f"127.0.0.1:{old_port}",) == holder.host_ports

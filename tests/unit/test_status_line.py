@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from structlog.testing import capture_logs
 
+from supervisor.errors import PortBusy
 from supervisor.notify import Notifier
 from supervisor.reconcile import Reason
 from supervisor.settings import load_settings
@@ -52,3 +54,17 @@ def test_waiting_for_the_engine(supervisor: Supervisor) -> None:
 def test_durations_are_short(seconds: float, text: str) -> None:
     """Uptime is printed at the two largest units."""
     assert format_duration(seconds) == text
+
+
+def test_waiting_for_the_port_names_what_holds_it(supervisor: Supervisor) -> None:
+    """A port held by something run may not take over: what holds it and the next try, once
+    per change in the log (one port.busy for two tries by the same holder)."""
+    with capture_logs() as logs:
+        supervisor._port_busy(1000.0, PortBusy("held", by="container web (1a2b3c)"))
+        supervisor._port_busy(1000.0, PortBusy("held", by="container web (1a2b3c)"))
+
+    assert supervisor.status_line(1000.0) == (
+        "waiting for port 0.0.0.0:5001: held by container web (1a2b3c); next try in 1.0s"
+    )
+    assert ["port.busy"] == [e["event"] for e in logs if e["log_level"] == "warning"]
+    assert (Phase.PORT_BUSY, Reason.PORT_BUSY) == (supervisor.phase, supervisor.pending_reason)
