@@ -315,10 +315,14 @@ class World:
             for suffix in ("", HOLDER_SUFFIX)
             for candidate in ("", CANDIDATE_SUFFIX)
         }
-        for container in self.client.containers.list(all=True, filters={"label": MANAGED_BY_LABEL}):
-            if container.name in wanted:
+        # The low-level list: the high-level one inspects every container it lists, and one
+        # another suite removes in between would raise NotFound here.
+        listed = self.client.api.containers(all=True, filters={"label": MANAGED_BY_LABEL})
+        for container in listed:
+            names = {name.lstrip("/") for name in container.get("Names") or ()}
+            if names & wanted:
                 with suppress(docker.errors.NotFound, docker.errors.APIError):
-                    container.remove(force=True)
+                    self.client.api.remove_container(container["Id"], force=True)
 
 
 @pytest.fixture
