@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from supervisor import __version__, disk, log, maintenance, security, takeover
+from supervisor import image as images
 from supervisor.container import Engine, Observed
 from supervisor.errors import (
     ConfigError,
@@ -29,6 +30,7 @@ from supervisor.errors import (
     TransientError,
 )
 from supervisor.health import Probe, ProbeFailed, is_healthy
+from supervisor.layout import version_findings
 from supervisor.notify import Notifier
 from supervisor.reconcile import Action, Decision, Reason, decide
 from supervisor.secret import describe_secret, with_http_secret, with_stored_secret
@@ -177,10 +179,10 @@ def _gc(settings: Settings, args: argparse.Namespace) -> int:
     # The HTTP secret is part of the spec: the normal container must come back identical.
     settings = with_http_secret(settings)
     with closing(Engine()) as engine:
-        collection = GarbageCollection(
-            settings, engine, dry_run=args.dry_run, delete_untagged=args.delete_untagged
-        )
         try:
+            collection = GarbageCollection(
+                settings, engine, dry_run=args.dry_run, delete_untagged=args.delete_untagged
+            )
             with _interruptible():
                 result = collection.run()
         except MaintenanceFailed as err:
@@ -251,7 +253,7 @@ def _port_owner(settings: Settings) -> str | None:
 def _check(settings: Settings) -> int:
     # What the container really gets: the spec's environment (TLS, auth, the stored
     # HTTP secret), not only the REGISTRY_* variables as given.
-    spec = derive_spec(with_stored_secret(settings))
+    spec = derive_spec(with_stored_secret(settings), None)
     for key, value in effective(settings, dict(spec.environment)).items():
         print(f"{key}={value}")
     certificate = security.certificate(settings)
@@ -288,10 +290,21 @@ def _check_engine(settings: Settings, spec: ContainerSpec, engine: Engine) -> in
         ) from None
     for line in _image_plan(settings, image_id):
         print(f"# {line}")
+    if image_id is not None:
+        spec = _check_image(settings, engine, image_id)
     holder = engine.inspect(spec.holder_name)
     registry = engine.inspect(settings.name)
     for line in _container_plan(spec, image_id, holder, registry):
         print(f"# run will {line}")
+    _check_port(settings, engine, holder, registry)
+    print("# ok")
+    return ExitCode.OK
+
+
+def _check_port(
+    settings: Settings, engine: Engine, holder: Observed | None, registry: Observed | None
+) -> None:
+    """Say who holds the port and what `run` does about it; ConfigError if run cannot."""
     address = f"{settings.bind}:{settings.port}"
     claim = takeover.claim_port(
         engine.publishing(settings.port),
@@ -334,8 +347,6 @@ def _check_engine(settings: Settings, spec: ContainerSpec, engine: Engine) -> in
         print(f"# port {settings.port}: held by {who} {owner.name}")
     else:
         print(f"# port {settings.port}: free")
-    print("# ok")
-    return ExitCode.OK
 
 
 def _take_over_plan(old: Observed) -> str:
@@ -349,6 +360,40 @@ def _take_over_plan(old: Observed) -> str:
         f"take over {takeover.describe(old)}, {old.state.value}: it publishes our port and "
         f"serves MY_REG_DIR; {' and '.join(steps)}; its data stays; {takeover.undo(old)}"
     )
+
+
+def _check_image(settings: Settings, engine: Engine, image_id: str) -> ContainerSpec:
+    """Print the image's layout and registry version, refuse settings that version would
+    ignore; the spec on that layout."""
+    info = images.describe(settings, engine, image_id)
+    if info is None:
+        raise ConfigError([f"image {settings.image_ref}: removed while it was checked"])
+    for line in _image_lines(settings, info):
+        print(f"# {line}")
+    findings = version_findings(settings.registry_env, info.version)
+    for finding in findings:
+        if not finding.error:
+            print(f"# WARNING: {finding.text}")
+    errors = [finding.text for finding in findings if finding.error]
+    if errors:
+        raise ConfigError(errors)
+    return derive_spec(with_stored_secret(settings), info.layout)
+
+
+def _image_lines(settings: Settings, info: images.ImageInfo) -> list[str]:
+    """What differs for the user between registry versions, for this image (pure)."""
+    layout = info.layout
+    lines = [f"registry {info.label} ({layout.describe})"]
+    if settings.conf is not None:
+        lines.append(f"MY_REG_CONF: mounted read-only at {layout.config_path}")
+    if layout.major == 3:
+        if settings.conf is None:
+            lines.append(
+                "the image's config logs at debug: REGISTRY_LOG_LEVEL=info unless you set it "
+                "(the journal gets MY_REG_LOG_LEVEL and up)"
+            )
+        lines.append("debug server (http.debug, :5001): inside the pod only, never published")
+    return lines
 
 
 def _image_plan(settings: Settings, image_id: str | None) -> list[str]:
@@ -474,6 +519,7 @@ def _status(settings: Settings, *, as_json: bool) -> int:
             maintenance.maintenance_path(settings),
             lambda name: maintenance.collector_holds(engine.inspect(name)),
         )
+        image = _described(settings, engine, observed)
     container: dict[str, Any] | None = None
     health, detail = "absent", "no container"
     if observed is not None:
@@ -501,6 +547,8 @@ def _status(settings: Settings, *, as_json: bool) -> int:
         "detail": detail,
         "probe_url": settings.probe_url,
         "image_id": observed.image_id if observed is not None else None,
+        "registry_version": image.label if image is not None else None,
+        "config_path": image.layout.config_path if image is not None else None,
         "network_holder": None
         if holder is None
         else {"id": holder.id, "name": holder.name, "state": holder.state.value},
@@ -518,6 +566,8 @@ def _status(settings: Settings, *, as_json: bool) -> int:
             print(f"container: {container['name']} {observed.short_id if observed else ''}")
             print(f"state:     {container['state']} (started {container['started_at']})")
             print(f"image:     {container['image']}")
+            if image is not None:
+                print(f"registry:  {image.label} ({image.layout.describe})")
             print(f"managed:   {'yes' if container['managed'] else 'no (foreign)'}")
         if holder is not None:
             print(f"network:   {holder.name} {holder.short_id} ({holder.state.value})")
@@ -525,6 +575,19 @@ def _status(settings: Settings, *, as_json: bool) -> int:
         for line in _glance_lines(report):
             print(line)
     return ExitCode.OK if health == "healthy" else STATUS_NOT_HEALTHY
+
+
+def _described(
+    settings: Settings, engine: Engine, observed: Observed | None
+) -> images.ImageInfo | None:
+    """The running container's image, for `status`: None when there is none or its layout
+    cannot be read (status reports; `check` and `run` refuse)."""
+    if observed is None or not observed.image_id:
+        return None
+    try:
+        return images.describe(settings, engine, observed.image_id)
+    except ConfigError:
+        return None
 
 
 def _glance_lines(report: dict[str, Any]) -> list[str]:

@@ -26,6 +26,7 @@ from supervisor.errors import (
     ImageUnavailable,
     PortBusy,
 )
+from supervisor.layout import ImageLayout, RegistryVersion, layout_of, parse_version
 from supervisor.spec import (
     DATA_MOUNT,
     HOLDER_COMMAND,
@@ -47,6 +48,8 @@ API_VERSION = "1.41"
 HOLDER_DATA_TMPFS = "ro,noexec,nosuid,nodev,size=4k"
 # Containers created only to learn whether the engine accepts a new spec, then removed.
 CANDIDATE_SUFFIX = "-candidate"
+# `registry --version` answers in well under a second; a stuck one must not hold the loop.
+VERSION_TIMEOUT_S = 20
 CANDIDATE_LABEL = "registry-supervisor.candidate"
 # What docker-compose (1.x and v2) labels its containers with.
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
@@ -335,6 +338,35 @@ class Engine:
             return None
         except EngineRefused as err:
             raise ImageUnavailable(f"{ref}: {err}") from err
+
+    def image_layout(self, ref: str) -> ImageLayout | None:
+        """Where the local image's registry reads its config (supervisor.layout); None if
+        the image is absent; ConfigError if its layout cannot be read."""
+        try:
+            with _reads_translated("inspect image"):
+                attrs = self._client.api.inspect_image(ref)  # type: ignore[no-untyped-call]
+        except ContainerGone:
+            return None
+        except EngineRefused as err:
+            raise ImageUnavailable(f"{ref}: {err}") from err
+        return layout_of(attrs)
+
+    def registry_version(self, image_id: str, layout: ImageLayout) -> RegistryVersion | None:
+        """`registry --version` in a one-shot container of the image (no network, removed
+        afterwards); None when it names no version or fails."""
+        config: dict[str, Any] = {
+            "image": image_id,
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE},
+            "entrypoint": [layout.binary],
+            "command": ["--version"],
+            "network_disabled": True,
+            "host_config": {"network_mode": "none", "restart_policy": {"Name": "no"}},
+        }
+        try:
+            code, output = self.run_once(config, VERSION_TIMEOUT_S)
+        except (ContainerActionFailed, ContainerGone, ImageUnavailable):
+            return None
+        return parse_version(output) if code == 0 else None
 
     def pull(self, ref: str, progress: Callable[[], None]) -> None:
         """Pull an image, calling ``progress`` on every status line the engine sends."""

@@ -42,13 +42,12 @@ from supervisor.errors import (
     MaintenanceFailed,
 )
 from supervisor.health import Probe, ProbeFailed, is_healthy
+from supervisor.layout import ImageLayout
 from supervisor.settings import Settings
-from supervisor.spec import CONFIG_MOUNT, MANAGED_BY_LABEL, ContainerSpec, derive_spec, spec_hash
+from supervisor.spec import MANAGED_BY_LABEL, ContainerSpec, derive_spec, spec_hash
 
 READONLY_VARIABLE = "REGISTRY_STORAGE_MAINTENANCE_READONLY"
 READONLY_VALUE = '{"enabled": true}'
-# The registry binary in the official image and in the Debian-built test image.
-REGISTRY_BINARY = "/bin/registry"
 COLLECTOR_SUFFIX = "-gc"
 # How long the registry may take to answer after each recreation.
 ANSWER_TIMEOUT_S = 60.0
@@ -96,10 +95,10 @@ def readonly_spec(spec: ContainerSpec) -> ContainerSpec:
     return replace(readonly, spec_hash=spec_hash(readonly))
 
 
-def collector_command(*, dry_run: bool, delete_untagged: bool) -> list[str]:
-    """Arguments of `registry` for the collection (pure)."""
+def collector_command(layout: ImageLayout, *, dry_run: bool, delete_untagged: bool) -> list[str]:
+    """Arguments of `registry` for the collection: the config the image serves with (pure)."""
     flags = (["--dry-run"] if dry_run else []) + (["--delete-untagged"] if delete_untagged else [])
-    return ["garbage-collect", *flags, CONFIG_MOUNT]
+    return ["garbage-collect", *flags, layout.config_path]
 
 
 def collector_name(spec: ContainerSpec, *, dry_run: bool) -> str:
@@ -108,7 +107,9 @@ def collector_name(spec: ContainerSpec, *, dry_run: bool) -> str:
     return f"{spec.name}{COLLECTOR_SUFFIX}{'-dry' if dry_run else ''}"
 
 
-def collector_config(spec: ContainerSpec, command: list[str]) -> dict[str, Any]:
+def collector_config(
+    spec: ContainerSpec, layout: ImageLayout, command: list[str]
+) -> dict[str, Any]:
     """Create arguments of the one-shot collector: the registry's mounts, env and hardening,
     no published port, no spec hash (it is never mistaken for the registry) (pure)."""
     # Docker's default network, not the holder's: a storage driver may need to reach out.
@@ -117,7 +118,7 @@ def collector_config(spec: ContainerSpec, command: list[str]) -> dict[str, Any]:
     config.pop("stop_timeout")
     config["name"] = collector_name(spec, dry_run="--dry-run" in command)
     config["labels"] = {MANAGED_BY_LABEL: spec.labels[MANAGED_BY_LABEL]}
-    config["entrypoint"] = [REGISTRY_BINARY]
+    config["entrypoint"] = [layout.binary]
     config["command"] = command
     config["detach"] = True
     return config
@@ -132,9 +133,12 @@ ESTIMATE_TIMEOUT_S = 600
 def estimate_reclaimable(settings: Settings, engine: Engine) -> int | None:
     """Bytes a collection would free now: a dry run of the collector, which deletes
     nothing and leaves the registry serving. None when the collector fails."""
-    spec = derive_spec(settings)
-    command = collector_command(dry_run=True, delete_untagged=False)
-    code, output = engine.run_once(collector_config(spec, command), ESTIMATE_TIMEOUT_S)
+    layout = engine.image_layout(settings.image_ref)
+    if layout is None:
+        return None
+    spec = derive_spec(settings, layout)
+    command = collector_command(layout, dry_run=True, delete_untagged=False)
+    code, output = engine.run_once(collector_config(spec, layout, command), ESTIMATE_TIMEOUT_S)
     if code != 0:
         # A registry that has stored nothing yet has no repositories dir to mark.
         return 0 if NOTHING_STORED in output else None
@@ -189,7 +193,14 @@ class GarbageCollection:
         self.dry_run = dry_run
         self.delete_untagged = delete_untagged
         self.sleep = sleep
-        self.spec = derive_spec(settings)
+        layout = engine.image_layout(settings.image_ref)
+        if layout is None:
+            raise MaintenanceFailed(
+                f"image {settings.image_ref} is not present: nothing to collect with "
+                "(`registry-supervisor run` pulls it)"
+            )
+        self.layout = layout
+        self.spec = derive_spec(settings, layout)
         self.collector = collector_name(self.spec, dry_run=dry_run)
         # Set from the collector's creation until it is known to be gone: while set, the
         # registry stays read-only and the lock is kept.
@@ -259,10 +270,14 @@ class GarbageCollection:
         try:
             if switch and observed is not None:
                 self._recreate(observed, readonly_spec(self.spec), holder_id, "read-only")
-            command = collector_command(dry_run=self.dry_run, delete_untagged=self.delete_untagged)
+            command = collector_command(
+                self.layout, dry_run=self.dry_run, delete_untagged=self.delete_untagged
+            )
             self.collector_may_run = True
             # No timeout: a collection takes as long as the storage needs.
-            code, output = self.engine.run_once(collector_config(self.spec, command), None)
+            code, output = self.engine.run_once(
+                collector_config(self.spec, self.layout, command), None
+            )
             summary = parse_summary(output)
             if self.dry_run:  # after a real run they are gone: freed_bytes measures that
                 eligible_bytes = blobs_bytes(self.settings.dir, eligible_blobs(output))

@@ -47,6 +47,9 @@ class _Off:
     def labels(self, **labels: str) -> _Off:
         return self
 
+    def clear(self) -> None:
+        pass
+
 
 class Metrics:
     """The gauges, counters and the histogram the loop keeps current.
@@ -62,6 +65,7 @@ class Metrics:
     data_dir_bytes: Any
     data_dir_free_bytes: Any
     maintenance: Any
+    info: Any
 
     def __init__(self, enabled: bool = True) -> None:
         self._server: WSGIServer | None = None
@@ -71,6 +75,7 @@ class Metrics:
             off = _Off()
             self.up = self.restarts = self.probe_seconds = self.since_healthy = off
             self.data_dir_bytes = self.data_dir_free_bytes = self.maintenance = off
+            self.info = off
             return
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -110,6 +115,13 @@ class Metrics:
         self.maintenance = Gauge(
             "registry_maintenance",
             "1 while a maintenance task (garbage collection) holds the registry",
+            registry=self.registry,
+        )
+
+        self.info = Gauge(
+            "registry_info",
+            "1, labelled with the registry's version (`registry --version` in its image)",
+            ["version"],
             registry=self.registry,
         )
 

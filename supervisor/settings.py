@@ -38,6 +38,9 @@ from supervisor.redaction import REDACTED, is_secret, redact_value
 
 ENV_PREFIX = "MY_REG_"
 PASSTHROUGH_PREFIX = "REGISTRY_"
+# OpenTelemetry (v3 traces with it): passed through as REGISTRY_* is. Unset, the image's
+# ENV OTEL_TRACES_EXPORTER=none stays in force (the engine merges the image's Env).
+TRACING_PREFIX = "OTEL_"
 # Values longer than this are shortened in error lines (a 5000-character path helps nobody).
 SHOWN_VALUE_MAX = 80
 DEFAULT_ENV_FILE = Path(".env")
@@ -495,7 +498,7 @@ def load_settings(env_file: Path | None) -> Settings:
         key: value
         for source in (file_values, os.environ)
         for key, value in source.items()
-        if key.startswith(PASSTHROUGH_PREFIX) and value.strip()
+        if key.startswith((PASSTHROUGH_PREFIX, TRACING_PREFIX)) and value.strip()
     }
     try:
         with _env_file_values(file_values):

@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 
+from supervisor.layout import ImageLayout
 from supervisor.settings import Settings
 
 MANAGED_BY_LABEL = "registry-supervisor.managed-by"
@@ -29,7 +30,6 @@ HOLDER_COMMAND = ("sleep", "2147483647")
 
 REGISTRY_PORT = "5000/tcp"
 DATA_MOUNT = "/var/lib/registry"
-CONFIG_MOUNT = "/etc/docker/registry/config.yml"
 CERTS_MOUNT = "/certs"
 HTPASSWD_MOUNT = "/auth/htpasswd"
 # Shown in the client's login prompt; a REGISTRY_AUTH_HTPASSWD_REALM the user sets wins.
@@ -115,12 +115,30 @@ def holder_spec(spec: ContainerSpec) -> HolderSpec:
     return replace(holder, spec_hash=_digest(payload))
 
 
-def derive_spec(settings: Settings) -> ContainerSpec:
-    """The desired container for these settings (pure: no I/O)."""
+# v3's default config logs at debug; v2's (no level given) at info.
+V3_DEFAULT_LOG_LEVEL = "info"
+
+
+def derive_spec(settings: Settings, layout: ImageLayout | None) -> ContainerSpec:
+    """The desired container for these settings on an image of this layout (pure: no I/O).
+
+    ``layout`` None: the image is not inspected yet. That spec names the container and
+    its image, and is never created nor compared: MY_REG_CONF has nowhere to go yet.
+    For an unchanged image the layout, and so the hash, is the same on every start.
+    """
     mounts = [Mount(str(settings.dir), DATA_MOUNT)]
-    if settings.conf is not None:
-        mounts.append(Mount(str(settings.conf), CONFIG_MOUNT, read_only=True))
+    if settings.conf is not None and layout is not None:
+        mounts.append(Mount(str(settings.conf), layout.config_path, read_only=True))
     environment = dict(settings.registry_env)
+    if (
+        layout is not None
+        and layout.major == 3
+        and settings.conf is None
+        and not any(key.upper() == "REGISTRY_LOG_LEVEL" for key in environment)
+    ):
+        # Not the journal's concern (the forwarder drops lines below MY_REG_LOG_LEVEL),
+        # but the engine's log file would fill with one debug line per request.
+        environment["REGISTRY_LOG_LEVEL"] = V3_DEFAULT_LOG_LEVEL
     if settings.tls_dir is not None:
         mounts.append(Mount(str(settings.tls_dir), CERTS_MOUNT, read_only=True))
         environment["REGISTRY_HTTP_TLS_CERTIFICATE"] = str(

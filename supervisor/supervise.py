@@ -39,8 +39,15 @@ from supervisor import (
     tls,
     watchdog,
 )
+from supervisor import image as images
 from supervisor.backoff import BackoffPolicy, RestartBudget
-from supervisor.container import API_TIMEOUT_S, Engine, Observed, network_namespace
+from supervisor.container import (
+    API_TIMEOUT_S,
+    VERSION_TIMEOUT_S,
+    Engine,
+    Observed,
+    network_namespace,
+)
 from supervisor.errors import (
     ConfigError,
     ContainerActionFailed,
@@ -55,6 +62,7 @@ from supervisor.errors import (
 )
 from supervisor.events import ContainerEvent, EngineLost, EventWatcher
 from supervisor.health import FailureCount, Probe, ProbeFailed, is_healthy
+from supervisor.layout import ImageLayout, version_findings
 from supervisor.notify import Notifier
 from supervisor.reconcile import Action, Decision, Reason, classify, decide
 from supervisor.secret import with_http_secret
@@ -173,7 +181,10 @@ class Supervisor:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
-        self.spec: ContainerSpec = derive_spec(settings)
+        # The image's layout and version, once the engine told us (supervisor/image.py);
+        # until then the spec only names things (see derive_spec).
+        self.image: images.ImageInfo | None = None
+        self.spec: ContainerSpec = derive_spec(settings, None)
         self.holder: HolderSpec = holder_spec(self.spec)
         self.env_file = env_file
         self.notifier = notifier
@@ -668,6 +679,12 @@ class Supervisor:
         if present is None:
             self._image_missing(now, f"{ref} is not present locally and MY_REG_PULL=never")
             return
+        info = self._inspect_image(self.settings, present)
+        if info is None:
+            self._image_missing(now, f"{ref} went away while it was inspected")
+            return
+        self._use_image(info)
+        self.spec = derive_spec(self.settings, self.layout)
         self.image_id = present
         self.image_attempt = 0
         first = self.container_id is None
@@ -677,6 +694,48 @@ class Supervisor:
             self.repair_at = self.clock()
         else:
             self._reconcile_again(self.clock())
+
+    @property
+    def layout(self) -> ImageLayout | None:
+        return self.image.layout if self.image is not None else None
+
+    def _inspect_image(self, settings: Settings, image_id: str) -> images.ImageInfo | None:
+        """The image's layout and registry version (cached per image id), with ``settings``
+        checked against that version; None if the image is gone. ConfigError when its
+        layout cannot be read or a setting would do nothing on this version."""
+        if self.image is not None and self.image.id == image_id:
+            info: images.ImageInfo | None = self.image
+        else:
+            docker = self.docker
+            info = self._blocking(
+                "registry-version",
+                API_TIMEOUT_S + VERSION_TIMEOUT_S,
+                lambda: images.describe(settings, docker, image_id),
+            )
+        if info is not None:
+            self._check_version(settings, info)
+        return info
+
+    def _use_image(self, info: images.ImageInfo | None) -> None:
+        if info is not None and info != self.image:
+            self.log.info(
+                "image.inspected",
+                image_id=info.id,
+                registry_version=info.label,
+                config=info.layout.config_path,
+                binary=info.layout.binary,
+            )
+            self.metrics.info.clear()  # one version at a time: the image's
+            self.metrics.info.labels(version=info.label).set(1)
+        self.image = info
+
+    def _check_version(self, settings: Settings, info: images.ImageInfo) -> None:
+        findings = version_findings(settings.registry_env, info.version)
+        errors = [finding.text for finding in findings if finding.error]
+        if errors:
+            raise ConfigError(errors)
+        for finding in findings:
+            self.log.warning("settings.version_mismatch", detail=finding.text, version=info.label)
 
     def _pull_progress(self) -> None:
         now = self.clock()
@@ -699,7 +758,9 @@ class Supervisor:
 
     def _check_container(self, now: float, down_reason: Reason | None = None) -> None:
         """Look at the container after an event or a failed probe; repair if it is down."""
-        if self.repair_at is not None or self._in_maintenance(now):
+        if self.repair_at is not None or self._in_maintenance(now) or self.image is None:
+            # (without the image's layout there is no spec to compare with: _ensure_image
+            # reconciles once it has one)
             return
         holder, held = self._observe_holder()
         if held.action is not Action.ADOPT or holder is None:
@@ -1149,11 +1210,13 @@ class Supervisor:
     def _reload(self) -> None:
         try:
             new = with_http_secret(load_settings(self.env_file))
-            new_spec = derive_spec(new)
+            new_spec = derive_spec(new, self.layout)
             if self._defer_reload():
                 return
             self._make_data_dir(new)
             image_id = self._preflight(new, new_spec)
+            info = self._reload_image(new, image_id)
+            new_spec = derive_spec(new, info.layout if info is not None else None)
         except (ConfigError, TransientError) as err:
             self.log.error("settings.reload_rejected", problems=err.problems)
             return
@@ -1164,11 +1227,12 @@ class Supervisor:
             return
         old_settings, old_spec, old_image_id = self.settings, self.spec, self.image_id
         changed = new_spec.spec_hash != old_spec.spec_hash
+        self._use_image(info)
         self._apply_settings(new)
         if image_id is not None:
             self.image_id = image_id
         elif new.image_ref != old_settings.image_ref or new.pull is PullPolicy.ALWAYS:
-            self.image_id = None
+            self.image_id = self.image = None  # both looked at anew (_ensure_image)
         if self.engine is not None and new.name != old_settings.name:
             self._retire_all(old_spec)
         self.log.info("supervisor.reloaded", spec_changed=changed, spec_hash=new_spec.spec_hash)
@@ -1180,6 +1244,18 @@ class Supervisor:
                 self.rollback_to = (old_settings, old_image_id)
             self.repair_at = None
             self.schedule_repair(self.clock(), Reason.SPEC_CHANGED)
+
+    def _reload_image(self, new: Settings, image_id: str | None) -> images.ImageInfo | None:
+        """The image the reloaded settings run, checked against them: the new one the
+        preflight found, or the current one. ConfigError."""
+        if image_id is None:
+            if self.image is not None:
+                self._check_version(new, self.image)
+            return self.image
+        info = self._inspect_image(new, image_id)
+        if info is None:
+            raise ConfigError([f"image {new.image_ref}: removed while it was checked"])
+        return info
 
     def _defer_reload(self) -> bool:
         """Whether the reload must wait: with the engine away it cannot be checked (nor
@@ -1212,7 +1288,7 @@ class Supervisor:
         """Make ``new`` the settings everything works from (no engine calls)."""
         log.configure(new.log_format, new.log_level)
         renamed = new.name != self.settings.name
-        self.settings, self.spec = new, derive_spec(new)
+        self.settings, self.spec = new, derive_spec(new, self.layout)
         self.holder = holder_spec(self.spec)
         self.log = self._bind_log()
         self.probe.close()
@@ -1296,6 +1372,9 @@ class Supervisor:
             ],
             spec_hash=failed_spec.spec_hash,
         )
+        if self.image is not None and self.image.id != old_image_id:
+            # The old image's layout is looked up again with it (_ensure_image).
+            self.image, old_image_id = None, None
         self._apply_settings(old_settings)
         self.image_id = old_image_id
         self.failed_starts = 0
@@ -1441,6 +1520,7 @@ class Supervisor:
             "last_reason": self.last_reason.value if self.last_reason else None,
             "last_reason_at": iso(self.last_reason_wall),
             "image_id": self.image_id,
+            "registry_version": self.image.label if self.image is not None else None,
             "disk_low": self.disk_guard.low,
             "disk_free_percent": (
                 None

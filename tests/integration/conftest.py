@@ -44,6 +44,8 @@ SPEC_HASH_LABEL = "registry-supervisor.spec-hash"
 OWNER_LABEL = "registry-supervisor.integration-test"
 
 TEST_IMAGE = "registry:2"
+# The test images of both layouts (tests/images/): tag per layout fixture param.
+LAYOUT_TAGS = {"v2": "2", "v3": "3"}
 EX_OK = 0
 EX_UNAVAILABLE = 69
 EX_CONFIG = 78
@@ -328,8 +330,9 @@ class ServingWatch:
 class Deployment:
     """The world of one test: its container name, port, data dir, env file and supervisors."""
 
-    def __init__(self, client: docker.DockerClient, root: Path) -> None:
+    def __init__(self, client: docker.DockerClient, root: Path, layout: str = "v2") -> None:
         self.client = client
+        self.layout = layout
         self.root = root
         self.name = f"rs-it-{secrets.token_hex(4)}"
         self.port = free_port()
@@ -340,7 +343,7 @@ class Deployment:
         self.secret = f"it-secret-{secrets.token_hex(8)}"
         self.settings: dict[str, str] = {
             "MY_REG_IMAGE": "registry",
-            "MY_REG_TAG": "2",
+            "MY_REG_TAG": LAYOUT_TAGS[layout],
             "MY_REG_NAME": self.name,
             "MY_REG_DIR": str(self.data_dir),
             "MY_REG_PORT": str(self.port),
@@ -606,19 +609,34 @@ def docker_client() -> Iterator[docker.DockerClient]:
         client.ping()
     except docker.errors.DockerException as err:
         pytest.fail(f"no Docker engine answers ({err}); start dockerd or run tests/run")
-    try:
-        client.images.get(TEST_IMAGE)
-    except docker.errors.ImageNotFound:
-        client.close()
-        pytest.fail(f"{TEST_IMAGE} is missing; run tests/images/build-registry-image.sh")
+    for tag, script in (("2", "build-registry-image.sh"), ("3", "build-registry3-image.sh")):
+        try:
+            client.images.get(f"registry:{tag}")
+        except docker.errors.ImageNotFound:
+            client.close()
+            pytest.fail(f"registry:{tag} is missing; run tests/images/{script}")
     yield client
     client.close()
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked `both_layouts` run on the v2 and the v3 image layout."""
+    if metafunc.definition.get_closest_marker("both_layouts") and "layout" in metafunc.fixturenames:
+        metafunc.parametrize("layout", list(LAYOUT_TAGS), indirect=True)
+
+
 @pytest.fixture
-def deployment(docker_client: docker.DockerClient, tmp_path: Path) -> Iterator[Deployment]:
+def layout(request: pytest.FixtureRequest) -> str:
+    """The image layout of the test's deployment: v2 unless marked `both_layouts`."""
+    return str(getattr(request, "param", "v2"))
+
+
+@pytest.fixture
+def deployment(
+    docker_client: docker.DockerClient, tmp_path: Path, layout: str
+) -> Iterator[Deployment]:
     """A fresh name, port, data dir and env file; everything it started is removed after."""
-    world = Deployment(docker_client, tmp_path)
+    world = Deployment(docker_client, tmp_path, layout)
     try:
         yield world
     finally:

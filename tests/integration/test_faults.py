@@ -18,6 +18,7 @@ PROBE_RARELY = {"MY_REG_HEALTH_INTERVAL": "60"}
 EVENT_DEADLINE = 10.0
 
 
+@pytest.mark.both_layouts
 def test_first_start_creates_a_labelled_container(deployment):
     """With no container, the supervisor creates one with our labels, restart policy "no" and
     the data dir mounted, in the network of a holder that publishes the port on the configured
@@ -42,6 +43,7 @@ def test_first_start_creates_a_labelled_container(deployment):
     assert deployment.v2_status() == 200
 
 
+@pytest.mark.both_layouts
 def test_killed_registry_process_is_started_again(deployment):
     """A SIGKILLed registry process is started again at once (from the event stream, not a
     probe), in the same container, data intact."""
@@ -67,6 +69,7 @@ def test_killed_registry_process_is_started_again(deployment):
     deployment.assert_pullable(image)
 
 
+@pytest.mark.both_layouts
 def test_removed_container_is_recreated(deployment):
     """A container removed with `docker rm -f` is created again at once, data intact."""
     deployment.write_env(**PROBE_RARELY)

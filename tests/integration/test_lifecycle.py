@@ -24,6 +24,7 @@ def container_events(sup, since):
     return [e for e in sup.events()[since:] if e["event"] in CONTAINER_EVENTS]
 
 
+@pytest.mark.both_layouts
 def test_killed_supervisor_is_restarted_and_adopts_the_running_registry(deployment):
     """After a SIGKILL of the supervisor the registry keeps serving and the next supervisor
     adopts the same container without restarting it."""
@@ -142,6 +143,7 @@ def test_sighup_with_a_changed_port_recreates_the_container_on_it(deployment):
     deployment.assert_pullable(image, port=new_port)
 
 
+@pytest.mark.both_layouts
 def test_sighup_with_unchanged_settings_keeps_the_container(deployment):
     """SIGHUP with the env file unchanged re-reads it and leaves the container alone."""
     sup = deployment.start()

@@ -93,6 +93,7 @@ def test_status_shows_restarts_by_reason_disk_and_the_disk_guard(deployment, tmp
     assert "LOW (MY_REG_MIN_FREE=100%)" in human
 
 
+@pytest.mark.both_layouts
 def test_gc_frees_deleted_blobs_keeps_other_images_and_counts_no_restart(deployment, tmp_path):
     """gc with the supervisor running: the deleted image's blobs are gone, the other image
     still pulls, bytes freed are reported and recorded, and no restart is counted."""
@@ -129,6 +130,7 @@ def test_gc_frees_deleted_blobs_keeps_other_images_and_counts_no_restart(deploym
     assert {} == report["restarts"]
 
 
+@pytest.mark.both_layouts
 def test_gc_dry_run_deletes_nothing(deployment, tmp_path):
     """--dry-run reports what is eligible and leaves every file in place."""
     deployment.write_env(

@@ -211,8 +211,11 @@ class Secured:
         return session
 
 
-@pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+@pytest.fixture(scope="module", params=["2", "3"], ids=["v2", "v3"])
+def secured(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Secured]:
+    """One hardened deployment per image layout (registry:2, registry:3), for the module."""
     try:
         client = docker.from_env(timeout=60)
         client.ping()
@@ -241,7 +244,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
         "\n".join(
             [
                 "MY_REG_IMAGE=registry",
-                "MY_REG_TAG=2",
+                f"MY_REG_TAG={request.param}",
                 f"MY_REG_NAME={name}",
                 f"MY_REG_DIR={root / 'data'}",
                 f"MY_REG_PORT={port}",

@@ -39,6 +39,7 @@ from hypothesis import strategies as st
 
 from supervisor.container import CANDIDATE_SUFFIX, Engine
 from supervisor.errors import ConfigError, ContainerActionFailed, ImageUnavailable
+from supervisor.layout import V2_LAYOUT
 from supervisor.settings import load_settings
 from supervisor.spec import HOLDER_SUFFIX, MANAGED_BY_LABEL, derive_spec, holder_spec
 
@@ -361,7 +362,7 @@ def test_settings_our_check_accepts_are_settings_the_engine_accepts(world: World
             loaded.dir.mkdir(parents=True, exist_ok=True)  # as startup() does
         except OSError:
             return  # startup() reports it as MY_REG_DIR, before the engine sees anything
-        spec = derive_spec(loaded)
+        spec = derive_spec(loaded, V2_LAYOUT)
         holder = holder_spec(spec)
         world.names.add(spec.name)
         engine = world.engine

@@ -12,6 +12,7 @@ import structlog
 
 from supervisor import glance, security, state
 from supervisor.errors import ConfigError
+from supervisor.layout import V2_LAYOUT
 from supervisor.notify import Notifier
 from supervisor.secret import describe_secret, with_http_secret
 from supervisor.settings import load_settings
@@ -230,7 +231,7 @@ def test_a_blank_http_secret_does_not_suppress_the_generated_one(tmp_path: Path)
     settings = with_http_secret(
         loaded(tmp_path, f"REGISTRY_HTTP_SECRET=\nMY_REG_STATE_DIR={tmp_path / 'state'}\n")
     )
-    secret = dict(derive_spec(settings).environment)["REGISTRY_HTTP_SECRET"]
+    secret = dict(derive_spec(settings, V2_LAYOUT).environment)["REGISTRY_HTTP_SECRET"]
     assert len(secret) >= 32
 
 

@@ -14,6 +14,7 @@ from supervisor import htpasswd, security
 from supervisor.cli import main
 from supervisor.container import create_config
 from supervisor.errors import ConfigError
+from supervisor.layout import V2_LAYOUT
 from supervisor.notify import Notifier
 from supervisor.settings import Settings, load_settings
 from supervisor.spec import derive_spec
@@ -29,7 +30,7 @@ def settings_from(tmp_path: Path, text: str = "") -> Settings:
 
 
 def host_config(tmp_path: Path, text: str = "") -> dict[str, object]:
-    spec = derive_spec(settings_from(tmp_path, text))
+    spec = derive_spec(settings_from(tmp_path, text), V2_LAYOUT)
     config: dict[str, object] = create_config(spec, holder_id="f00d")["host_config"]
     return config
 
@@ -88,8 +89,8 @@ def test_memory_limits_docker_would_refuse_are_config_errors(tmp_path: Path, val
 )
 def test_hardening_settings_change_the_spec_hash(tmp_path: Path, line: str) -> None:
     """A changed hardening setting recreates the container on reload."""
-    base = derive_spec(settings_from(tmp_path)).spec_hash
-    assert derive_spec(settings_from(tmp_path, line + "\n")).spec_hash != base
+    base = derive_spec(settings_from(tmp_path), V2_LAYOUT).spec_hash
+    assert derive_spec(settings_from(tmp_path, line + "\n"), V2_LAYOUT).spec_hash != base
 
 
 # --- exposure --------------------------------------------------------------------------

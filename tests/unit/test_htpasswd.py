@@ -13,6 +13,7 @@ import pytest
 from supervisor import htpasswd
 from supervisor.cli import main
 from supervisor.errors import ConfigError
+from supervisor.layout import V2_LAYOUT
 from supervisor.settings import load_settings
 from supervisor.spec import Mount, derive_spec
 
@@ -215,7 +216,7 @@ def test_the_file_is_mounted_read_only_and_htpasswd_auth_configured(tmp_path: Pa
     htpasswd.set_password(path, "alice", "pw", cost=4)
     env_file = tmp_path / "auth.env"
     env_file.write_text(f"MY_REG_AUTH_HTPASSWD={path}\n")
-    spec = derive_spec(load_settings(env_file))
+    spec = derive_spec(load_settings(env_file), V2_LAYOUT)
     assert Mount(str(path), "/auth/htpasswd", read_only=True) in spec.mounts
     assert {
         "REGISTRY_AUTH": "htpasswd",

@@ -25,6 +25,7 @@ from supervisor.gc import (
     parse_summary,
     readonly_spec,
 )
+from supervisor.layout import V2_LAYOUT
 from supervisor.settings import load_settings
 from supervisor.spec import derive_spec
 
@@ -271,7 +272,7 @@ def test_a_new_lock_is_looked_at_at_once() -> None:
 
 def test_readonly_spec_adds_the_maintenance_variable_and_changes_the_hash() -> None:
     """The read-only container differs only by REGISTRY_STORAGE_MAINTENANCE_READONLY."""
-    spec = derive_spec(load_settings(None))
+    spec = derive_spec(load_settings(None), V2_LAYOUT)
     readonly = readonly_spec(spec)
     added = set(readonly.environment) - set(spec.environment)
     assert {(READONLY_VARIABLE, '{"enabled": true}')} == added
@@ -291,13 +292,15 @@ def test_readonly_spec_adds_the_maintenance_variable_and_changes_the_hash() -> N
 def test_collector_command(dry_run: bool, untagged: bool, flags: list[str]) -> None:
     """The collector reads the registry's own config.yml; flags pass through."""
     expected = ["garbage-collect", *flags, "/etc/docker/registry/config.yml"]
-    assert expected == collector_command(dry_run=dry_run, delete_untagged=untagged)
+    assert expected == collector_command(V2_LAYOUT, dry_run=dry_run, delete_untagged=untagged)
 
 
 def test_collector_shares_mounts_and_env_but_publishes_nothing() -> None:
     """The one-shot collector: same data mount and env, no port, /bin/registry, -gc name."""
-    spec = derive_spec(load_settings(None))
-    config = collector_config(spec, ["garbage-collect", "/etc/docker/registry/config.yml"])
+    spec = derive_spec(load_settings(None), V2_LAYOUT)
+    config = collector_config(
+        spec, V2_LAYOUT, ["garbage-collect", "/etc/docker/registry/config.yml"]
+    )
     assert "ports" not in config
     assert "port_bindings" not in config["host_config"]
     assert [("/var/lib/my_registry", "/var/lib/registry", False)] == [
@@ -306,7 +309,7 @@ def test_collector_shares_mounts_and_env_but_publishes_nothing() -> None:
     assert (["/bin/registry"], "my_registry-gc") == (config["entrypoint"], config["name"])
     assert dict(spec.environment) == config["environment"]
     assert "registry-supervisor.spec-hash" not in config["labels"]
-    dry_run = collector_config(spec, ["garbage-collect", "--dry-run", "/x.yml"])
+    dry_run = collector_config(spec, V2_LAYOUT, ["garbage-collect", "--dry-run", "/x.yml"])
     assert "my_registry-gc-dry" == dry_run["name"]  # may run beside a real collection
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from supervisor.container import ContainerState, Observed, observe
+from supervisor.layout import V2_LAYOUT
 from supervisor.reconcile import Action, Decision, Reason, classify, decide
 from supervisor.settings import load_settings
 from supervisor.spec import ContainerSpec, derive_spec, holder_spec
@@ -17,7 +18,7 @@ from supervisor.spec import ContainerSpec, derive_spec, holder_spec
 
 @pytest.fixture
 def desired(tmp_path: Path) -> ContainerSpec:
-    return derive_spec(load_settings(None))
+    return derive_spec(load_settings(None), V2_LAYOUT)
 
 
 InspectData = Callable[[str], dict[str, Any]]

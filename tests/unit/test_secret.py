@@ -10,6 +10,7 @@ import pytest
 
 from supervisor.cli import main
 from supervisor.errors import ConfigError
+from supervisor.layout import V2_LAYOUT
 from supervisor.secret import with_http_secret
 from supervisor.settings import Settings, load_settings
 from supervisor.spec import derive_spec
@@ -34,8 +35,8 @@ def test_a_secret_is_made_once_and_kept_0600_in_a_0700_state_dir(tmp_path: Path)
 def test_the_spec_hash_is_the_same_at_every_start(tmp_path: Path) -> None:
     """Read back from the file, the secret gives the container the same spec each time:
     a supervisor restart adopts the registry instead of replacing it."""
-    first = derive_spec(with_http_secret(settings_with_state(tmp_path)))
-    second = derive_spec(with_http_secret(settings_with_state(tmp_path)))
+    first = derive_spec(with_http_secret(settings_with_state(tmp_path)), V2_LAYOUT)
+    second = derive_spec(with_http_secret(settings_with_state(tmp_path)), V2_LAYOUT)
     assert first.spec_hash == second.spec_hash
     assert "REGISTRY_HTTP_SECRET" in dict(first.environment)
 

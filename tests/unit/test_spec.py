@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.container import create_config, holder_create_config
+from supervisor.layout import V2_LAYOUT
 from supervisor.settings import Settings, load_settings
 from supervisor.spec import MANAGED_BY_LABEL, SPEC_HASH_LABEL, Mount, derive_spec, holder_spec
 
@@ -20,7 +21,7 @@ def settings_from(tmp_path: Path, text: str = "") -> Settings:
 
 def test_data_dir_is_mounted_read_write_at_var_lib_registry(tmp_path: Path) -> None:
     """MY_REG_DIR is the registry's storage, mounted where the image expects it."""
-    spec = derive_spec(settings_from(tmp_path, "MY_REG_DIR=/srv/reg\n"))
+    spec = derive_spec(settings_from(tmp_path, "MY_REG_DIR=/srv/reg\n"), V2_LAYOUT)
     assert spec.mounts == (Mount("/srv/reg", "/var/lib/registry"),)
     assert spec.image == "registry:latest"
 
@@ -29,7 +30,7 @@ def test_config_file_is_mounted_read_only(tmp_path: Path) -> None:
     """MY_REG_CONF replaces the image's config.yml, read-only."""
     conf = tmp_path / "config.yml"
     conf.write_text("version: 0.1\n")
-    spec = derive_spec(settings_from(tmp_path, f"MY_REG_CONF={conf}\n"))
+    spec = derive_spec(settings_from(tmp_path, f"MY_REG_CONF={conf}\n"), V2_LAYOUT)
     assert Mount(str(conf), "/etc/docker/registry/config.yml", read_only=True) in spec.mounts
 
 
@@ -42,7 +43,8 @@ def test_tls_dir_is_mounted_at_certs_with_the_seeds_variables(
     spec = derive_spec(
         settings_from(
             tmp_path, f"MY_REG_TLS_DIR={tls}\nMY_REG_TLS_CRT=c.pem\nMY_REG_TLS_KEY=k.pem\n"
-        )
+        ),
+        V2_LAYOUT,
     )
     assert Mount(str(tls), "/certs", read_only=True) in spec.mounts
     assert dict(spec.environment) == {
@@ -54,7 +56,7 @@ def test_tls_dir_is_mounted_at_certs_with_the_seeds_variables(
 def test_hash_is_stable_for_equal_settings(tmp_path: Path) -> None:
     """Deriving twice from the same settings gives the same hash."""
     settings = settings_from(tmp_path, "REGISTRY_A=1\nREGISTRY_B=2\n")
-    assert derive_spec(settings).spec_hash == derive_spec(settings).spec_hash
+    assert derive_spec(settings, V2_LAYOUT).spec_hash == derive_spec(settings, V2_LAYOUT).spec_hash
 
 
 @pytest.mark.parametrize(
@@ -70,8 +72,8 @@ def test_hash_is_stable_for_equal_settings(tmp_path: Path) -> None:
 )
 def test_hash_changes_with_anything_that_shapes_the_container(tmp_path: Path, change: str) -> None:
     """Each setting that changes the container changes the hash."""
-    base = derive_spec(settings_from(tmp_path)).spec_hash
-    assert derive_spec(settings_from(tmp_path, change + "\n")).spec_hash != base
+    base = derive_spec(settings_from(tmp_path), V2_LAYOUT).spec_hash
+    assert derive_spec(settings_from(tmp_path, change + "\n"), V2_LAYOUT).spec_hash != base
 
 
 @pytest.mark.parametrize(
@@ -85,13 +87,15 @@ def test_hash_changes_with_anything_that_shapes_the_container(tmp_path: Path, ch
 )
 def test_hash_ignores_supervisor_only_settings(tmp_path: Path, change: str) -> None:
     """Probe, log and pull settings do not recreate the container."""
-    base = derive_spec(settings_from(tmp_path)).spec_hash
-    assert derive_spec(settings_from(tmp_path, change + "\n")).spec_hash == base
+    base = derive_spec(settings_from(tmp_path), V2_LAYOUT).spec_hash
+    assert derive_spec(settings_from(tmp_path, change + "\n"), V2_LAYOUT).spec_hash == base
 
 
 def test_container_is_labelled_with_its_hash_and_never_restarted_by_docker(tmp_path: Path) -> None:
     """The registry carries our labels and restart policy `no`, and joins the holder's network."""
-    spec = derive_spec(settings_from(tmp_path, "MY_REG_BIND=127.0.0.1\nMY_REG_PORT=5005\n"))
+    spec = derive_spec(
+        settings_from(tmp_path, "MY_REG_BIND=127.0.0.1\nMY_REG_PORT=5005\n"), V2_LAYOUT
+    )
     config = create_config(spec, holder_id="f00d")
     assert config["labels"][SPEC_HASH_LABEL] == spec.spec_hash
     assert config["labels"][MANAGED_BY_LABEL] == "registry-supervisor"
@@ -111,7 +115,9 @@ def test_container_is_labelled_with_its_hash_and_never_restarted_by_docker(tmp_p
 
 def test_the_network_holder_publishes_the_port_and_only_sleeps(tmp_path: Path) -> None:
     """The holder owns the published port; it runs the image's `sleep` and has no data."""
-    spec = derive_spec(settings_from(tmp_path, "MY_REG_BIND=127.0.0.1\nMY_REG_PORT=5005\n"))
+    spec = derive_spec(
+        settings_from(tmp_path, "MY_REG_BIND=127.0.0.1\nMY_REG_PORT=5005\n"), V2_LAYOUT
+    )
     holder = holder_spec(spec)
     config = holder_create_config(holder)
     assert config["name"] == "my_registry-net"
@@ -132,9 +138,12 @@ def test_the_holder_changes_with_the_port_but_not_with_the_registry_environment(
     tmp_path: Path,
 ) -> None:
     """A new port means a new holder; an env change replaces the registry only."""
-    base = holder_spec(derive_spec(settings_from(tmp_path))).spec_hash
-    env = holder_spec(derive_spec(settings_from(tmp_path, "REGISTRY_LOG_LEVEL=debug\n")))
-    port = holder_spec(derive_spec(settings_from(tmp_path, "MY_REG_PORT=5009\n")))
+    base = holder_spec(derive_spec(settings_from(tmp_path), V2_LAYOUT)).spec_hash
+    env = holder_spec(derive_spec(settings_from(tmp_path, "REGISTRY_LOG_LEVEL=debug\n"), V2_LAYOUT))
+    port = holder_spec(derive_spec(settings_from(tmp_path, "MY_REG_PORT=5009\n"), V2_LAYOUT))
     assert env.spec_hash == base
     assert port.spec_hash != base
-    assert port.spec_hash != derive_spec(settings_from(tmp_path, "MY_REG_PORT=5009\n")).spec_hash
+    assert (
+        port.spec_hash
+        != derive_spec(settings_from(tmp_path, "MY_REG_PORT=5009\n"), V2_LAYOUT).spec_hash
+    )
