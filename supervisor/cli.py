@@ -386,13 +386,16 @@ def _image_lines(settings: Settings, info: images.ImageInfo) -> list[str]:
     lines = [f"registry {info.label} ({layout.describe})"]
     if settings.conf is not None:
         lines.append(f"MY_REG_CONF: mounted read-only at {layout.config_path}")
-    if layout.major == 3:
-        if settings.conf is None:
-            lines.append(
-                "the image's config logs at debug: REGISTRY_LOG_LEVEL=info unless you set it "
-                "(the journal gets MY_REG_LOG_LEVEL and up)"
-            )
-        lines.append("debug server (http.debug, :5001): inside the pod only, never published")
+    if layout.major == 3 and settings.conf is None:
+        # What the official v3 image's config does; a custom image's may differ.
+        lines.append(
+            "v3 layout: the official image's config logs at debug: REGISTRY_LOG_LEVEL=info "
+            "unless you set it (the journal gets MY_REG_LOG_LEVEL and up)"
+        )
+        lines.append(
+            "v3 layout: the official image's debug server (http.debug, :5001) stays inside "
+            "the pod, never published"
+        )
     return lines
 
 

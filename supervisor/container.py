@@ -130,6 +130,13 @@ def network_namespace(container: Observed) -> str | None:
         return None
 
 
+def _restart_policy(policy: dict[str, Any]) -> str:
+    """`docker run --restart`'s form: no, always, unless-stopped, on-failure[:N]."""
+    name = str(policy.get("Name") or "no")
+    count = policy.get("MaximumRetryCount") or 0
+    return f"{name}:{count}" if name == "on-failure" and count else name
+
+
 def observe(attrs: dict[str, Any]) -> Observed:
     """Read a container inspect dict (pure)."""
     state = attrs.get("State") or {}
@@ -137,9 +144,11 @@ def observe(attrs: dict[str, Any]) -> Observed:
     labels = config.get("Labels") or {}
     host_config = attrs.get("HostConfig") or {}
     bindings = host_config.get("PortBindings") or {}
+    # TCP only: a container publishing 5001/udp does not hold our (TCP) port.
     port_bindings = tuple(
         (str(binding.get("HostIp") or ""), int(binding["HostPort"]))
-        for port_bindings in bindings.values()
+        for container_port, port_bindings in bindings.items()
+        if str(container_port).endswith("/tcp") or "/" not in str(container_port)
         for binding in port_bindings or ()
         if str(binding.get("HostPort", "")).isdigit()
     )
@@ -166,7 +175,7 @@ def observe(attrs: dict[str, Any]) -> Observed:
         candidate=labels.get(CANDIDATE_LABEL) == "true",
         port_bindings=port_bindings,
         binds=binds,
-        restart_policy=str((host_config.get("RestartPolicy") or {}).get("Name") or "no"),
+        restart_policy=_restart_policy(host_config.get("RestartPolicy") or {}),
         auto_remove=bool(host_config.get("AutoRemove")),
         compose_project=labels.get(COMPOSE_PROJECT_LABEL),
         compose_service=labels.get(COMPOSE_SERVICE_LABEL),
@@ -365,6 +374,11 @@ class Engine:
         try:
             code, output = self.run_once(config, VERSION_TIMEOUT_S)
         except (ContainerActionFailed, ContainerGone, ImageUnavailable):
+            return None
+        except EngineUnavailable:
+            # The wait timed out (an image whose binary ignores --version and serves), or
+            # the engine went away: only the latter is the engine's problem.
+            self.ping()
             return None
         return parse_version(output) if code == 0 else None
 

@@ -45,7 +45,9 @@ INVALID_EXPECTED = (
     "expected $NAME, ${NAME}, ${NAME:-default} or another compose form (a literal $ is $$)"
 )
 
-Lookup = Callable[[str], str | None]
+# lookup(name, plain): the value of NAME, or None; ``plain`` says the expansion has no
+# default (`$NAME`, `${NAME}`), where compose warns that an unset NAME becomes blank.
+Lookup = Callable[[str, bool], str | None]
 
 
 class EnvFileError(ValueError):
@@ -86,14 +88,31 @@ class _Invalid(Exception):
     expression: str
 
 
-def parse(text: str, environ: Mapping[str, str]) -> dict[str, str]:
+@dataclass(frozen=True)
+class Unset:
+    """A `$NAME` or `${NAME}` (no default) whose NAME is set nowhere: it became blank."""
+
+    line: int
+    key: str
+    name: str
+
+
+def parse(
+    text: str, environ: Mapping[str, str], unset: list[Unset] | None = None
+) -> dict[str, str]:
     """The env file's NAME -> value pairs, interpolated as compose does.
 
     ``environ`` is the process environment: it wins inside expansions (and gives the value
     of a ``NAME`` line alone); the result holds the file's own values only. Raises
-    EnvFileError (MissingVariableError for ``${NAME:?message}``) naming the line.
+    EnvFileError (MissingVariableError for ``${NAME:?message}``) naming the line. Each
+    variable expanded without a default and set nowhere is appended to ``unset`` (compose
+    warns "variable is not set. Defaulting to a blank string").
     """
-    return _Parser(text.removeprefix("\ufeff"), environ).parse()
+    parser = _Parser(text.removeprefix("\ufeff"), environ)
+    values = parser.parse()
+    if unset is not None:
+        unset.extend(parser.unset)
+    return values
 
 
 class _Parser:
@@ -101,18 +120,23 @@ class _Parser:
         self.text, self.environ = text, environ
         self.pos, self.line = 0, 1
         self.values: dict[str, str] = {}
+        self.unset: list[Unset] = []
+        self.current: tuple[int, str] = (0, "")
 
-    def lookup(self, name: str) -> str | None:
+    def lookup(self, name: str, plain: bool = False) -> str | None:
         if name in self.environ:
             return self.environ[name]
-        return self.values.get(name)
+        value = self.values.get(name)
+        if value is None and plain:
+            self.unset.append(Unset(self.current[0], self.current[1], name))
+        return value
 
     def parse(self) -> dict[str, str]:
         while self.skip_blank_lines_and_comments():
             start = self.line
             key, assigned = self.key(start)
             if not assigned:
-                inherited = self.lookup(key)
+                inherited = self.lookup(key, False)
                 if inherited is not None:
                     self.values[key] = inherited
                 continue
@@ -121,6 +145,7 @@ class _Parser:
                 self.values[key] = raw
                 continue
             template = _unescape(raw) if quote == '"' else raw
+            self.current = (start, key)
             try:
                 self.values[key] = _substitute(template, self.lookup)
             except _Missing as missing:
@@ -254,7 +279,7 @@ def _substitute(template: str, lookup: Lookup) -> str:
             out.append("$")
             index = after + 1
         elif named:
-            out.append(lookup(named[0]) or "")
+            out.append(lookup(named[0], True) or "")
             index = named.end()
         elif template.startswith("{", after):
             close = _closing_brace(template, after)
@@ -291,7 +316,7 @@ def _braced(expression: str, lookup: Lookup) -> str:
     if match is None:
         raise _Invalid(_shorten(expression))
     name, operator, word = match[1], match[2], match[3]
-    value = lookup(name)
+    value = lookup(name, operator is None)
     # The word is expanded only where it is used, as in compose.
     if operator is None:
         return value or ""

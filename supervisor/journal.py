@@ -76,6 +76,11 @@ class Line:
     level: str
     msg: str
     fields: dict[str, str]
+    plain: bool = False  # not logfmt: a banner, or a Go panic and its goroutine trace
+
+
+# How a Go program's fatal plain output begins; the trace after it is part of it.
+_FATAL_STARTS = ("panic:", "fatal error:")
 
 
 def parse_logfmt(text: str) -> dict[str, str]:
@@ -106,7 +111,9 @@ def parse_line(text: str) -> Access | Line | None:
         )
     pairs = parse_logfmt(text)
     if "msg" not in pairs or "level" not in pairs:
-        return Line(level="info", msg=text, fields={})  # plain output (a panic, a banner)
+        # Plain output: a banner (info), or the start of a crash (error).
+        level = "error" if text.startswith(_FATAL_STARTS) else "info"
+        return Line(level=level, msg=text, fields={}, plain=True)
     fields = {
         key.replace(".", "_"): value
         for key, value in pairs.items()
@@ -153,6 +160,9 @@ class Forwarder:
         self.log = log
         self.every_s = every_s
         self.summary = RequestSummary(time.monotonic())
+        # After a `panic:` line, the plain lines that follow (its goroutine trace) are
+        # errors too, until the registry logs normally again.
+        self.crashing = False
 
     def feed(self, text: str, now: float) -> None:
         parsed = parse_line(text)
@@ -172,7 +182,13 @@ class Forwarder:
             fields = {k: v for k, v in line.fields.items() if not k.startswith("http_response_")}
             self.log.warning("registry.request_failed", **fields)
             return
-        getattr(self.log, line.level)("registry.log", msg=line.msg, **line.fields)
+        level = line.level
+        if line.plain:
+            self.crashing = self.crashing or level == "error"
+            level = "error" if self.crashing else level
+        else:
+            self.crashing = False
+        getattr(self.log, level)("registry.log", msg=line.msg, **line.fields)
 
     def flush(self, now: float) -> None:
         """Emit the request summary if anything was counted; start a new interval."""

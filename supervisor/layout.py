@@ -99,7 +99,9 @@ def _from_argv(entrypoint: Sequence[str], command: Sequence[str]) -> tuple[str, 
         if argv and _is_config(argv[0]):
             return binary, argv[0]
     elif PurePosixPath(argv[0]).name == "registry":
-        binary = argv[0] if argv[0].startswith("/") else DEFAULT_BINARY
+        # A bare `registry` (upstream's own Dockerfile) is found on the image's PATH, by the
+        # engine as by us: keep it as given.
+        binary = argv[0]
         argv = argv[1:]
     else:
         return None

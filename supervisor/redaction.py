@@ -26,6 +26,9 @@ SECRET_MARKERS = (
     "ACCESSKEY",
     "ACCOUNTKEY",
     "AUTHORIZATION",
+    # OTEL_EXPORTER_OTLP_HEADERS=x-honeycomb-team=KEY, notification endpoint headers: API
+    # keys travel in headers under any name.
+    "HEADERS",
 )
 
 # scheme://user:password@host: the password, up to the last '@' before the path (where

@@ -48,7 +48,7 @@ def warnings(
     settings: Settings, certificate: tls.Certificate | None, now: datetime
 ) -> list[SecurityWarning]:
     """Everything risky about these settings, most severe first."""
-    found = exposure(settings) + data_dir_warnings(settings)
+    found = exposure(settings) + data_dir_warnings(settings) + unset_variable_warnings(settings)
     note = tls.expiry_note(certificate, now)
     if certificate is not None and note is not None:
         found.append(
@@ -65,6 +65,20 @@ def warnings(
             )
         )
     return found
+
+
+def unset_variable_warnings(settings: Settings) -> list[SecurityWarning]:
+    """`$NAME` in the env file with NAME set nowhere became blank, as compose warns: under
+    systemd the shell's variables are not there, so this is often a surprise."""
+    return [
+        SecurityWarning(
+            "settings.variable_not_set",
+            f"env file {where}: the variable is not set, so it became a blank string (set "
+            "it, give a default with ${NAME:-default}, or write $$ for a literal $)",
+            {"where": where},
+        )
+        for where in settings.unset_variables
+    ]
 
 
 def data_dir_warnings(settings: Settings) -> list[SecurityWarning]:

@@ -45,7 +45,7 @@ TRACING_PREFIX = "OTEL_"
 SHOWN_VALUE_MAX = 80
 DEFAULT_ENV_FILE = Path(".env")
 # Settings fields that are filled by load_settings, never by a MY_REG_* variable.
-INTERNAL = frozenset({f"{ENV_PREFIX}REGISTRY_ENV"})
+INTERNAL = frozenset({f"{ENV_PREFIX}REGISTRY_ENV", f"{ENV_PREFIX}UNSET_VARIABLES"})
 # A memory limit: bytes, or a number with a k, m or g suffix (binary units, as Docker's).
 _MEMORY = re.compile(r"([0-9]{1,13})([bkmg]?)", re.IGNORECASE)
 _MEMORY_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -205,6 +205,9 @@ class Settings(BaseSettings):
     )
     # REGISTRY_* variables, passed into the container unchanged. Filled by load_settings.
     registry_env: dict[str, str] = Field(default_factory=dict, exclude=True)
+    # `$NAME`/`${NAME}` in the env file with NAME set nowhere (compose's "not set" warning),
+    # as "line N: KEY: NAME". Filled by load_settings.
+    unset_variables: tuple[str, ...] = Field(default=(), exclude=True)
 
     @classmethod
     def settings_customise_sources(
@@ -486,7 +489,8 @@ def load_settings(env_file: Path | None) -> Settings:
         raise ConfigError([f"--env-file {env_file}: expected an existing, readable env file"])
     else:
         path = env_file
-    file_values = _read_env_file(path) if path else {}
+    unset: list[envfile.Unset] = []
+    file_values = _read_env_file(path, unset) if path else {}
     problems = _unknown_or_unsafe({**file_values, **os.environ})
     if problems:
         raise ConfigError(problems)
@@ -503,7 +507,10 @@ def load_settings(env_file: Path | None) -> Settings:
     try:
         with _env_file_values(file_values):
             # mypy sees every field as a required argument (no pydantic plugin here).
-            settings = Settings(registry_env=passthrough)  # type: ignore[call-arg]
+            settings = Settings(  # type: ignore[call-arg]
+                registry_env=passthrough,
+                unset_variables=tuple(f"line {u.line}: {u.key}: {u.name}" for u in unset),
+            )
     except ValidationError as err:
         raise ConfigError(_problems(err)) from None
     except SettingsError as err:  # a value pydantic-settings could not even decode
@@ -559,7 +566,7 @@ def _readable(path: Path) -> bool:
         return False
 
 
-def _read_env_file(path: Path) -> dict[str, str]:
+def _read_env_file(path: Path, unset: list[envfile.Unset] | None = None) -> dict[str, str]:
     """The env file's NAME=value pairs, read and interpolated as compose reads them (the
     process environment first inside expansions); ConfigError naming the line it cannot
     read, or the variable and message of a ``${NAME:?message}`` with NAME unset."""
@@ -572,10 +579,17 @@ def _read_env_file(path: Path) -> dict[str, str]:
         bad = f"byte {err.start} is 0x{err.object[err.start]:02x}"
         raise ConfigError([f"{where}: expected UTF-8 text ({bad})"]) from None
     try:
-        return envfile.parse(text, os.environ)
+        return envfile.parse(text, os.environ, unset)
     except envfile.ExpansionError as err:
-        # The expression is part of the value as written: not shown for a secret's.
-        expression = REDACTED if is_secret(err.key) else err.expression
+        # The expression is part of the value as written: shown for MY_REG_* only. A
+        # REGISTRY_* or OTEL_* value may carry a secret under any name (a URL's password);
+        # of those, only the variable a `${NAME:?message}` wants is named.
+        if err.key.startswith(ENV_PREFIX) and not is_secret(err.key):
+            expression = err.expression
+        elif isinstance(err, envfile.MissingVariableError):
+            expression = f"${{{err.name}}}"
+        else:
+            expression = REDACTED
         line = f"{where}: line {err.line}: {err.key}: {expression}: {err.detail}"
         raise ConfigError([line]) from None
     except envfile.EnvFileError as err:
@@ -849,7 +863,7 @@ def effective(settings: Settings, environment: dict[str, str] | None = None) -> 
     then ``environment`` (the container's, as the spec derives it) or else the REGISTRY_*
     variables as given."""
     shown: dict[str, str] = {}
-    for field, value in settings.model_dump(exclude={"registry_env"}).items():
+    for field, value in settings.model_dump(exclude={"registry_env", "unset_variables"}).items():
         text = str(value).lower() if isinstance(value, bool) else str(value)
         variable = f"{ENV_PREFIX}{field.upper()}"
         shown[variable] = "" if value is None else redact_value(variable, text)

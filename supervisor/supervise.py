@@ -44,6 +44,7 @@ from supervisor.backoff import BackoffPolicy, RestartBudget
 from supervisor.container import (
     API_TIMEOUT_S,
     VERSION_TIMEOUT_S,
+    ContainerState,
     Engine,
     Observed,
     network_namespace,
@@ -359,8 +360,8 @@ class Supervisor:
         for name in (self.settings.name, self.holder.name):
             if self.engine is not None:
                 self._stop_on_exit(name)
-        if waiting_for_port and self.engine is not None:
-            self._remove_idle()
+        if self.engine is not None:
+            self._remove_idle(waiting_for_port)
         self._close()
         self.log.info("supervisor.stopped")
 
@@ -377,13 +378,18 @@ class Supervisor:
         except SupervisorError as err:
             self.log.warning("container.stop_failed", name=name, error=str(err))
 
-    def _remove_idle(self) -> None:
-        """Remove our containers that are not running (never started: the port was held),
-        so that a supervisor stopped while it waited leaves nothing behind; never data."""
+    def _remove_idle(self, waiting_for_port: bool) -> None:
+        """Remove our containers that never ran (created, then the port was held or the
+        engine went away), so that a stopped supervisor leaves nothing behind; while it
+        waited for the port, any of ours that is not running. Never data."""
         for name in (self.settings.name, self.holder.name):
             try:
                 observed = self.docker.inspect(name)
-                if observed is not None and observed.managed and not observed.running:
+                idle = observed is not None and (
+                    observed.state is ContainerState.CREATED
+                    or (waiting_for_port and not observed.running)
+                )
+                if observed is not None and observed.managed and idle:
                     self.docker.remove(observed.id)
                     self.log.info("container.removed", name=name, container_id=observed.short_id)
             except SupervisorError as err:
@@ -1012,7 +1018,7 @@ class Supervisor:
         # the engine restarts, and it would take the port before our holder.
         if old.restart_policy != "no":
             self.docker.disable_restart(old.id)
-        if old.running:
+        if old.running or old.state is ContainerState.PAUSED:
             self._stop(old.id)
         self.log.warning(
             "takeover.done",

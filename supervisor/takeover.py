@@ -10,11 +10,12 @@ somebody else's service: `check` refuses, `run` waits for the port (supervisor/s
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from supervisor.container import Observed
+from supervisor.container import ContainerState, Observed
 from supervisor.spec import DATA_MOUNT, HOLDER_SUFFIX
 
 # The unit's name: what an admin stops to go back to the old container.
@@ -71,10 +72,12 @@ def claim_port(
         ):
             continue
         comes_back = observed.restart_policy != "no"
+        # A paused container still holds its port (and `docker stop` stops it).
+        active = observed.running or observed.state is ContainerState.PAUSED
         if serves(observed, data_dirs) and not observed.managed:
-            if observed.running or comes_back:
+            if active or comes_back:
                 take_over.append(observed)
-        elif observed.running:
+        elif active:
             blockers.append(observed)
     return PortClaim(tuple(take_over), tuple(blockers))
 
@@ -96,12 +99,14 @@ def undo(observed: Observed) -> str:
         # `docker run --rm`: the stop removed it; only its own command brings it back.
         return back + f"run {observed.name} again as before (it was started with --rm)"
     policy = observed.restart_policy
-    restore = f"docker update --restart={policy} {observed.name}; " if policy != "no" else ""
-    line = back + f"{restore}docker start {observed.name}"
+    name = shlex.quote(observed.name)
+    restore = f"docker update --restart={shlex.quote(policy)} {name}; " if policy != "no" else ""
+    line = back + f"{restore}docker start {name}"
     if observed.compose_project and observed.compose_workdir:
         line += (
-            f" (or: cd {observed.compose_workdir} && docker-compose -p "
-            f"{observed.compose_project} up -d --force-recreate {observed.compose_service})"
+            f" (or: cd {shlex.quote(observed.compose_workdir)} && docker-compose -p "
+            f"{shlex.quote(observed.compose_project)} up -d --force-recreate "
+            f"{shlex.quote(observed.compose_service or '')})"
         )
     return line
 

@@ -359,3 +359,13 @@ def test_a_reload_while_the_engine_is_away_waits_for_it(tmp_path: Path) -> None:
         assert ["supervisor.reloading", "supervisor.reload_deferred"] == [e["event"] for e in logs]
     finally:
         sup.probe.close()
+
+
+def test_an_unset_variable_in_the_env_file_is_a_warning(tmp_path: Path) -> None:
+    """`ab$cd` with cd set nowhere became `ab`, as compose reads it: check and the log say so,
+    naming the line, the setting and the variable (never the value)."""
+    settings = loaded(tmp_path, "MY_REG_BIND=127.0.0.1\nREGISTRY_STORAGE_S3_SECRETKEY=ab$cd\n")
+    assert "ab" == settings.registry_env["REGISTRY_STORAGE_S3_SECRETKEY"]
+    [warning] = security.warnings(settings, None, datetime.now(UTC))
+    assert "settings.variable_not_set" == warning.event
+    assert "line 2: REGISTRY_STORAGE_S3_SECRETKEY: cd" == warning.fields["where"]

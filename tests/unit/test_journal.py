@@ -52,7 +52,7 @@ def test_access_line_is_read() -> None:
 
 def test_plain_output_is_kept_as_the_message() -> None:
     """A line that is not logfmt (a panic) is forwarded whole."""
-    assert Line("info", "panic: boom", {}) == parse_line("panic: boom")
+    assert Line("error", "panic: boom", {}, plain=True) == parse_line("panic: boom")
 
 
 def test_forwarder_emits_lines_and_summarises_requests() -> None:
@@ -111,3 +111,14 @@ def test_failed_existence_checks_are_only_counted() -> None:
     logger = ListLogger()
     Forwarder(logger).feed(FAILED.replace("method=GET", "method=HEAD"), 0.0)
     assert [] == logger.records
+
+
+def test_a_panic_and_its_trace_are_errors_until_the_registry_logs_again() -> None:
+    """A Go panic is plain output: its first line and the goroutine trace after it are
+    forwarded at error (not info), and the next logfmt line has its own level again."""
+    logger = ListLogger()
+    forwarder = Forwarder(logger, every_s=60.0)
+    for text in ("a banner", "panic: open /etc/registry: read-only file system", "",
+                 "goroutine 1 [running]:", "main.main()", LISTENING):  # fmt: skip
+        forwarder.feed(text, 0.0)
+    assert ["info", "error", "error", "error", "info"] == [level for level, _, _ in logger.records]

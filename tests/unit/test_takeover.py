@@ -132,3 +132,19 @@ def test_check_plans_the_take_over(compose: Observed) -> None:
         "registry), running: it publishes our port and serves MY_REG_DIR; set its restart "
         "policy always -> no and stop it; its data stays; to go back: "
     )
+
+
+def test_undo_quotes_what_the_shell_would_split_and_keeps_a_retry_count(compose: Observed) -> None:
+    """A workdir with a space is quoted; on-failure:5 comes back as on-failure:5."""
+    odd = replace(compose, restart_policy="on-failure:5", compose_workdir="/srv/my registry")
+    text = undo(odd)
+    assert "docker update --restart=on-failure:5 registry-compose_registry_1;" in text
+    assert "cd '/srv/my registry' && docker-compose" in text
+
+
+def test_a_paused_container_on_our_port_is_taken_over_or_blocks(compose: Observed) -> None:
+    """Paused still holds the port: the same registry is taken over, another one blocks."""
+    paused = replace(compose, state=ContainerState.PAUSED)
+    assert (paused,) == claim(paused).take_over
+    other = replace(paused, restart_policy="no", binds=())
+    assert (other,) == claim(other).blockers
