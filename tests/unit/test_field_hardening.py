@@ -369,3 +369,13 @@ def test_an_unset_variable_in_the_env_file_is_a_warning(tmp_path: Path) -> None:
     [warning] = security.warnings(settings, None, datetime.now(UTC))
     assert "settings.variable_not_set" == warning.event
     assert "line 2: REGISTRY_STORAGE_S3_SECRETKEY: cd" == warning.fields["where"]
+
+
+def test_an_expansion_error_never_shows_a_registry_value(tmp_path: Path) -> None:
+    """A broken `${` in a REGISTRY_* value (a URL with its password, say) is named by line and
+    variable only; a `${NAME:?message}` there names NAME and the message, not the value."""
+    [line] = problems(tmp_path, "REGISTRY_PROXY_REMOTEURL=https://bob:s3${cr3t@hub.example\n")
+    assert "cr3t" not in line and "s3" not in line.partition(": ")[2].partition(":")[0]
+    assert "line 1: REGISTRY_PROXY_REMOTEURL: ********" in line
+    [line] = problems(tmp_path, "REGISTRY_PROXY_REMOTEURL=https://bob:${PW:?set PW}@hub\n")
+    assert line.endswith("line 1: REGISTRY_PROXY_REMOTEURL: ${PW}: set PW")

@@ -148,3 +148,15 @@ def test_a_paused_container_on_our_port_is_taken_over_or_blocks(compose: Observe
     assert (paused,) == claim(paused).take_over
     other = replace(paused, restart_policy="no", binds=())
     assert (other,) == claim(other).blockers
+
+
+def test_a_udp_binding_does_not_hold_our_tcp_port(
+    compose: Observed, inspect_data: Callable[[str], dict[str, Any]]
+) -> None:
+    """A container publishing PORT/udp is neither taken over nor a blocker."""
+    attrs = inspect_data("inspect-compose")
+    bindings = attrs["HostConfig"]["PortBindings"]
+    attrs["HostConfig"]["PortBindings"] = {"5000/udp": next(iter(bindings.values()))}
+    udp = observe(attrs)
+    assert () == udp.published
+    assert PortClaim() == claim(udp)
