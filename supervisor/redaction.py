@@ -36,7 +36,9 @@ SECRET_MARKERS = (
 # left as is, as is an e-mail address (no scheme). An empty password has nothing to hide.
 _URL_PASSWORD = re.compile(
     r"(?P<head>\b[a-z][a-z0-9+.-]*://[^/?#@\s:]*:)(?P<password>[^/?#\s]+)(?=@)",
-    re.IGNORECASE,
+    # ASCII: URL schemes and header names are ASCII, and case-folding all of Unicode
+    # costs this pattern a quarter MiB of RSS for nothing.
+    re.IGNORECASE | re.ASCII,
 )
 
 # An Authorization header's value, in the shapes REGISTRY_NOTIFICATIONS_* and log lines
@@ -54,7 +56,7 @@ _AUTHORIZATION = re.compile(
       | [^\s,;{}\[\]"'][^\r\n,;{}\[\]]*         # a plain value, to the end of the line or , ; } ]
     )
     """,
-    re.IGNORECASE | re.VERBOSE,
+    re.IGNORECASE | re.VERBOSE | re.ASCII,
 )
 # One item of such a value, its quotes (if any) kept: `Bearer x`, `"Basic x"`, `'x'`.
 _ITEM = re.compile(

@@ -47,7 +47,7 @@ DEFAULT_ENV_FILE = Path(".env")
 # Settings fields that are filled by load_settings, never by a MY_REG_* variable.
 INTERNAL = frozenset({f"{ENV_PREFIX}REGISTRY_ENV", f"{ENV_PREFIX}UNSET_VARIABLES"})
 # A memory limit: bytes, or a number with a k, m or g suffix (binary units, as Docker's).
-_MEMORY = re.compile(r"([0-9]{1,13})([bkmg]?)", re.IGNORECASE)
+_MEMORY = re.compile(r"([0-9]{1,13})([bkmg]?)", re.IGNORECASE | re.ASCII)
 _MEMORY_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 MEMORY_MIN = 6 << 20  # Docker refuses less than 6 MiB
 MEMORY_MAX = 1 << 40
