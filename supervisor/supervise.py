@@ -157,6 +157,20 @@ def data_dirs(settings: Settings) -> tuple[str, str]:
     return str(settings.dir), os.path.realpath(settings.dir)
 
 
+def make_data_dir(settings: Settings) -> None:
+    """MY_REG_DIR, created if missing (never deleted or moved by us); ConfigError or, for
+    what may clear by itself (a full disk), TransientError naming it."""
+    try:
+        settings.dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        setting = f"MY_REG_DIR={str(settings.dir)!r}"
+        raise for_os_error(
+            err,
+            config=f"{setting}: expected a directory we can create ({err.strerror})",
+            transient=f"{setting}: cannot be created now ({err.strerror})",
+        ) from None
+
+
 def format_duration(seconds: float) -> str:
     seconds = int(seconds)
     days, rest = divmod(seconds, 86400)
@@ -296,16 +310,7 @@ class Supervisor:
                 hint=f"WatchdogSec={2 * (API_TIMEOUT_S + 1)}s or more (the unit ships 30s)",
             )
         self._warn_risks()
-        try:
-            # Created if missing; never deleted or moved by us.
-            self.settings.dir.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            setting = f"MY_REG_DIR={str(self.settings.dir)!r}"
-            raise for_os_error(
-                err,
-                config=f"{setting}: expected a directory we can create ({err.strerror})",
-                transient=f"{setting}: cannot be created now ({err.strerror})",
-            ) from None
+        make_data_dir(self.settings)
         self._serve_metrics()
         self.notifier.status("starting")
 
@@ -663,27 +668,9 @@ class Supervisor:
             return
         ref = self.spec.image
         try:
-            present = self.docker.image_id(ref)
-        except ImageUnavailable as err:  # the engine refuses the reference itself
+            present = self._local_image(ref, self.settings.pull, announce=True)
+        except ImageUnavailable as err:
             self._image_missing(now, str(err))
-            return
-        policy = self.settings.pull
-        if policy is PullPolicy.ALWAYS or (policy is PullPolicy.MISSING and present is None):
-            self.phase = Phase.PULLING
-            self._heartbeat(now)
-            self.log.info("image.pulling", policy=policy.value)
-            try:
-                self.docker.pull(ref, progress=self._pull_progress)
-                present = self.docker.image_id(ref)
-                self.log.info("image.pulled", image_id=present)
-            except ImageUnavailable as err:
-                if present is not None:
-                    self.log.warning("image.pull_failed_using_local", error=str(err))
-                else:
-                    self._image_missing(now, str(err))
-                    return
-        if present is None:
-            self._image_missing(now, f"{ref} is not present locally and MY_REG_PULL=never")
             return
         info = self._inspect_image(self.settings, present)
         if info is None:
@@ -700,6 +687,29 @@ class Supervisor:
             self.repair_at = self.clock()
         else:
             self._reconcile_again(self.clock())
+
+    def _local_image(self, ref: str, policy: PullPolicy, *, announce: bool) -> str:
+        """The local id of ``ref``, pulled first as ``policy`` says (a failed pull falls back
+        to a local copy). ImageUnavailable naming why there is none: the engine refuses the
+        reference, the pull failed, or it is absent and MY_REG_PULL=never. ``announce``: the
+        phase says PULLING while it pulls (not for a reload's check)."""
+        present = self.docker.image_id(ref)
+        if policy is PullPolicy.ALWAYS or (policy is PullPolicy.MISSING and present is None):
+            if announce:
+                self.phase = Phase.PULLING
+                self._heartbeat(self.clock())
+            self.log.info("image.pulling", policy=policy.value, image=ref)
+            try:
+                self.docker.pull(ref, progress=self._pull_progress)
+                present = self.docker.image_id(ref)
+                self.log.info("image.pulled", image_id=present, image=ref)
+            except ImageUnavailable as err:
+                if present is None:
+                    raise
+                self.log.warning("image.pull_failed_using_local", error=str(err))
+        if present is None:
+            raise ImageUnavailable(f"{ref} is not present locally and MY_REG_PULL=never")
+        return present
 
     @property
     def layout(self) -> ImageLayout | None:
@@ -1219,7 +1229,8 @@ class Supervisor:
             new_spec = derive_spec(new, self.layout)
             if self._defer_reload():
                 return
-            self._make_data_dir(new)
+            if new.dir != self.settings.dir:
+                make_data_dir(new)  # before the check: the Mounts API wants a source
             image_id = self._preflight(new, new_spec)
             info = self._reload_image(new, image_id)
             new_spec = derive_spec(new, info.layout if info is not None else None)
@@ -1276,20 +1287,6 @@ class Supervisor:
         self.log.warning("supervisor.reload_deferred", until=why)
         return True
 
-    def _make_data_dir(self, new: Settings) -> None:
-        """A new MY_REG_DIR is created before the check (the Mounts API wants a source)."""
-        if new.dir == self.settings.dir:
-            return
-        try:
-            new.dir.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise ConfigError(
-                [
-                    f"MY_REG_DIR={str(new.dir)!r}: expected a directory we can create "
-                    f"({err.strerror})"
-                ]
-            ) from None
-
     def _apply_settings(self, new: Settings) -> None:
         """Make ``new`` the settings everything works from (no engine calls)."""
         log.configure(new.log_format, new.log_level)
@@ -1323,26 +1320,14 @@ class Supervisor:
         new_holder = holder_spec(new_spec)
         if new_spec.spec_hash == self.spec.spec_hash and new_holder == self.holder:
             return None
-        ref = new_spec.image
         where = f"MY_REG_IMAGE={new.image} MY_REG_TAG={new.tag}"
         try:
-            present = self.docker.image_id(ref)
-            pull = new.pull is PullPolicy.ALWAYS or (
-                new.pull is PullPolicy.MISSING and present is None
-            )
-            if pull:
-                self.log.info("image.pulling", policy=new.pull.value, image=ref)
-                try:
-                    self.docker.pull(ref, progress=self._pull_progress)
-                    present = self.docker.image_id(ref)
-                except ImageUnavailable as err:
-                    if present is None:
-                        raise ConfigError([f"{where}: expected a pullable image ({err})"]) from None
-                    self.log.warning("image.pull_failed_using_local", error=str(err))
-            if present is None:
+            try:
+                present = self._local_image(new_spec.image, new.pull, announce=False)
+            except ImageUnavailable as err:
                 raise ConfigError(
-                    [f"{where}: expected an image present locally (MY_REG_PULL=never)"]
-                )
+                    [f"{where}: expected an image present or pullable ({err})"]
+                ) from None
             holder = self.docker.inspect(self.holder.name)
             same_holder = new_holder.spec_hash == self.holder.spec_hash and holder is not None
             self.docker.check_creatable(
