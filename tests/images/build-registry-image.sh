@@ -8,31 +8,17 @@
 # Idempotent: an image carrying the same build stamp is left alone.
 set -euo pipefail
 
-BIN=/usr/bin/docker-registry
-BUSYBOX=/bin/busybox
-for needed in "$BIN:docker-registry" "$BUSYBOX:busybox-static"; do
-    if [[ ! -x ${needed%%:*} ]]; then
-        echo "build-registry-image: ${needed%%:*} missing; apt-get install ${needed##*:}" >&2
-        exit 1
-    fi
-done
-stamp=$(cat "$BIN" "$BUSYBOX" | sha256sum | cut -c1-16)
+# shellcheck source=registry-root.sh
+source "$(dirname "${BASH_SOURCE[0]}")/registry-root.sh"
+registry_inputs build-registry-image
+stamp=$(registry_stamp)
 current=$(docker image inspect registry:latest \
     --format '{{ index .Config.Labels "registry-supervisor.test-image" }}' 2>/dev/null || true)
 if [[ $current == "$stamp" ]] && docker image inspect registry:2 >/dev/null 2>&1; then
     exit 0
 fi
 
-root=$(mktemp -d)
-trap 'rm -rf "$root"' EXIT
-mkdir -p "$root"/bin "$root"/lib/x86_64-linux-gnu "$root"/lib64 \
-    "$root"/etc/docker/registry "$root"/var/lib/registry "$root"/tmp
-cp "$BIN" "$root"/bin/registry
-cp "$BUSYBOX" "$root"/bin/busybox
-for applet in sh sleep; do ln -s busybox "$root/bin/$applet"; done
-cp -L /lib/x86_64-linux-gnu/libc.so.6 "$root"/lib/x86_64-linux-gnu/
-cp -L /lib64/ld-linux-x86-64.so.2 "$root"/lib64/
-chmod 1777 "$root"/tmp
+registry_root /etc/docker/registry
 # The official image's config.yml (distribution/distribution cmd/registry/config-docker.yml).
 cat > "$root"/etc/docker/registry/config.yml <<'YAML'
 version: 0.1

@@ -8,31 +8,17 @@
 # Idempotent: an image carrying the same build stamp is left alone.
 set -euo pipefail
 
-BIN=/usr/bin/docker-registry
-BUSYBOX=/bin/busybox
-for needed in "$BIN:docker-registry" "$BUSYBOX:busybox-static"; do
-    if [[ ! -x ${needed%%:*} ]]; then
-        echo "build-registry3-image: ${needed%%:*} missing; apt-get install ${needed##*:}" >&2
-        exit 1
-    fi
-done
-stamp=$(cat "$BIN" "$BUSYBOX" "$0" | sha256sum | cut -c1-16)
+# shellcheck source=registry-root.sh
+source "$(dirname "${BASH_SOURCE[0]}")/registry-root.sh"
+registry_inputs build-registry3-image
+stamp=$(registry_stamp "$0")
 current=$(docker image inspect registry:3 \
     --format '{{ index .Config.Labels "registry-supervisor.test-image" }}' 2>/dev/null || true)
 if [[ $current == "$stamp" ]]; then
     exit 0
 fi
 
-root=$(mktemp -d)
-trap 'rm -rf "$root"' EXIT
-mkdir -p "$root"/bin "$root"/lib/x86_64-linux-gnu "$root"/lib64 \
-    "$root"/etc/distribution "$root"/var/lib/registry "$root"/tmp
-cp "$BIN" "$root"/bin/registry
-cp "$BUSYBOX" "$root"/bin/busybox
-for applet in sh sleep; do ln -s busybox "$root/bin/$applet"; done
-cp -L /lib/x86_64-linux-gnu/libc.so.6 "$root"/lib/x86_64-linux-gnu/
-cp -L /lib64/ld-linux-x86-64.so.2 "$root"/lib64/
-chmod 1777 "$root"/tmp
+registry_root /etc/distribution
 # Upstream's entrypoint.sh (distribution/distribution-library-image).
 cat > "$root"/entrypoint.sh <<'ENTRYPOINT'
 #!/bin/sh
