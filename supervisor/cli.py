@@ -17,9 +17,12 @@ from typing import Any
 
 import structlog
 
-from supervisor import __version__, disk, log, maintenance, security, takeover
-from supervisor import image as images
-from supervisor.container import Engine, Observed
+from supervisor import __version__, log, risks, takeover
+from supervisor.adapters import disk
+from supervisor.adapters.notify import Notifier
+from supervisor.adapters.probe import Probe, ProbeFailed
+from supervisor.engine import image_info as images
+from supervisor.engine.client import Engine
 from supervisor.errors import (
     ConfigError,
     EngineUnavailable,
@@ -29,14 +32,15 @@ from supervisor.errors import (
     SupervisorError,
     TransientError,
 )
-from supervisor.health import Probe, ProbeFailed, is_healthy
+from supervisor.health import is_healthy
 from supervisor.layout import version_findings
-from supervisor.notify import Notifier
+from supervisor.loop.supervisor import Supervisor, data_dirs, format_duration
+from supervisor.observed import Observed
 from supervisor.reconcile import Action, Decision, Reason, decide
-from supervisor.secret import describe_secret, with_http_secret, with_stored_secret
 from supervisor.settings import PullPolicy, Settings, effective, load_settings, raw_setting
 from supervisor.spec import HOLDER_SUFFIX, ContainerSpec, derive_spec, holder_spec
-from supervisor.supervise import Supervisor, data_dirs, format_duration
+from supervisor.statedir import maintenance
+from supervisor.statedir.http_secret import describe_secret, with_http_secret, with_stored_secret
 
 PROG = "registry-supervisor"
 # `status`: the registry is not running or not answering (LSB's "not running").
@@ -174,7 +178,7 @@ def _interruptible() -> Iterator[None]:
 
 
 def _gc(settings: Settings, args: argparse.Namespace) -> int:
-    from supervisor.gc import GarbageCollection
+    from supervisor.ops.gc import GarbageCollection
 
     # The HTTP secret is part of the spec: the normal container must come back identical.
     settings = with_http_secret(settings)
@@ -256,12 +260,12 @@ def _check(settings: Settings) -> int:
     spec = derive_spec(with_stored_secret(settings), None)
     for key, value in effective(settings, dict(spec.environment)).items():
         print(f"{key}={value}")
-    certificate = security.certificate(settings)
+    certificate = risks.certificate(settings)
     now = datetime.now(UTC)
-    for line in security.describe(settings, certificate, now):
+    for line in risks.describe(settings, certificate, now):
         print(f"# {line}")
     print(f"# http secret: {describe_secret(settings)}")
-    for warning in security.warnings(settings, certificate, now):
+    for warning in risks.warnings(settings, certificate, now):
         print(f"# WARNING: {warning.text}")
     with closing(Engine()) as engine:
         return _check_engine(settings, spec, engine)
@@ -453,7 +457,7 @@ def _planned(name: str, observed: Observed | None, decision: Decision) -> str:  
 
 def _htpasswd(user: str, file: Path | None, env_file: Path | None) -> int:
     """Add or update one user; the password never comes from argv."""
-    from supervisor import htpasswd
+    from supervisor.ops import htpasswd
 
     path: Path | None = None
     try:
@@ -497,7 +501,7 @@ def _read_password(user: str) -> str:
     """From a prompt on a terminal (asked twice), else the first line of stdin."""
     import getpass
 
-    from supervisor import htpasswd
+    from supervisor.ops import htpasswd
 
     if sys.stdin is not None and sys.stdin.isatty():
         try:
@@ -513,7 +517,7 @@ def _read_password(user: str) -> str:
 
 
 def _status(settings: Settings, *, as_json: bool) -> int:
-    from supervisor import glance
+    from supervisor.ops import status_report
 
     with closing(Engine()) as engine:
         observed = engine.inspect(settings.name)
@@ -557,7 +561,7 @@ def _status(settings: Settings, *, as_json: bool) -> int:
         else {"id": holder.id, "name": holder.name, "state": holder.state.value},
     }
     started = observed.started_at if observed is not None and observed.running else None
-    report.update(glance.gather(settings, started, datetime.now(UTC), lock))
+    report.update(status_report.gather(settings, started, datetime.now(UTC), lock))
     if health != "healthy":
         report["uptime_s"] = None
     if as_json:
@@ -594,7 +598,7 @@ def _described(
 
 
 def _glance_lines(report: dict[str, Any]) -> list[str]:
-    """The human lines for what `glance.gather` found (pure)."""
+    """The human lines for what `status_report.gather` found (pure)."""
     lines = []
     uptime = report.get("uptime_s")
     lines.append(f"uptime:    {format_duration(uptime) if uptime is not None else '-'}")

@@ -1,88 +1,19 @@
-"""Health of the registry: the HTTP probe (I/O) and the failure count (pure).
+"""Health verdicts (pure): what a probe's answer means, and the failure count.
 
-The probe returns the status code or raises ProbeFailed; the caller owns the
-verdict. ``GET /v2/`` answers 200, or 401 when auth is on: both mean the
-registry is serving.
+``GET /v2/`` answers 200, or 401 when auth is on: both mean the registry is serving.
+The probe itself (HTTP) is supervisor/adapters/probe.py.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-import requests
-import requests.adapters
-import urllib3
-
-from supervisor import tls
-from supervisor.errors import SupervisorError
 
 HEALTHY_STATUSES = frozenset({200, 401})
 
 
-class ProbeFailed(SupervisorError):
-    """No HTTP answer: refused, reset or timed out."""
-
-
 def is_healthy(status: int) -> bool:
+    """Whether an HTTP status from ``/v2/`` means the registry is serving."""
     return status in HEALTHY_STATUSES
-
-
-class _PinnedAdapter(requests.adapters.HTTPAdapter):
-    """HTTPS that trusts exactly one certificate, by its SHA-256 fingerprint."""
-
-    def __init__(self, fingerprint: str) -> None:
-        self._fingerprint = fingerprint
-        super().__init__()
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["assert_fingerprint"] = self._fingerprint
-        super().init_poolmanager(*args, **kwargs)
-
-
-class Probe:
-    """``GET /v2/`` over one kept-alive session.
-
-    With ``certificate`` (TLS on) the server must present exactly that certificate,
-    pinned by its SHA-256 fingerprint, rather than one a CA signed for the host name
-    asked: the probe asks 127.0.0.1, a name real certificates rarely carry, and a
-    self-signed certificate has no CA. Dates are not checked here: an expiring
-    certificate is reported (log, `check`, STATUS), never a reason to restart.
-    """
-
-    def __init__(self, url: str, certificate: Path | None = None) -> None:
-        self.url = url
-        self._session = requests.Session()
-        # The environment must not steer a loopback probe: HTTPS_PROXY would send it
-        # elsewhere, and REQUESTS_CA_BUNDLE silently overrides `verify` below.
-        self._session.trust_env = False
-        self._unpinned: str | None = None
-        # Without a pin there is no TLS to verify (http), or nothing to verify it against.
-        self._session.verify = False
-        if certificate is not None:
-            try:
-                fingerprint = tls.load_certificate(certificate).sha256
-            except ValueError as err:
-                self._unpinned = f"cannot pin the TLS certificate: {err}"
-            else:
-                self._session.mount("https://", _PinnedAdapter(fingerprint))
-
-    def __call__(self, timeout: float) -> int:
-        if self._unpinned is not None:
-            raise ProbeFailed(self._unpinned)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
-                response = self._session.get(self.url, timeout=timeout, allow_redirects=False)
-        except requests.exceptions.RequestException as err:
-            raise ProbeFailed(f"{type(err).__name__}: {err}") from err
-        response.close()
-        return response.status_code
-
-    def close(self) -> None:
-        self._session.close()
 
 
 @dataclass

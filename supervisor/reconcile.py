@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from supervisor.container import ContainerState, Observed
+from supervisor.observed import ContainerState, Observed
 from supervisor.spec import ContainerSpec, HolderSpec
 
 

@@ -32,7 +32,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from supervisor import envfile, metrics, permissions, tls
+from supervisor import envfile, permissions, tls
 from supervisor.errors import ConfigError
 from supervisor.redaction import REDACTED, is_secret, redact_value
 
@@ -78,6 +78,22 @@ REPOSITORY_TOO_LONG = (
     f"an image repository name of at most {REPOSITORY_MAX} characters, counted as the "
     "engine names it (registry is docker.io/library/registry)"
 )
+
+
+# MY_REG_METRICS_ADDR given as a bare port listens here.
+METRICS_DEFAULT_HOST = "127.0.0.1"
+
+
+def parse_metrics_address(text: str) -> tuple[str, int]:
+    """'9341' (loopback), '127.0.0.1:9341' or '[::1]:9341' -> (host, port); ValueError."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep:
+        host = METRICS_DEFAULT_HOST
+    host = host.removeprefix("[").removesuffix("]")
+    address = str(ipaddress.ip_address(host))
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(port)
+    return address, int(port)
 
 
 class PullPolicy(StrEnum):
@@ -331,7 +347,7 @@ class Settings(BaseSettings):
     def _htpasswd_file(cls, value: Path | None) -> Path | None:
         if value is None:
             return None
-        from supervisor import htpasswd
+        from supervisor.ops import htpasswd
 
         if not value.is_absolute():
             raise ValueError("an absolute path to an htpasswd file")
@@ -358,7 +374,7 @@ class Settings(BaseSettings):
         if value is None:
             return None
         try:
-            host, port = metrics.parse_address(value)
+            host, port = parse_metrics_address(value)
         except ValueError:
             raise ValueError("a port, or an address and port such as 127.0.0.1:9341") from None
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -767,7 +783,7 @@ def _inside(path: str, parent: PurePosixPath) -> bool:
 def _address_conflicts(settings: Settings) -> list[str]:
     if settings.metrics_addr is None:
         return []
-    host, port = metrics.parse_address(settings.metrics_addr)
+    host, port = parse_metrics_address(settings.metrics_addr)
     if port != settings.port:
         return []
     hosts = {host.strip("[]"), settings.bind}

@@ -5,7 +5,7 @@ also serves our MY_REG_DIR (a bind mount of it at the registry's data path), it 
 same registry run another way (the seed's compose service, a `docker run`): `run` takes
 it over, stopping it and setting its restart policy to `no` so that an engine restart does
 not bring it back onto the port; it is never removed, nor its data. Anything else is
-somebody else's service: `check` refuses, `run` waits for the port (supervisor/supervise.py).
+somebody else's service: `check` refuses, `run` waits for the port (supervisor/loop/).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from supervisor.container import ContainerState, Observed
+from supervisor.observed import ContainerState, Observed
 from supervisor.spec import DATA_MOUNT, HOLDER_SUFFIX
 
 # The unit's name: what an admin stops to go back to the old container.

@@ -11,8 +11,8 @@ import time
 import pytest
 import requests
 
-from supervisor.container import Engine
-from supervisor.gc import estimate_reclaimable
+from supervisor.engine.client import Engine
+from supervisor.ops.gc import estimate_reclaimable
 from supervisor.settings import load_settings
 
 pytestmark = pytest.mark.integration

@@ -37,7 +37,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervisor.container import CANDIDATE_SUFFIX, Engine
+from supervisor.engine.client import CANDIDATE_SUFFIX, Engine
 from supervisor.errors import ConfigError, ContainerActionFailed, ImageUnavailable
 from supervisor.layout import V2_LAYOUT
 from supervisor.settings import load_settings

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.disk import Crossing, DiskGuard, human_bytes, tree_size, usage
+from supervisor.adapters.disk import Crossing, DiskGuard, human_bytes, tree_size, usage
 
 
 def test_guard_reports_each_crossing_once() -> None:

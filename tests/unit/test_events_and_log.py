@@ -9,7 +9,7 @@ import structlog
 from docker.utils import convert_filters
 
 from supervisor import log
-from supervisor.events import WATCHED_ACTIONS, ContainerEvent, event_filters, parse_event
+from supervisor.engine.events import WATCHED_ACTIONS, ContainerEvent, event_filters, parse_event
 from supervisor.settings import LogFormat, LogLevel
 
 

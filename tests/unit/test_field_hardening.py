@@ -10,14 +10,16 @@ from pathlib import Path
 import pytest
 import structlog
 
-from supervisor import glance, security, state
+from supervisor import risks
+from supervisor.adapters.notify import Notifier
 from supervisor.errors import ConfigError
 from supervisor.layout import V2_LAYOUT
-from supervisor.notify import Notifier
-from supervisor.secret import describe_secret, with_http_secret
+from supervisor.loop.supervisor import ENGINE_MIN_RETRY_S, ENGINE_RETRY, Supervisor
+from supervisor.ops import status_report
 from supervisor.settings import load_settings
 from supervisor.spec import derive_spec
-from supervisor.supervise import ENGINE_MIN_RETRY_S, ENGINE_RETRY, Supervisor
+from supervisor.statedir import state_file
+from supervisor.statedir.http_secret import describe_secret, with_http_secret
 
 
 def problems(tmp_path: Path, text: str) -> list[str]:
@@ -197,7 +199,7 @@ def test_data_dir_and_state_dir_apart(tmp_path: Path, inside: str) -> None:
 def test_a_package_managed_data_dir_is_a_warning(tmp_path: Path) -> None:
     """/var/lib/registry is Debian's docker-registry package's: warned about, not refused."""
     settings = loaded(tmp_path, "MY_REG_DIR=/var/lib/registry\nMY_REG_BIND=127.0.0.1\n")
-    [warning] = security.warnings(settings, None, datetime.now(UTC))
+    [warning] = risks.warnings(settings, None, datetime.now(UTC))
     assert "settings.package_managed_dir" == warning.event
     assert "/var/lib/registry" == warning.fields["package_dir"]
 
@@ -222,7 +224,7 @@ def test_blank_registry_values_are_unset(
             monkeypatch.setenv(key, value)
     settings = loaded(tmp_path, text)
     assert {} == settings.registry_env
-    assert ["security.exposed"] == [w.event for w in security.exposure(settings)]
+    assert ["security.exposed"] == [w.event for w in risks.exposure(settings)]
     assert not describe_secret(settings).startswith("set by")
 
 
@@ -333,13 +335,13 @@ def test_a_multicast_or_broadcast_bind_is_refused(tmp_path: Path, value: str) ->
 def test_status_reads_hand_edited_restart_counts_without_failing(tmp_path: Path) -> None:
     """A state file whose restarts are not name -> count shows what is readable of it."""
     settings = loaded(tmp_path, f"MY_REG_STATE_DIR={tmp_path / 's'}\nMY_REG_BIND=127.0.0.1\n")
-    path = state.state_path(settings)
+    path = state_file.state_path(settings)
     for raw, expected in (
         (["x"], {}),
         ({"crashed": "3", "oom": 2, "stopped": True}, {"oom": 2}),
     ):
-        state.write_json(path, {"restarts": raw})
-        assert expected == glance.gather(settings, None, datetime.now(UTC), None)["restarts"]
+        state_file.write_json(path, {"restarts": raw})
+        assert expected == status_report.gather(settings, None, datetime.now(UTC), None)["restarts"]
 
 
 def test_a_reload_while_the_engine_is_away_waits_for_it(tmp_path: Path) -> None:
@@ -366,7 +368,7 @@ def test_an_unset_variable_in_the_env_file_is_a_warning(tmp_path: Path) -> None:
     naming the line, the setting and the variable (never the value)."""
     settings = loaded(tmp_path, "MY_REG_BIND=127.0.0.1\nREGISTRY_STORAGE_S3_SECRETKEY=ab$cd\n")
     assert "ab" == settings.registry_env["REGISTRY_STORAGE_S3_SECRETKEY"]
-    [warning] = security.warnings(settings, None, datetime.now(UTC))
+    [warning] = risks.warnings(settings, None, datetime.now(UTC))
     assert "settings.variable_not_set" == warning.event
     assert "line 2: REGISTRY_STORAGE_S3_SECRETKEY: cd" == warning.fields["where"]
 

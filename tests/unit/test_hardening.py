@@ -10,15 +10,16 @@ from pathlib import Path
 import pytest
 import structlog
 
-from supervisor import htpasswd, security
+from supervisor import risks
+from supervisor.adapters.notify import Notifier
 from supervisor.cli import main
-from supervisor.container import create_config
+from supervisor.engine.configs import create_config
 from supervisor.errors import ConfigError
 from supervisor.layout import V2_LAYOUT
-from supervisor.notify import Notifier
+from supervisor.loop.supervisor import Supervisor
+from supervisor.ops import htpasswd
 from supervisor.settings import Settings, load_settings
 from supervisor.spec import derive_spec
-from supervisor.supervise import Supervisor
 
 MakeTls = Callable[..., tuple[Path, Path]]
 
@@ -104,7 +105,7 @@ def exposure_events(tmp_path: Path, make_tls: MakeTls, *, tls: bool, auth: bool)
     if auth:
         htpasswd.set_password(tmp_path / "htpasswd", "alice", "pw", cost=4)
         lines += f"MY_REG_AUTH_HTPASSWD={tmp_path / 'htpasswd'}\n"
-    found = security.exposure(settings_from(tmp_path, lines))
+    found = risks.exposure(settings_from(tmp_path, lines))
     return [warning.event for warning in found]
 
 
@@ -127,11 +128,11 @@ def test_a_published_registry_without_tls_or_auth_is_warned_about(
 @pytest.mark.parametrize("bind", ["127.0.0.1", "::1"])
 def test_a_loopback_registry_is_not_warned_about(tmp_path: Path, bind: str) -> None:
     """Only this host can reach it: no warning."""
-    assert [] == security.exposure(settings_from(tmp_path, f"MY_REG_BIND={bind}\n"))
+    assert [] == risks.exposure(settings_from(tmp_path, f"MY_REG_BIND={bind}\n"))
 
 
 def test_the_exposure_warning_is_logged_at_start(tmp_path: Path) -> None:
-    """startup() logs security.exposed with the bind address, before anything else runs."""
+    """startup() logs risks.exposed with the bind address, before anything else runs."""
     settings = settings_from(tmp_path, f"MY_REG_DIR={tmp_path / 'data'}\n")
     supervisor = Supervisor(settings, None, Notifier())
     try:
@@ -169,6 +170,6 @@ def test_warnings_are_pure_and_include_an_expiring_certificate(
     settings = settings_from(
         tmp_path, f"MY_REG_BIND=127.0.0.1\nMY_REG_TLS_DIR={tmp_path / 'tls'}\n"
     )
-    found = security.warnings(settings, security.certificate(settings), datetime.now(UTC))
+    found = risks.warnings(settings, risks.certificate(settings), datetime.now(UTC))
     assert ["tls.certificate_expiring"] == [warning.event for warning in found]
     assert found[0].fields["days_left"] == pytest.approx(5.5, abs=0.1)

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from supervisor.health import FailureCount, Probe, ProbeFailed, is_healthy
+from supervisor.adapters.probe import Probe, ProbeFailed
+from supervisor.health import FailureCount, is_healthy
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

@@ -10,10 +10,10 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from supervisor import htpasswd
 from supervisor.cli import main
 from supervisor.errors import ConfigError
 from supervisor.layout import V2_LAYOUT
+from supervisor.ops import htpasswd
 from supervisor.settings import load_settings
 from supervisor.spec import Mount, derive_spec
 

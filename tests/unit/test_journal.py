@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from supervisor.journal import Access, Forwarder, Line, docker_timestamp, parse_line
+from supervisor.engine.logs import Access, Forwarder, Line, docker_timestamp, parse_line
 
 LISTENING = (
     'time="2026-11-29T09:48:00.825091279Z" level=info msg="listening on [::]:5000" '

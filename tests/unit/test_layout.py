@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from supervisor.errors import ConfigError
-from supervisor.gc import collector_command, collector_config
 from supervisor.layout import (
     V2_LAYOUT,
     V3_LAYOUT,
@@ -20,6 +19,7 @@ from supervisor.layout import (
     version_findings,
     version_label,
 )
+from supervisor.ops.gc import collector_command, collector_config
 from supervisor.settings import Settings, load_settings
 from supervisor.spec import Mount, derive_spec
 

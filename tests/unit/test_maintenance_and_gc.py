@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from supervisor import maintenance
-from supervisor.container import ContainerState, observe
-from supervisor.gc import (
+from supervisor.layout import V2_LAYOUT
+from supervisor.observed import ContainerState, observe
+from supervisor.ops.gc import (
     READONLY_VARIABLE,
     blobs_bytes,
     collector_command,
@@ -25,9 +25,9 @@ from supervisor.gc import (
     parse_summary,
     readonly_spec,
 )
-from supervisor.layout import V2_LAYOUT
 from supervisor.settings import load_settings
 from supervisor.spec import derive_spec
+from supervisor.statedir import maintenance
 
 COLLECTOR = "my_registry-gc"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.notify import Notifier, watchdog_interval
+from supervisor.adapters.notify import Notifier, watchdog_interval
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from supervisor.container import ContainerState, Observed, observe
 from supervisor.layout import V2_LAYOUT
+from supervisor.observed import ContainerState, Observed, observe
 from supervisor.reconcile import Action, Decision, Reason, classify, decide
 from supervisor.settings import load_settings
 from supervisor.spec import ContainerSpec, derive_spec, holder_spec

@@ -11,9 +11,9 @@ import pytest
 from supervisor.cli import main
 from supervisor.errors import ConfigError
 from supervisor.layout import V2_LAYOUT
-from supervisor.secret import with_http_secret
 from supervisor.settings import Settings, load_settings
 from supervisor.spec import derive_spec
+from supervisor.statedir.http_secret import with_http_secret
 
 
 def settings_with_state(tmp_path: Path, extra: str = "") -> Settings:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.container import create_config, holder_create_config
+from supervisor.engine.configs import create_config, holder_create_config
 from supervisor.layout import V2_LAYOUT
 from supervisor.settings import Settings, load_settings
 from supervisor.spec import MANAGED_BY_LABEL, SPEC_HASH_LABEL, Mount, derive_spec, holder_spec

@@ -6,7 +6,7 @@ import os
 import stat
 from pathlib import Path
 
-from supervisor.state import StateFile, ensure_private_dir, read_json, write_json
+from supervisor.statedir.state_file import StateFile, ensure_private_dir, read_json, write_json
 
 
 def test_first_offer_writes_the_file_0600(tmp_path: Path) -> None:

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 import pytest
 from structlog.testing import capture_logs
 
+from supervisor.adapters.notify import Notifier
 from supervisor.errors import PortBusy
-from supervisor.notify import Notifier
+from supervisor.loop.supervisor import Phase, Supervisor, format_duration
 from supervisor.reconcile import Reason
 from supervisor.settings import load_settings
-from supervisor.supervise import Phase, Supervisor, format_duration
 
 
 @pytest.fixture

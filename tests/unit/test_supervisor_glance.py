@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import maintenance
+from supervisor.adapters.notify import Notifier
 from supervisor.cli import _glance_lines
 from supervisor.errors import ConfigError
-from supervisor.notify import Notifier
+from supervisor.loop.supervisor import Phase, Supervisor
 from supervisor.reconcile import Reason
 from supervisor.settings import load_settings
-from supervisor.supervise import Phase, Supervisor
+from supervisor.statedir import maintenance
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from supervisor.cli import _take_over_plan
-from supervisor.container import ContainerState, Observed, observe
+from supervisor.observed import ContainerState, Observed, observe
 from supervisor.takeover import PortClaim, blocker_line, claim_port, free_hint, undo
 
 DATA = "/var/lib/my_registry"

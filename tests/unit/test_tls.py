@@ -18,11 +18,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from supervisor import tls
+from supervisor.adapters.notify import Notifier
+from supervisor.adapters.probe import Probe, ProbeFailed
 from supervisor.cli import main
-from supervisor.health import Probe, ProbeFailed
-from supervisor.notify import Notifier
+from supervisor.loop.supervisor import Supervisor
 from supervisor.settings import load_settings
-from supervisor.supervise import Supervisor
 
 MakeTls = Callable[..., tuple[Path, Path]]
 EX_CONFIG = 78

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from supervisor.watchdog import Placement, call_feeding, placement
+from supervisor.loop.watchdog import Placement, call_feeding, placement
 
 # Long enough for any thread to be scheduled; a test that waits this long has failed.
 HANG_S = 10.0

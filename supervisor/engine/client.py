@@ -1,8 +1,10 @@
-"""Docker SDK adapter: the only module that talks to the engine.
+"""The Docker engine, through docker-py: containers, images and the one-shot runs.
 
-``observe()`` is the one reader of Docker's raw inspect dicts. Every docker-py
-or requests error is translated here: "not found" is ``None``, an unreachable
-engine is ``EngineUnavailable``, a refusal is ``ContainerActionFailed``.
+The package's only importers of docker-py are this one and its neighbours in
+``supervisor/engine/`` (events, logs, create configs). Every docker-py or requests error
+is translated here: "not found" is ``None``, an unreachable engine is
+``EngineUnavailable``, a refusal is ``ContainerActionFailed`` (``EngineRefused`` for a
+read the engine answers with a 4xx).
 """
 
 from __future__ import annotations
@@ -10,14 +12,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import docker
 import docker.errors
 import requests
 
+from supervisor.engine.configs import as_candidate, create_config, holder_create_config
 from supervisor.errors import (
     ContainerActionFailed,
     ContainerGone,
@@ -27,86 +28,22 @@ from supervisor.errors import (
     PortBusy,
 )
 from supervisor.layout import ImageLayout, RegistryVersion, layout_of, parse_version
-from supervisor.spec import (
-    DATA_MOUNT,
-    HOLDER_COMMAND,
-    MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE,
-    REGISTRY_PORT,
-    SPEC_HASH_LABEL,
-    TMPFS,
-    ContainerSpec,
-    HolderSpec,
-)
+from supervisor.observed import Observed, observe
+from supervisor.spec import MANAGED_BY_LABEL, MANAGED_BY_VALUE, ContainerSpec, HolderSpec
 
 # API calls that should be quick; a hung engine must not hang the loop forever.
 API_TIMEOUT_S = 10  # well under half of the unit's WatchdogSec=30s
 # Docker Engine 20.10 and later speak it. A fixed version also keeps the client
 # constructor free of I/O ("auto" asks the engine and leaks a socket on failure).
 API_VERSION = "1.41"
-# Over the image's data VOLUME in the holder, which never stores anything.
-HOLDER_DATA_TMPFS = "ro,noexec,nosuid,nodev,size=4k"
 # Containers created only to learn whether the engine accepts a new spec, then removed.
 CANDIDATE_SUFFIX = "-candidate"
 # `registry --version` answers in well under a second; a stuck one must not hold the loop.
 VERSION_TIMEOUT_S = 20
-CANDIDATE_LABEL = "registry-supervisor.candidate"
-# What docker-compose (1.x and v2) labels its containers with.
-COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
-COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
-COMPOSE_WORKDIR_LABEL = "com.docker.compose.project.working_dir"
 # How the engine says a start failed because the host port is taken (Docker 20.10): by
 # another container ("Bind for 0.0.0.0:5001 failed: port is already allocated") or by a
 # host process ("listen tcp4 0.0.0.0:5001: bind: address already in use").
 PORT_TAKEN_MARKERS = ("port is already allocated", "address already in use")
-
-
-class ContainerState(StrEnum):
-    """Docker's State.Status values."""
-
-    CREATED = "created"
-    RUNNING = "running"
-    PAUSED = "paused"
-    RESTARTING = "restarting"
-    REMOVING = "removing"
-    EXITED = "exited"
-    DEAD = "dead"
-
-
-@dataclass(frozen=True)
-class Observed:
-    """What the engine says about a container, reduced to what we decide on."""
-
-    id: str
-    name: str
-    state: ContainerState
-    image: str
-    image_id: str
-    managed: bool
-    spec_hash: str | None
-    exit_code: int
-    oom_killed: bool
-    started_at: str
-    pid: int
-    published: tuple[int, ...] = ()
-    network_mode: str = ""
-    candidate: bool = False  # created only by check_creatable, never started
-    # What a container we did not create is, for taking it over (supervisor/takeover.py).
-    port_bindings: tuple[tuple[str, int], ...] = ()  # (host ip, host port); "" = all
-    binds: tuple[tuple[str, str], ...] = ()  # (host source, container destination)
-    restart_policy: str = "no"
-    auto_remove: bool = False  # `docker run --rm`: a stop removes it
-    compose_project: str | None = None
-    compose_service: str | None = None
-    compose_workdir: str | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.state is ContainerState.RUNNING
-
-    @property
-    def short_id(self) -> str:
-        return self.id[:12]
 
 
 def network_namespace(container: Observed) -> str | None:
@@ -128,136 +65,6 @@ def network_namespace(container: Observed) -> str | None:
         return os.readlink(f"{proc}/ns/net")
     except OSError:
         return None
-
-
-def _restart_policy(policy: dict[str, Any]) -> str:
-    """`docker run --restart`'s form: no, always, unless-stopped, on-failure[:N]."""
-    name = str(policy.get("Name") or "no")
-    count = policy.get("MaximumRetryCount") or 0
-    return f"{name}:{count}" if name == "on-failure" and count else name
-
-
-def observe(attrs: dict[str, Any]) -> Observed:
-    """Read a container inspect dict (pure)."""
-    state = attrs.get("State") or {}
-    config = attrs.get("Config") or {}
-    labels = config.get("Labels") or {}
-    host_config = attrs.get("HostConfig") or {}
-    bindings = host_config.get("PortBindings") or {}
-    # TCP only: a container publishing 5001/udp does not hold our (TCP) port.
-    port_bindings = tuple(
-        (str(binding.get("HostIp") or ""), int(binding["HostPort"]))
-        for container_port, port_bindings in bindings.items()
-        if str(container_port).endswith("/tcp") or "/" not in str(container_port)
-        for binding in port_bindings or ()
-        if str(binding.get("HostPort", "")).isdigit()
-    )
-    published = tuple(port for _, port in port_bindings)
-    binds = tuple(
-        (str(mount.get("Source", "")), str(mount.get("Destination", "")))
-        for mount in attrs.get("Mounts") or ()
-        if mount.get("Type") == "bind"
-    )
-    return Observed(
-        id=attrs["Id"],
-        name=str(attrs.get("Name", "")).lstrip("/"),
-        state=ContainerState(state.get("Status", "dead")),
-        image=config.get("Image", ""),
-        image_id=attrs.get("Image", ""),
-        managed=labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE,
-        spec_hash=labels.get(SPEC_HASH_LABEL),
-        exit_code=int(state.get("ExitCode") or 0),
-        oom_killed=bool(state.get("OOMKilled")),
-        started_at=state.get("StartedAt", ""),
-        pid=int(state.get("Pid") or 0),
-        published=published,
-        network_mode=str(host_config.get("NetworkMode") or ""),
-        candidate=labels.get(CANDIDATE_LABEL) == "true",
-        port_bindings=port_bindings,
-        binds=binds,
-        restart_policy=_restart_policy(host_config.get("RestartPolicy") or {}),
-        auto_remove=bool(host_config.get("AutoRemove")),
-        compose_project=labels.get(COMPOSE_PROJECT_LABEL),
-        compose_service=labels.get(COMPOSE_SERVICE_LABEL),
-        compose_workdir=labels.get(COMPOSE_WORKDIR_LABEL),
-    )
-
-
-def create_config(spec: ContainerSpec, holder_id: str | None) -> dict[str, Any]:
-    """Arguments for the engine's create call, host config included (pure).
-
-    The registry joins the network namespace of the holder ``holder_id``, which
-    publishes the port; without a holder (the one-shot collector) it gets Docker's
-    default network and no published port.
-    """
-    config: dict[str, Any] = {
-        "image": spec.image,
-        "name": spec.name,
-        "detach": True,
-        "labels": spec.labels,
-        "environment": dict(spec.environment),
-        "stop_signal": "SIGTERM",
-        "stop_timeout": spec.stop_timeout,
-        "host_config": {
-            # The Mounts API, not `binds`: a bind is the string `src:dst:mode`, which a
-            # colon in a host path breaks. A missing source is refused, never created.
-            "mounts": [
-                docker.types.Mount(m.target, m.source, type="bind", read_only=m.read_only)
-                for m in spec.mounts
-            ],
-            # We are the only one restarting it; Docker's policy would race us.
-            "restart_policy": {"Name": "no"},
-        },
-    }
-    if holder_id is not None:
-        config["host_config"]["network_mode"] = f"container:{holder_id}"
-    config["host_config"].update(_hardening(spec))
-    return config
-
-
-def holder_create_config(holder: HolderSpec) -> dict[str, Any]:
-    """Arguments for creating the network holder (pure)."""
-    hardening = _hardening(holder)
-    # A tmpfs over the image's VOLUME: no anonymous volume is left behind per holder.
-    hardening["tmpfs"] = {**hardening.get("tmpfs", {}), DATA_MOUNT: HOLDER_DATA_TMPFS}
-    return {
-        "image": holder.image,
-        "name": holder.name,
-        "detach": True,
-        "labels": holder.labels,
-        "entrypoint": [HOLDER_COMMAND[0]],
-        "command": list(HOLDER_COMMAND[1:]),
-        "ports": [REGISTRY_PORT],
-        # It holds no state, and `sleep` as PID 1 ignores SIGTERM: stop means kill.
-        "stop_signal": "SIGKILL",
-        "host_config": {
-            "port_bindings": {REGISTRY_PORT: (holder.bind, holder.port)},
-            "restart_policy": {"Name": "no"},
-            **hardening,
-        },
-    }
-
-
-def _hardening(spec: ContainerSpec | HolderSpec) -> dict[str, Any]:
-    """Host config for the opt-out hardening: only the keys that are switched on."""
-    hardening: dict[str, Any] = {}
-    if spec.read_only:
-        hardening["read_only"] = True
-        hardening["tmpfs"] = dict(TMPFS)
-    if spec.no_new_privileges:
-        hardening["security_opt"] = ["no-new-privileges:true"]
-    if spec.cap_drop_all:
-        # The registry listens on 5000 and owns its files: it needs no capability.
-        hardening["cap_drop"] = ["ALL"]
-    if isinstance(spec, ContainerSpec) and spec.memory is not None:
-        hardening["mem_limit"] = spec.memory
-    return hardening
-
-
-def _as_candidate(config: dict[str, Any], name: str) -> dict[str, Any]:
-    """``config`` under another name, without the spec hash: never mistaken for the real one."""
-    labels = {MANAGED_BY_LABEL: MANAGED_BY_VALUE, CANDIDATE_LABEL: "true"}
-    return {**config, "name": name, "labels": labels}
 
 
 def _is_removal_conflict(err: docker.errors.APIError) -> bool:
@@ -436,9 +243,9 @@ class Engine:
         try:
             if holder_id is None:
                 config = holder_create_config(holder)
-                holder_id = self._create(_as_candidate(config, names[1]))
+                holder_id = self._create(as_candidate(config, names[1]))
                 created.append(holder_id)
-            created.append(self._create(_as_candidate(create_config(spec, holder_id), names[0])))
+            created.append(self._create(as_candidate(create_config(spec, holder_id), names[0])))
         finally:
             for container_id in reversed(created):
                 with suppress(ContainerGone):

@@ -7,10 +7,10 @@ from __future__ import annotations
 from contextlib import suppress
 from dataclasses import dataclass
 
-from supervisor import state
-from supervisor.container import Engine
+from supervisor.engine.client import Engine
 from supervisor.layout import ImageLayout, RegistryVersion, parse_version, version_label
 from supervisor.settings import Settings
+from supervisor.statedir import state_file
 
 VERSIONS_FILE = "registry-versions.json"
 
@@ -33,7 +33,7 @@ def describe(settings: Settings, engine: Engine, image_id: str) -> ImageInfo | N
     if layout is None:
         return None
     path = settings.state_dir / VERSIONS_FILE
-    cached = state.read_json(path) or {}
+    cached = state_file.read_json(path) or {}
     text = cached.get(image_id)
     version = parse_version(text) if isinstance(text, str) else None
     if version is None:
@@ -41,5 +41,5 @@ def describe(settings: Settings, engine: Engine, image_id: str) -> ImageInfo | N
         if version is not None:
             # One line per image id ever run here: a few bytes each.
             with suppress(OSError):  # `check` without root: asked again next time
-                state.write_json(path, {**cached, image_id: version.text})
+                state_file.write_json(path, {**cached, image_id: version.text})
     return ImageInfo(id=image_id, layout=layout, version=version)

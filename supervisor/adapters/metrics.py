@@ -7,7 +7,6 @@ process can hold several supervisors (tests) without name clashes.
 
 from __future__ import annotations
 
-import ipaddress
 from threading import Thread
 from typing import TYPE_CHECKING, Any
 
@@ -16,20 +15,7 @@ if TYPE_CHECKING:
 
     from prometheus_client import CollectorRegistry
 
-DEFAULT_HOST = "127.0.0.1"
 PROBE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    """'9341' (loopback), '127.0.0.1:9341' or '[::1]:9341' -> (host, port); ValueError."""
-    host, sep, port = text.strip().rpartition(":")
-    if not sep:
-        host = DEFAULT_HOST
-    host = host.removeprefix("[").removesuffix("]")
-    address = str(ipaddress.ip_address(host))
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(port)
-    return address, int(port)
 
 
 class _Off:

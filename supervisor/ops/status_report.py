@@ -10,8 +10,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from supervisor import disk, maintenance, security, state
+from supervisor import risks
+from supervisor.adapters import disk
 from supervisor.settings import Settings
+from supervisor.statedir import maintenance, state_file
 
 
 def _parse(moment: object) -> datetime | None:
@@ -26,7 +28,7 @@ def _parse(moment: object) -> datetime | None:
 
 def supervisor_state(settings: Settings) -> dict[str, Any] | None:
     """The state file, with ``running`` telling whether its writer still lives."""
-    content = state.read_json(state.state_path(settings))
+    content = state_file.read_json(state_file.state_path(settings))
     if content is None:
         return None
     pid = content.get("pid")
@@ -66,7 +68,7 @@ def data_dir(settings: Settings) -> dict[str, Any]:
 
 
 def certificate(settings: Settings, now: datetime) -> dict[str, Any] | None:
-    found = security.certificate(settings)
+    found = risks.certificate(settings)
     if found is None:
         return None
     return {
@@ -105,6 +107,6 @@ def gather(
         "last_reason_at": (supervised or {}).get("last_reason_at"),
         "data_dir": data_dir(settings),
         "certificate": certificate(settings, now),
-        "last_gc": state.read_json(state.gc_path(settings)),
+        "last_gc": state_file.read_json(state_file.gc_path(settings)),
         "maintenance": None if held is None else {"task": held.task, "pid": held.pid},
     }

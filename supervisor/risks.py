@@ -148,7 +148,7 @@ def exposure(settings: Settings) -> list[SecurityWarning]:
 
 def describe(settings: Settings, certificate: tls.Certificate | None, now: datetime) -> list[str]:
     """`check`'s summary of TLS, authentication and hardening (reads the htpasswd file)."""
-    from supervisor import htpasswd
+    from supervisor.ops import htpasswd
 
     lines = []
     if certificate is None:

@@ -27,28 +27,15 @@ from typing import Any, TypeVar
 
 import structlog
 
-from supervisor import (
-    disk,
-    journal,
-    log,
-    maintenance,
-    metrics,
-    security,
-    state,
-    takeover,
-    tls,
-    watchdog,
-)
-from supervisor import image as images
+from supervisor import log, risks, takeover, tls
+from supervisor.adapters import disk, metrics
+from supervisor.adapters.notify import Notifier
+from supervisor.adapters.probe import Probe, ProbeFailed
 from supervisor.backoff import BackoffPolicy, RestartBudget
-from supervisor.container import (
-    API_TIMEOUT_S,
-    VERSION_TIMEOUT_S,
-    ContainerState,
-    Engine,
-    Observed,
-    network_namespace,
-)
+from supervisor.engine import image_info as images
+from supervisor.engine import logs
+from supervisor.engine.client import API_TIMEOUT_S, VERSION_TIMEOUT_S, Engine, network_namespace
+from supervisor.engine.events import ContainerEvent, EngineLost, EventWatcher
 from supervisor.errors import (
     ConfigError,
     ContainerActionFailed,
@@ -61,14 +48,15 @@ from supervisor.errors import (
     TransientError,
     for_os_error,
 )
-from supervisor.events import ContainerEvent, EngineLost, EventWatcher
-from supervisor.health import FailureCount, Probe, ProbeFailed, is_healthy
+from supervisor.health import FailureCount, is_healthy
 from supervisor.layout import ImageLayout, version_findings
-from supervisor.notify import Notifier
+from supervisor.loop import watchdog
+from supervisor.observed import ContainerState, Observed
 from supervisor.reconcile import Action, Decision, Reason, classify, decide
-from supervisor.secret import with_http_secret
-from supervisor.settings import PullPolicy, Settings, load_settings
+from supervisor.settings import PullPolicy, Settings, load_settings, parse_metrics_address
 from supervisor.spec import ContainerSpec, HolderSpec, derive_spec, holder_spec
+from supervisor.statedir import maintenance, state_file
+from supervisor.statedir.http_secret import with_http_secret
 
 # Right after a (re)start, probe this often until /v2/ answers: recovery time is
 # what users feel, and a refused connection costs microseconds.
@@ -196,7 +184,7 @@ class Supervisor:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
-        # The image's layout and version, once the engine told us (supervisor/image.py);
+        # The image's layout and version, once the engine told us (supervisor/engine/image_info.py);
         # until then the spec only names things (see derive_spec).
         self.image: images.ImageInfo | None = None
         self.spec: ContainerSpec = derive_spec(settings, None)
@@ -239,7 +227,7 @@ class Supervisor:
         self.budget = RestartBudget(BackoffPolicy())
         self.failures = FailureCount(settings.health_retries)
         self.probe = Probe(settings.probe_url, settings.tls_certificate)
-        self.certificate = security.certificate(settings)
+        self.certificate = risks.certificate(settings)
         self.probe_at = 0.0
         self.started_at = 0.0
         self.healthy_since: float | None = None
@@ -250,11 +238,11 @@ class Supervisor:
         self.watchdog_at = 0.0
         self.exit_signal: int | None = None
 
-        # Status at a glance (supervisor/state.py), disk guard, maintenance by `gc`.
+        # Status at a glance (supervisor/statedir/state_file.py), disk guard, maintenance by `gc`.
         self.started_wall = datetime.now(UTC)
         self.healthy_since_wall: datetime | None = None
         self.last_reason_wall: datetime | None = None
-        self.state_file = state.StateFile(state.state_path(settings))
+        self.state_file = state_file.StateFile(state_file.state_path(settings))
         self.state_failed = False
         self.disk_guard = disk.DiskGuard(settings.min_free)
         self.disk_check_at = 0.0
@@ -264,7 +252,7 @@ class Supervisor:
         self.metrics = metrics.Metrics(enabled=settings.metrics_addr is not None)
         self.last_ok_at: float | None = None
         self.boot_at = clock()
-        self.log_follower: journal.LogFollower | None = None
+        self.log_follower: logs.LogFollower | None = None
         self.follow_retry_at = 0.0
 
     def _bind_log(self) -> Any:
@@ -317,7 +305,7 @@ class Supervisor:
     def _serve_metrics(self) -> None:
         if self.settings.metrics_addr is None:
             return
-        host, port = metrics.parse_address(self.settings.metrics_addr)
+        host, port = parse_metrics_address(self.settings.metrics_addr)
         try:
             self.metrics.serve(host, port)
         except OSError as err:
@@ -556,7 +544,7 @@ class Supervisor:
 
     def _warn_risks(self) -> None:
         """Log what is risky about the settings (exposure, an expiring certificate)."""
-        for warning in security.warnings(self.settings, self.certificate, datetime.now(UTC)):
+        for warning in risks.warnings(self.settings, self.certificate, datetime.now(UTC)):
             self.log.warning(warning.event, detail=warning.text, **warning.fields)
 
     def status_line(self, now: float) -> str:
@@ -1296,11 +1284,11 @@ class Supervisor:
         self.log = self._bind_log()
         self.probe.close()
         self.probe = Probe(new.probe_url, new.tls_certificate)
-        self.certificate = security.certificate(new)
+        self.certificate = risks.certificate(new)
         self.failures = FailureCount(new.health_retries)
         self.disk_guard.min_free_percent = new.min_free
         self.disk_check_at = 0.0
-        self.state_file = state.StateFile(state.state_path(new))
+        self.state_file = state_file.StateFile(state_file.state_path(new))
         self.maintenance_path = maintenance.maintenance_path(new)
         if renamed:
             self.container_id = None
@@ -1375,7 +1363,7 @@ class Supervisor:
     # -- maintenance, disk guard, state file ---------------------------------------------
 
     def _in_maintenance(self, now: float) -> bool:
-        """Whether the maintenance lock holds (supervisor/maintenance.py: `gc` lives, or
+        """Whether the maintenance lock holds (supervisor/statedir/maintenance.py: `gc` lives, or
         the collector it left runs); notices its start and its end. No wall clock."""
         current = maintenance.read(self.maintenance_path)
         if current is not None and not (
@@ -1476,7 +1464,7 @@ class Supervisor:
 
     def _estimate_reclaimable(self) -> None:
         """Say how much a garbage collection would free (thread: logs, decides nothing)."""
-        from supervisor import gc
+        from supervisor.ops import gc
 
         guard = self.disk_guard
         try:
@@ -1500,7 +1488,7 @@ class Supervisor:
             return moment.isoformat(timespec="seconds") if moment is not None else None
 
         return {
-            "version": state.STATE_VERSION,
+            "version": state_file.STATE_VERSION,
             "pid": os.getpid(),
             "container": self.settings.name,
             "container_id": self.container_id,
@@ -1576,7 +1564,7 @@ class Supervisor:
         except EngineUnavailable as err:
             self.log.warning("registry.logs_unavailable", error=str(err))
             return
-        self.log_follower = journal.LogFollower(
+        self.log_follower = logs.LogFollower(
             api,
             self.container_id,
             since,

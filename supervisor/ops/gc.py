@@ -3,7 +3,7 @@
 The registry must not accept writes while `registry garbage-collect` runs, and must be
 restarted afterwards (its blob descriptor cache would keep deleted blobs "present",
 and a re-push would then skip uploading them). So, with the maintenance lock held
-(a running supervisor stands aside, see supervisor/maintenance.py):
+(a running supervisor stands aside, see supervisor/statedir/maintenance.py):
 
 1. the registry container is recreated in read-only mode (pulls keep working,
    pushes get 405 for the duration),
@@ -33,18 +33,22 @@ from typing import Any
 
 import structlog
 
-from supervisor import disk, maintenance, state
-from supervisor.container import Engine, Observed, create_config
+from supervisor.adapters import disk
+from supervisor.adapters.probe import Probe, ProbeFailed
+from supervisor.engine.client import Engine
+from supervisor.engine.configs import create_config
 from supervisor.errors import (
     ContainerActionFailed,
     ContainerGone,
     ImageUnavailable,
     MaintenanceFailed,
 )
-from supervisor.health import Probe, ProbeFailed, is_healthy
+from supervisor.health import is_healthy
 from supervisor.layout import ImageLayout
+from supervisor.observed import Observed
 from supervisor.settings import Settings
 from supervisor.spec import MANAGED_BY_LABEL, ContainerSpec, derive_spec, spec_hash
+from supervisor.statedir import maintenance, state_file
 
 READONLY_VARIABLE = "REGISTRY_STORAGE_MAINTENANCE_READONLY"
 READONLY_VALUE = '{"enabled": true}'
@@ -311,7 +315,7 @@ class GarbageCollection:
             eligible_bytes=eligible_bytes,
         )
         try:
-            state.write_json(state.gc_path(self.settings), result.as_dict())
+            state_file.write_json(state_file.gc_path(self.settings), result.as_dict())
         except OSError as err:
             self.log.warning("gc.record_failed", error=str(err))
         if outcome != "ok":

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from supervisor.container import ContainerState, Observed
+from supervisor.observed import ContainerState, Observed
 from supervisor.settings import Settings
 
 GARBAGE_COLLECTION = "garbage collection"

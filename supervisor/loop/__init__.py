@@ -1,0 +1,1 @@
+"""The supervision loop and its components: one thread decides, components report."""

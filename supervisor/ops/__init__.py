@@ -1,0 +1,1 @@
+"""Operations `run` never imports: garbage collection, the status report, htpasswd."""
