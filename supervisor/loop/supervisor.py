@@ -182,7 +182,13 @@ class Supervisor:
         env_file: Path | None,
         notifier: Notifier,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        engine_factory: Callable[[], Engine] = Engine,
+        probe_factory: Callable[[str, Path | None], Probe] = Probe,
     ) -> None:
+        # Both injected so that tests drive whole ticks against a fake engine and probe.
+        self.engine_factory = engine_factory
+        self.probe_factory = probe_factory
         self.settings = settings
         # The image's layout and version, once the engine told us (supervisor/engine/image_info.py);
         # until then the spec only names things (see derive_spec).
@@ -226,7 +232,7 @@ class Supervisor:
         self.port_attempt = 0
         self.budget = RestartBudget(BackoffPolicy())
         self.failures = FailureCount(settings.health_retries)
-        self.probe = Probe(settings.probe_url, settings.tls_certificate)
+        self.probe = probe_factory(settings.probe_url, settings.tls_certificate)
         self.certificate = risks.certificate(settings)
         self.probe_at = 0.0
         self.started_at = 0.0
@@ -592,7 +598,7 @@ class Supervisor:
         if now < self.engine_retry_at:
             return
         try:
-            engine = Engine()
+            engine = self.engine_factory()
             engine.ping()
         except EngineUnavailable as err:
             self.engine_attempt += 1
@@ -1283,7 +1289,7 @@ class Supervisor:
         self.holder = holder_spec(self.spec)
         self.log = self._bind_log()
         self.probe.close()
-        self.probe = Probe(new.probe_url, new.tls_certificate)
+        self.probe = self.probe_factory(new.probe_url, new.tls_certificate)
         self.certificate = risks.certificate(new)
         self.failures = FailureCount(new.health_retries)
         self.disk_guard.min_free_percent = new.min_free
@@ -1399,7 +1405,7 @@ class Supervisor:
                     observed = self.engine.inspect(lock.collector)
                 else:
                     # The loop reconnects only once maintenance ends: ask on the side.
-                    with closing(Engine()) as engine:
+                    with closing(self.engine_factory()) as engine:
                         observed = engine.inspect(lock.collector)
                 holds = maintenance.collector_holds(observed)
             except EngineUnavailable as err:
@@ -1468,7 +1474,7 @@ class Supervisor:
 
         guard = self.disk_guard
         try:
-            with closing(Engine()) as engine:
+            with closing(self.engine_factory()) as engine:
                 reclaimable = gc.estimate_reclaimable(self.settings, engine)
         except (SupervisorError, OSError) as err:
             self.log.warning("disk.gc_estimate_failed", error=str(err))
