@@ -34,7 +34,9 @@ from supervisor.errors import (
 )
 from supervisor.health import is_healthy
 from supervisor.layout import version_findings
-from supervisor.loop.supervisor import Supervisor, data_dirs, format_duration
+from supervisor.loop.data_dir import data_dirs
+from supervisor.loop.status import format_duration
+from supervisor.loop.supervisor import Supervisor
 from supervisor.observed import Observed
 from supervisor.reconcile import Action, Decision, Reason, decide
 from supervisor.settings import PullPolicy, Settings, effective, load_settings, raw_setting

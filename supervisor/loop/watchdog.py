@@ -74,3 +74,70 @@ def call_feeding(
     while not wait([done], timeout=max(0.0, ping_due() - clock())).done:
         ping()
     return done.result()
+
+
+class WatchdogFeeder:
+    """Sends WATCHDOG=1 on schedule, and runs blocking calls where the schedule allows.
+
+    The loop's one way to feed systemd's watchdog: the heartbeat pings when due, an engine
+    call that could outlast the period pings first (``before_engine_call``), and a longer
+    call runs off the loop while this keeps pinging (``blocking``).
+    """
+
+    def __init__(
+        self,
+        every_s: float | None,
+        ping: Callable[[], None],
+        clock: Callable[[], float],
+        engine_call_bound_s: float,
+    ) -> None:
+        self.every_s = every_s
+        self._ping = ping
+        self._clock = clock
+        self._engine_call_bound_s = engine_call_bound_s
+        self.due_at = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        """Whether systemd asked for a watchdog (WatchdogSec= on the unit)."""
+        return self.every_s is not None
+
+    def deadline(self) -> float:
+        """When the next WATCHDOG=1 is due (infinity without a watchdog)."""
+        return self.due_at if self.every_s is not None else float("inf")
+
+    def kick(self) -> None:
+        """WATCHDOG=1 now; the next one is due a period from now."""
+        if self.every_s is not None:
+            self._ping()
+            self.due_at = self._clock() + self.every_s
+
+    def kick_if_due(self, now: float) -> None:
+        """WATCHDOG=1 if it is due."""
+        if self.every_s is not None and now >= self.due_at:
+            self.kick()
+
+    def before_engine_call(self) -> None:
+        """A fresh period if one engine call (a hung engine: its whole API timeout) could
+        run past the next ping: a tick of several calls never adds up to more."""
+        if (
+            self.every_s is not None
+            and self._clock() + self._engine_call_bound_s + SLACK_S > self.due_at
+        ):
+            self.kick()
+
+    def blocking(self, name: str, bound_s: float, call: Callable[[], T]) -> T:
+        """``call()``, which may block up to ``bound_s`` seconds, with the watchdog fed.
+
+        Longer than what is left of the period, it runs on a helper thread while this
+        thread sends WATCHDOG=1 on schedule and nothing else; its result (or error) comes
+        back here, so the loop still decides, after the call, alone.
+        """
+        where = placement(bound_s, self._clock(), self.due_at, self.every_s)
+        if where is Placement.OFF_LOOP:
+            return call_feeding(
+                call, ping=self.kick, ping_due=lambda: self.due_at, clock=self._clock, name=name
+            )
+        if where is Placement.PING_THEN_INLINE:
+            self.kick()
+        return call()

@@ -14,8 +14,10 @@ from supervisor import risks
 from supervisor.adapters.notify import Notifier
 from supervisor.errors import ConfigError
 from supervisor.layout import V2_LAYOUT
-from supervisor.loop.supervisor import ENGINE_MIN_RETRY_S, ENGINE_RETRY, Supervisor
+from supervisor.loop.engine_link import ENGINE_MIN_RETRY_S, ENGINE_RETRY
+from supervisor.loop.supervisor import Supervisor
 from supervisor.ops import status_report
+from supervisor.phase import Phase
 from supervisor.settings import load_settings
 from supervisor.spec import derive_spec
 from supervisor.statedir import state_file
@@ -268,18 +270,19 @@ def test_a_flapping_engine_is_reconnected_to_ever_more_slowly(tmp_path: Path) ->
     try:
         delays = []
         for _ in range(8):
-            sup.engine = _Connection()  # type: ignore[assignment]
-            sup._engine_lost("refused")
-            delays.append(sup.engine_retry_at - now)
+            sup.link._engine = _Connection()  # type: ignore[assignment]
+            sup.reconciler.engine_lost("refused")
+            delays.append(sup.link.retry_at - now)
         assert all(delay >= ENGINE_MIN_RETRY_S for delay in delays)
         assert delays == sorted(delays)
         assert ENGINE_RETRY.cap_s >= delays[-1] > delays[1]
-        sup._healthy(now)
-        sup.engine = _Connection()  # type: ignore[assignment]
-        sup._engine_lost("gone")
-        assert ENGINE_MIN_RETRY_S == pytest.approx(sup.engine_retry_at - now)
+        sup.reconciler.phase = Phase.STARTING  # the registry answers again
+        sup.reconciler._healthy(now)
+        sup.link._engine = _Connection()  # type: ignore[assignment]
+        sup.reconciler.engine_lost("gone")
+        assert ENGINE_MIN_RETRY_S == pytest.approx(sup.link.retry_at - now)
     finally:
-        sup.probe.close()
+        sup.health.close()
 
 
 def test_a_blank_in_the_environment_leaves_the_env_files_value(
@@ -355,12 +358,12 @@ def test_a_reload_while_the_engine_is_away_waits_for_it(tmp_path: Path) -> None:
             f"MY_REG_BIND=127.0.0.1\nMY_REG_PORT=5999\nMY_REG_STATE_DIR={tmp_path / 's'}\n"
         )
         with structlog.testing.capture_logs() as logs:
-            sup.reload()
-        assert sup.reload_pending
+            sup.reconciler.reload()
+        assert sup.reconciler.reloader.pending
         assert 5001 == sup.settings.port
         assert ["supervisor.reloading", "supervisor.reload_deferred"] == [e["event"] for e in logs]
     finally:
-        sup.probe.close()
+        sup.health.close()
 
 
 def test_an_unset_variable_in_the_env_file_is_a_warning(tmp_path: Path) -> None:

@@ -139,7 +139,7 @@ def test_the_exposure_warning_is_logged_at_start(tmp_path: Path) -> None:
         with structlog.testing.capture_logs() as logs:
             supervisor.startup()
     finally:
-        supervisor.probe.close()
+        supervisor.health.close()
     [exposed] = [entry for entry in logs if entry["event"] == "security.exposed"]
     assert exposed["log_level"] == "warning"
     assert (exposed["bind"], exposed["tls"], exposed["auth"]) == ("0.0.0.0", False, False)

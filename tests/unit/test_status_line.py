@@ -9,7 +9,9 @@ from structlog.testing import capture_logs
 
 from supervisor.adapters.notify import Notifier
 from supervisor.errors import PortBusy
-from supervisor.loop.supervisor import Phase, Supervisor, format_duration
+from supervisor.loop.status import format_duration
+from supervisor.loop.supervisor import Supervisor
+from supervisor.phase import Phase
 from supervisor.reconcile import Reason
 from supervisor.settings import load_settings
 
@@ -18,28 +20,28 @@ from supervisor.settings import load_settings
 def supervisor() -> Iterator[Supervisor]:
     sup = Supervisor(load_settings(None), None, Notifier(), clock=lambda: 1000.0)
     yield sup
-    sup.probe.close()
+    sup.health.close()
 
 
 def test_healthy_shows_uptime_and_restart_count(supervisor: Supervisor) -> None:
     """Healthy: uptime since it last became healthy, and how many restarts so far."""
-    supervisor.phase, supervisor.healthy_since = Phase.HEALTHY, 1000.0 - 192
+    supervisor.reconciler.phase, supervisor.health.healthy_since = Phase.HEALTHY, 1000.0 - 192
     assert supervisor.status_line(1000.0) == "healthy: up 3m12s, 0 restarts"
 
 
 def test_healthy_after_a_restart_names_the_last_reason(supervisor: Supervisor) -> None:
     """One restart reads in the singular and says why."""
-    supervisor.phase, supervisor.healthy_since = Phase.HEALTHY, 990.0
-    supervisor.restarts[Reason.CRASHED] += 1
-    supervisor.last_reason = Reason.CRASHED
+    supervisor.reconciler.phase, supervisor.health.healthy_since = Phase.HEALTHY, 990.0
+    supervisor.keeper.restarts[Reason.CRASHED] += 1
+    supervisor.keeper.last_reason = Reason.CRASHED
     assert supervisor.status_line(1000.0) == "healthy: up 10s, 1 restart (last: crashed)"
 
 
 def test_restarting_shows_reason_attempt_and_next_delay(supervisor: Supervisor) -> None:
     """A scheduled restart says why, which attempt, and how long until it."""
-    supervisor.schedule_repair(1000.0, Reason.CRASHED)
-    supervisor.schedule_repair(1000.0, Reason.CRASHED)  # already scheduled: ignored
-    supervisor.repair_at = 1000.5
+    supervisor.reconciler.schedule_repair(1000.0, Reason.CRASHED)
+    supervisor.reconciler.schedule_repair(1000.0, Reason.CRASHED)  # already scheduled: ignored
+    supervisor.keeper.repair_at = 1000.5
     assert supervisor.status_line(1000.0) == "restarting: crashed, attempt 1, next in 0.5s"
 
 
@@ -60,11 +62,11 @@ def test_waiting_for_the_port_names_what_holds_it(supervisor: Supervisor) -> Non
     """A port held by something run may not take over: what holds it and the next try, once
     per change in the log (one port.busy for two tries by the same holder)."""
     with capture_logs() as logs:
-        supervisor._port_busy(1000.0, PortBusy("held", by="container web (1a2b3c)"))
-        supervisor._port_busy(1000.0, PortBusy("held", by="container web (1a2b3c)"))
+        supervisor.reconciler._port_busy(1000.0, PortBusy("held", by="container web (1a2b3c)"))
+        supervisor.reconciler._port_busy(1000.0, PortBusy("held", by="container web (1a2b3c)"))
 
     assert supervisor.status_line(1000.0) == (
         "waiting for port 0.0.0.0:5001: held by container web (1a2b3c); next try in 1.0s"
     )
     assert ["port.busy"] == [e["event"] for e in logs if e["log_level"] == "warning"]
-    assert (Phase.PORT_BUSY, Reason.PORT_BUSY) == (supervisor.phase, supervisor.pending_reason)
+    assert (Phase.PORT_BUSY, Reason.PORT_BUSY) == (supervisor.phase, supervisor.keeper.pending_reason)

@@ -14,7 +14,8 @@ import pytest
 from supervisor.adapters.notify import Notifier
 from supervisor.cli import _glance_lines
 from supervisor.errors import ConfigError
-from supervisor.loop.supervisor import Phase, Supervisor
+from supervisor.loop.supervisor import Supervisor
+from supervisor.phase import Phase
 from supervisor.reconcile import Reason
 from supervisor.settings import load_settings
 from supervisor.statedir import maintenance
@@ -25,13 +26,13 @@ def supervisor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Supe
     monkeypatch.setenv("MY_REG_STATE_DIR", str(tmp_path / "state"))
     sup = Supervisor(load_settings(None), None, Notifier(), clock=lambda: 1000.0)
     yield sup
-    sup.probe.close()
+    sup.health.close()
 
 
 def hold_maintenance(sup: Supervisor) -> None:
     """Take the lock as gc does, for this process (its collector is never asked about)."""
     maintenance.acquire(
-        sup.maintenance_path, maintenance.GARBAGE_COLLECTION, "my_registry-gc", lambda _: False
+        sup.gate.path, maintenance.GARBAGE_COLLECTION, "my_registry-gc", lambda _: False
     )
 
 
@@ -53,8 +54,8 @@ def test_min_free_out_of_range_is_one_line(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_low_disk_shows_in_the_status_line(supervisor: Supervisor) -> None:
     """While space is low, STATUS says so after the phase."""
-    supervisor.phase, supervisor.healthy_since = Phase.HEALTHY, 990.0
-    supervisor.disk_guard.update(2.0)
+    supervisor.reconciler.phase, supervisor.health.healthy_since = Phase.HEALTHY, 990.0
+    supervisor.house.disk_guard.update(2.0)
     assert supervisor.status_line(1000.0) == (
         "healthy: up 10s, 0 restarts; disk low: 2.0% free (< 5%), consider registry-supervisor gc"
     )
@@ -63,23 +64,24 @@ def test_low_disk_shows_in_the_status_line(supervisor: Supervisor) -> None:
 def test_maintenance_file_puts_the_loop_in_maintenance(supervisor: Supervisor) -> None:
     """A fresh maintenance file: phase MAINTENANCE, STATUS names the task."""
     hold_maintenance(supervisor)
-    assert supervisor._in_maintenance(1000.0) is True
+    assert supervisor.reconciler.look_at_gate(1000.0) is True
     assert supervisor.status_line(1000.0) == "maintenance: garbage collection"
 
 
 def test_no_restart_is_counted_during_maintenance(supervisor: Supervisor) -> None:
     """Restarts that gc causes are not failures: schedule_repair does nothing."""
     hold_maintenance(supervisor)
-    supervisor.schedule_repair(1000.0, Reason.CRASHED)
-    assert (None, 0) == (supervisor.repair_at, sum(supervisor.restarts.values()))
+    assert supervisor.reconciler.look_at_gate(1000.0)
+    supervisor.reconciler.schedule_repair(1000.0, Reason.CRASHED)
+    assert (None, 0) == (supervisor.keeper.repair_at, sum(supervisor.keeper.restarts.values()))
 
 
 def test_end_of_maintenance_returns_to_starting(supervisor: Supervisor) -> None:
     """When the file goes away the loop probes again (STARTING), counting nothing."""
     hold_maintenance(supervisor)
-    supervisor._in_maintenance(1000.0)
-    supervisor.maintenance_path.unlink()
-    assert supervisor._in_maintenance(1000.0) is False
+    supervisor.reconciler.look_at_gate(1000.0)
+    supervisor.gate.path.unlink()
+    assert supervisor.reconciler.look_at_gate(1000.0) is False
     assert Phase.ENGINE_DOWN == supervisor.phase  # no engine in this test: it reconnects first
 
 
@@ -89,18 +91,18 @@ def test_a_stale_maintenance_file_is_ignored(supervisor: Supervisor) -> None:
     if child_pid == 0:
         os._exit(0)
     os.waitpid(child_pid, 0)
-    supervisor.maintenance_path.parent.mkdir(parents=True, exist_ok=True)
-    supervisor.maintenance_path.write_text(
+    supervisor.gate.path.parent.mkdir(parents=True, exist_ok=True)
+    supervisor.gate.path.write_text(
         json.dumps({"task": "gc", "pid": child_pid, "started": time.time()})
     )
-    lock = maintenance.read(supervisor.maintenance_path)
+    lock = maintenance.read(supervisor.gate.path)
     assert lock is not None and not maintenance.holder_lives(lock)
-    assert supervisor._in_maintenance(1000.0) is False
+    assert supervisor.reconciler.look_at_gate(1000.0) is False
 
 
 def test_state_content_counts_restarts_by_reason(supervisor: Supervisor) -> None:
     """The state file holds restarts by reason, the last one, and the phase."""
-    supervisor.schedule_repair(1000.0, Reason.UNHEALTHY)
+    supervisor.reconciler.schedule_repair(1000.0, Reason.UNHEALTHY)
     content = supervisor.state_content()
     assert ({"unhealthy": 1}, "unhealthy", "restarting") == (
         content["restarts"],
@@ -112,12 +114,12 @@ def test_state_content_counts_restarts_by_reason(supervisor: Supervisor) -> None
 
 def test_state_is_not_written_while_a_restart_is_imminent(supervisor: Supervisor) -> None:
     """A repair due within a second keeps the disk off the hot path."""
-    supervisor.schedule_repair(1000.0, Reason.CRASHED)
+    supervisor.reconciler.schedule_repair(1000.0, Reason.CRASHED)
     supervisor._save_state(1000.0)
-    assert not supervisor.state_file.path.exists()
-    supervisor.repair_at = 1010.0
+    assert not supervisor.house.state_file.path.exists()
+    supervisor.keeper.repair_at = 1010.0
     supervisor._save_state(1000.0)
-    assert supervisor.state_file.path.exists()
+    assert supervisor.house.state_file.path.exists()
 
 
 def test_glance_lines_for_a_human() -> None:
@@ -192,8 +194,8 @@ def test_restart_counts_reach_the_metrics(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("MY_REG_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("MY_REG_METRICS_ADDR", "9341")  # never served: serve() is not called
     supervisor = Supervisor(load_settings(None), None, Notifier(), clock=lambda: 1000.0)
-    supervisor.probe.close()
-    supervisor.schedule_repair(1000.0, Reason.OOM)
+    supervisor.health.close()
+    supervisor.reconciler.schedule_repair(1000.0, Reason.OOM)
     assert supervisor.metrics.registry is not None
     value = supervisor.metrics.registry.get_sample_value(
         "registry_restarts_total", {"reason": "oom"}

@@ -163,7 +163,7 @@ def test_an_expiring_certificate_is_in_the_status_line(tmp_path: Path, make_tls:
     try:
         line = supervisor.status_line(0.0)
     finally:
-        supervisor.probe.close()
+        supervisor.health.close()
     assert line == "waiting for Docker engine; TLS certificate expires in 10 days"
 
 

@@ -1,0 +1,409 @@
+"""The reconciler: one tick at a time, the registry moves toward its spec.
+
+It owns the phase and moves it only through ``change_phase``. Its components report (the
+engine link: connected or lost; the image keeper: ready or missing; the container keeper:
+what is down and what a repair came to; the health watch: a verdict; the maintenance gate:
+a start or an end; the reloader: a plan), and the reconciler decides what each report
+means for the others. It never waits: every step is bounded (supervisor/loop/watchdog.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from supervisor import log as logging_setup
+from supervisor.engine.events import ContainerEvent
+from supervisor.errors import EngineRefused, EngineUnavailable, PortBusy
+from supervisor.loop.container_actions import ContainerActions, Desired, Tracked
+from supervisor.loop.engine_link import EngineLink, Unreachable
+from supervisor.loop.health_watch import HealthWatch, Verdict
+from supervisor.loop.image import ImageKeeper, ImageMissing
+from supervisor.loop.keeper import (
+    ContainerKeeper,
+    ImageGone,
+    PortHeld,
+    Repaired,
+    RepairLater,
+    RepairNeeded,
+)
+from supervisor.loop.maintenance_gate import MAINTENANCE_POLL_S, Change, MaintenanceGate
+from supervisor.loop.reload import Deferred, Reloader, ReloadPlan, RollBack
+from supervisor.loop.startup import Readiness
+from supervisor.phase import Phase, check_transition
+from supervisor.reconcile import Reason
+from supervisor.settings import PullPolicy, Settings
+from supervisor.spec import derive_spec, holder_spec
+
+
+class Reconciler:
+    """Decides, tick by tick, what the registry and its holder need; owns the phase."""
+
+    def __init__(
+        self,
+        *,
+        desired: Desired,
+        link: EngineLink,
+        images: ImageKeeper,
+        keeper: ContainerKeeper,
+        health: HealthWatch,
+        gate: MaintenanceGate,
+        reloader: Reloader,
+        readiness: Readiness,
+        clock: Callable[[], float],
+        settings_changed: Callable[[Settings], None],
+        warn_risks: Callable[[], None],
+    ) -> None:
+        self.desired = desired
+        self.link = link
+        self.images = images
+        self.keeper = keeper
+        self.actions: ContainerActions = keeper.actions
+        self.tracked: Tracked = keeper.tracked
+        self.health = health
+        self.gate = gate
+        self.reloader = reloader
+        self.readiness = readiness
+        self.clock = clock
+        self._settings_changed = settings_changed  # the supervisor rebinds the rest
+        self._warn_risks = warn_risks
+        self.phase = Phase.ENGINE_DOWN
+        # A failed probe found the container down: look at it once queued events are in.
+        self.look_again = False
+        self.log: Any = keeper.log
+
+    def change_phase(self, new: Phase) -> None:
+        """The one way the phase moves; an illegal transition is a bug (IllegalTransition)."""
+        self.phase = check_transition(self.phase, new)
+
+    @property
+    def probing(self) -> bool:
+        """Probes run once a container is in place and no repair is pending."""
+        return (
+            self.link.connected and self.images.image_id is not None and not self.keeper.repairing
+        )
+
+    def next_deadline(self, now: float) -> float:
+        """When the next step of the reconciler is due."""
+        if self.gate.active:
+            return now + MAINTENANCE_POLL_S
+        deadlines = [self.health.probe_at if self.probing else float("inf")]
+        if self.look_again:
+            deadlines.append(now)
+        if not self.link.connected:
+            deadlines.append(self.link.retry_at)
+        elif self.images.image_id is None:
+            deadlines.append(self.images.retry_at)
+        if self.keeper.repair_at is not None:
+            deadlines.append(self.keeper.repair_at)
+        return min(deadlines)
+
+    def tick(self, now: float) -> bool:
+        """The first due of reconnect, image, repair, look, probe. False: `gc` holds the
+        registry, and the loop stands aside."""
+        if self.look_at_gate(now):
+            return False
+        if self.link.connected and self.reloader.take_pending():
+            self.reload()
+        try:
+            if not self.link.connected:
+                self._connect(now)
+            elif self.images.image_id is None:
+                self._ensure_image(now)
+            elif self.keeper.repair_due(now):
+                self._repair(now)
+            elif self.look_again:
+                self.look_again = False
+                self.check_container(now)
+            elif self.probing and self.health.due(now):
+                self._probe(now)
+        except (EngineUnavailable, EngineRefused) as err:
+            # A refusal here is a bug of ours or an engine we do not know: reconnect with
+            # the backoff rather than repeat the request in a hot loop.
+            self.engine_lost(str(err))
+        return True
+
+    def on_event(self, event: ContainerEvent) -> None:
+        """An engine event for the registry or its holder: a die or destroy is looked at."""
+        if not self.link.connected or self.look_at_gate(self.clock()):
+            return
+        self.keeper.record_event(event)
+        if event.action == "start":
+            return
+        self.log.debug(
+            "container.event", name=event.name, action=event.action, exit_code=event.exit_code
+        )
+        if event.action in ("die", "destroy"):
+            try:
+                self.check_container(self.clock())
+            except EngineUnavailable as err:
+                self.engine_lost(str(err))
+
+    # -- engine --------------------------------------------------------------------------
+
+    def _connect(self, now: float) -> None:
+        result = self.link.connect(now, (self.desired.settings.name, self.desired.holder.name))
+        if result is None:
+            return
+        if isinstance(result, Unreachable):
+            if self.link.attempt == 1 and not self.link.was_lost:
+                # (a lost engine was already reported by engine_lost)
+                self.log.warning(
+                    "engine.unreachable", error=result.error, retry_in_s=result.delay_s
+                )
+            self.change_phase(Phase.ENGINE_DOWN)
+            self.readiness.extend(0.0)
+            return
+        self.log.info(
+            "engine.reconnected" if result.after_loss else "engine.connected",
+            after_attempts=self.link.connected_after(),
+        )
+        if result.after_loss:
+            self.keeper.engine_restarted()
+        if self.images.image_id is not None:
+            self._reconcile_again(self.clock())
+
+    def engine_lost(self, detail: str) -> None:
+        """The engine failed us: drop the link, forget the pending repair, back off."""
+        if not self.link.connected:
+            return
+        self.log.warning("engine.unreachable", error=detail)
+        self.link.lose()
+        self.keeper.cancel()
+        self.change_phase(Phase.ENGINE_DOWN)
+
+    def _reconcile_again(self, now: float) -> None:
+        """After an engine loss or a new image: adopt what is fine, repair the rest."""
+        self.keeper.forget_events()
+        self.check_container(now, down_reason=Reason.ENGINE_RESTARTED)
+        if not self.keeper.repairing:
+            self._enter_starting(now)
+
+    # -- image ---------------------------------------------------------------------------
+
+    def _ensure_image(self, now: float) -> None:
+        outcome = self.images.ensure(now, self.desired.settings, self.desired.spec.image)
+        if outcome is None:
+            return
+        if isinstance(outcome, ImageMissing):
+            self.change_phase(Phase.PULLING)
+            self.readiness.extend(outcome.delay_s)
+            return
+        self.desired.spec = derive_spec(self.desired.settings, self.images.layout)
+        if self.tracked.container_id is None:
+            self.keeper.reconcile_now(self.clock())
+        else:
+            self._reconcile_again(self.clock())
+
+    # -- container -----------------------------------------------------------------------
+
+    def check_container(self, now: float, down_reason: Reason | None = None) -> None:
+        """Look at the container after an event or a failed probe; repair if it is down."""
+        if self.keeper.repairing or self.gate.active or self.images.info is None:
+            # (without the image's layout there is no spec to compare with: _ensure_image
+            # reconciles once it has one)
+            return
+        need = self.keeper.check(self.images.image_id, down_reason)
+        if need is not None:
+            self._schedule(now, need)
+
+    def schedule_repair(
+        self,
+        now: float,
+        reason: Reason,
+        exit_code: int | None = None,
+        part: str | None = None,
+        *,
+        after_failure: bool = False,
+    ) -> None:
+        """Count a restart, log it once, and set when it happens (backoff)."""
+        self._schedule(now, RepairNeeded(reason, exit_code, part), after_failure=after_failure)
+
+    def _schedule(self, now: float, need: RepairNeeded, *, after_failure: bool = False) -> None:
+        if self.gate.active or self.keeper.repairing:
+            return
+        rollback = self.reloader.roll_back_for(need.reason)
+        if rollback is not None:
+            # The reloaded container failed before it ever served: the old spec did.
+            self.keeper.count(need.reason)
+            self._roll_back(need.reason, rollback)
+            need = RepairNeeded(Reason.SPEC_CHANGED, need.exit_code, need.part)
+            after_failure = False
+        self.keeper.schedule(now, need, after_failure=after_failure)
+        self.change_phase(Phase.RESTARTING)
+
+    def _repair(self, now: float) -> None:
+        outcome = self.keeper.repair(now, self.images.image_id)
+        if isinstance(outcome, Repaired):
+            self._enter_starting(self.clock())
+        elif isinstance(outcome, RepairLater) and outcome.retry is not None:
+            self._schedule(self.clock(), outcome.retry, after_failure=True)
+        elif isinstance(outcome, ImageGone):
+            self.images.image_id = None
+        elif isinstance(outcome, PortHeld):
+            self._port_busy(self.clock(), outcome.error)
+
+    def _port_busy(self, now: float, err: PortBusy) -> None:
+        rollback = self.reloader.roll_back_now()
+        if rollback is not None:
+            # A reload onto a port that is taken: the settings that worked had one.
+            self._roll_back(Reason.PORT_BUSY, rollback)
+            self.keeper.cancel()
+            self.schedule_repair(now, Reason.SPEC_CHANGED)
+            return
+        delay = self.keeper.wait_for_port(now, err)
+        self.change_phase(Phase.PORT_BUSY)
+        self.readiness.extend(delay)
+
+    def _enter_starting(self, now: float) -> None:
+        """A container was just (re)started or adopted: probe fast, grace from now."""
+        self.keeper.forget_events()
+        self.health.starting(now)
+        self.change_phase(Phase.STARTING)
+
+    # -- health --------------------------------------------------------------------------
+
+    def _probe(self, now: float) -> None:
+        answer = self.health.probe(now)
+        now = self.clock()
+        if answer.healthy:
+            self._healthy(now)
+            return
+        if self.look_at_gate(now):
+            return  # `gc` stopped it on purpose while we asked
+        self.keeper.observe_unhealthy()
+        verdict = self.health.judge(
+            answer, now, starting=self.phase is Phase.STARTING, running=self.actions.both_running()
+        )
+        if verdict is Verdict.DOWN:
+            # A container that is not running needs a repair, not more probes. The events
+            # already queued come first: a `kill` before the `die` tells a stop from a crash.
+            self.look_again = True
+            return
+        if verdict is Verdict.IN_GRACE:
+            return
+        settings = self.desired.settings
+        self.log.warning(
+            "probe.failed",
+            failures=self.health.failures.failures,
+            retries=settings.health_retries,
+            error=answer.detail,
+        )
+        if verdict is Verdict.MUST_RESTART:
+            self.schedule_repair(now, Reason.UNHEALTHY)
+            return
+        self.change_phase(Phase.UNHEALTHY)
+
+    def _healthy(self, now: float) -> None:
+        newly = self.phase is not Phase.HEALTHY
+        if newly:
+            self.log.info(
+                "registry.healthy",
+                container_id=(self.tracked.container_id or "")[:12],
+                after_s=round(now - self.health.started_at, 3),
+                restarts=sum(self.keeper.restarts.values()),
+            )
+            self.change_phase(Phase.HEALTHY)
+        self.health.served(now, newly=newly)
+        self.link.registry_healthy()
+        self.keeper.observe_healthy(now)
+        self.reloader.confirm(self.desired.spec.spec_hash)
+        self.readiness.ready(now)
+
+    # -- reload --------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """SIGHUP: re-read settings; replace the container only if its spec changed
+        (supervisor/loop/reload.py says what a reload never does)."""
+        with self.readiness.reloading():
+            self.log.info("supervisor.reloading")
+            in_maintenance = self.look_at_gate(self.clock())
+            plan = self.reloader.plan(self.desired, in_maintenance=in_maintenance)
+            if isinstance(plan, Deferred) and plan.engine_error is not None:
+                self.engine_lost(plan.engine_error)
+                self.reloader.defer("maintenance" if self.gate.active else "engine-down")
+            elif isinstance(plan, ReloadPlan):
+                self._apply(plan)
+
+    def _apply(self, plan: ReloadPlan) -> None:
+        old_settings, old_spec = self.desired.settings, self.desired.spec
+        old_image_id = self.images.image_id
+        new = plan.settings
+        changed = plan.spec.spec_hash != old_spec.spec_hash
+        self.images.use(plan.info)
+        self.apply_settings(new)
+        if plan.image_id is not None:
+            self.images.image_id = plan.image_id
+        elif new.image_ref != old_settings.image_ref or new.pull is PullPolicy.ALWAYS:
+            self.images.forget()  # looked at anew (_ensure_image)
+        if self.link.connected and new.name != old_settings.name:
+            self.actions.retire_all(old_spec)
+        self.log.info("supervisor.reloaded", spec_changed=changed, spec_hash=plan.spec.spec_hash)
+        self._warn_risks()
+        if changed and self.link.connected and self.images.image_id is not None:
+            if self.readiness.sent:
+                self.reloader.keep_for_rollback(old_settings, old_image_id)
+            self.keeper.cancel()
+            self.schedule_repair(self.clock(), Reason.SPEC_CHANGED)
+
+    def apply_settings(self, new: Settings) -> None:
+        """Make ``new`` the settings everything works from (no engine calls)."""
+        logging_setup.configure(new.log_format, new.log_level)
+        renamed = new.name != self.desired.settings.name
+        self.desired.settings = new
+        self.desired.spec = derive_spec(new, self.images.layout)
+        self.desired.holder = holder_spec(self.desired.spec)
+        self._settings_changed(new)
+        self.health.configure(new)
+        if renamed:
+            self.tracked.container_id = None
+            self.tracked.joined_holder_pid = None
+            if self.link.connected:
+                self.link.watch((new.name, self.desired.holder.name))
+
+    def _roll_back(self, reason: Reason, rollback: RollBack) -> None:
+        """The reloaded spec did not work: back to the settings that did."""
+        failed_spec = self.desired.spec
+        self.log.error(
+            "settings.reload_rejected",
+            problems=[
+                f"the new container did not work ({reason.value}); back to the previous settings"
+            ],
+            spec_hash=failed_spec.spec_hash,
+        )
+        image_id = rollback.image_id
+        if self.images.info is not None and self.images.info.id != image_id:
+            # The old image's layout is looked up again with it (_ensure_image).
+            self.images.forget()
+            image_id = None
+        self.apply_settings(rollback.settings)
+        self.images.image_id = image_id
+        self.keeper.failed_starts = 0
+        if self.link.connected and failed_spec.name != rollback.settings.name:
+            self.actions.retire_all(failed_spec)
+
+    # -- maintenance ---------------------------------------------------------------------
+
+    def look_at_gate(self, now: float) -> bool:
+        """Look at the maintenance lock and act on a start or an end; whether it holds."""
+        look = self.gate.look(now)
+        if look.engine_error is not None:
+            self.engine_lost(look.engine_error)
+        if look.change is Change.STARTED:
+            self.change_phase(Phase.MAINTENANCE)
+            self.keeper.cancel()
+        elif look.change is Change.ENDED:
+            self._after_maintenance(now)
+        return self.gate.active
+
+    def _after_maintenance(self, now: float) -> None:
+        """Adopt what `gc` left (the normal container); repair it if it left none."""
+        self._enter_starting(now)
+        if not self.link.connected:
+            self.change_phase(Phase.ENGINE_DOWN)
+        if not self.link.connected or self.images.image_id is None:
+            return
+        try:
+            self.check_container(now)
+        except EngineUnavailable as err:
+            self.engine_lost(str(err))

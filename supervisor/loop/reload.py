@@ -1,0 +1,201 @@
+"""SIGHUP: re-read the settings and check them against the engine before anything changes.
+
+A reload never takes down a working registry: settings that do not validate, an image that
+is not there, or a container the engine refuses to create are rejected before anything is
+touched (``settings.reload_rejected``); a new container that then fails before it was once
+healthy is rolled back to the settings that worked (the loop asks ``roll_back_for``).
+The reloader plans; the loop applies the plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from supervisor.engine.image_info import ImageInfo
+from supervisor.errors import (
+    ConfigError,
+    ContainerActionFailed,
+    EngineRefused,
+    EngineUnavailable,
+    ImageUnavailable,
+    TransientError,
+)
+from supervisor.loop.container_actions import Desired
+from supervisor.loop.data_dir import make_data_dir
+from supervisor.loop.engine_link import EngineLink
+from supervisor.loop.image import ImageKeeper
+from supervisor.reconcile import Reason
+from supervisor.settings import Settings, load_settings
+from supervisor.spec import ContainerSpec, derive_spec, holder_spec
+from supervisor.statedir.http_secret import with_http_secret
+
+# A reloaded container that goes down for one of these before it was once healthy is
+# rolled back to the previous settings.
+ROLLBACK_REASONS = frozenset(
+    {
+        Reason.START_FAILED,
+        Reason.CRASHED,
+        Reason.OOM,
+        Reason.UNHEALTHY,
+        Reason.UNSTARTABLE,
+    }
+)
+
+
+@dataclass(frozen=True)
+class ReloadPlan:
+    """Checked new settings: their spec (with the image's layout), and the image found by
+    the check (``image_id`` None: the current one, or not checked while the engine is down)."""
+
+    settings: Settings
+    spec: ContainerSpec
+    image_id: str | None
+    info: ImageInfo | None
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """The reload must wait (``until``: engine-down or maintenance); it runs again later."""
+
+    until: str
+    engine_error: str | None = None  # the engine failed mid-check
+
+
+@dataclass(frozen=True)
+class RollBack:
+    """Go back to these settings (and image): the reloaded ones did not work."""
+
+    settings: Settings
+    image_id: str | None
+
+
+class Reloader:
+    """Plans reloads, and keeps the settings to go back to until a reload is confirmed."""
+
+    def __init__(
+        self, env_file: Path | None, link: EngineLink, images: ImageKeeper, log: Any
+    ) -> None:
+        self._env_file = env_file
+        self._link = link
+        self._images = images
+        self.log = log
+        # After a reload that changed the spec: the settings (and image id) to go back to
+        # if the new container fails before it was once healthy.
+        self.rollback_to: tuple[Settings, str | None] | None = None
+        # A SIGHUP that came while it could not be checked (engine down, `gc` running).
+        self.pending = False
+
+    def plan(self, desired: Desired, *, in_maintenance: bool) -> ReloadPlan | Deferred | None:
+        """Read and check the settings; None when they are rejected (logged)."""
+        try:
+            new = with_http_secret(load_settings(self._env_file))
+            new_spec = derive_spec(new, self._images.layout)
+            deferred = self._deferral(in_maintenance)
+            if deferred is not None:
+                return deferred
+            if new.dir != desired.settings.dir:
+                make_data_dir(new)  # before the check: the Mounts API wants a source
+            image_id = self._preflight(desired, new, new_spec, in_maintenance)
+            info = self._reload_image(new, image_id)
+            new_spec = derive_spec(new, info.layout if info is not None else None)
+        except (ConfigError, TransientError) as err:
+            self.log.error("settings.reload_rejected", problems=err.problems)
+            return None
+        except EngineUnavailable as err:
+            # Lost mid-check: nothing changed; the loop drops the link, then defers.
+            return Deferred("engine-down", engine_error=str(err))
+        return ReloadPlan(new, new_spec, image_id, info)
+
+    def _deferral(self, in_maintenance: bool) -> Deferred | None:
+        """Whether the reload must wait: with the engine away it cannot be checked (nor
+        rolled back), and during `gc` the registry is not ours to change. It runs again from
+        the start (re-reading the settings) once the engine is back and `gc` has ended."""
+        if in_maintenance:
+            return self.defer("maintenance")
+        if not self._link.connected:
+            return self.defer("engine-down")
+        return None
+
+    def defer(self, until: str) -> Deferred:
+        """Remember the reload for later, and say so."""
+        self.pending = True
+        self.log.warning("supervisor.reload_deferred", until=until)
+        return Deferred(until)
+
+    def take_pending(self) -> bool:
+        """Whether a deferred reload is waiting (it is then no longer pending)."""
+        pending, self.pending = self.pending, False
+        return pending
+
+    def _reload_image(self, new: Settings, image_id: str | None) -> ImageInfo | None:
+        """The image the reloaded settings run, checked against them: the new one the
+        preflight found, or the current one. ConfigError."""
+        if image_id is None:
+            if self._images.info is not None:
+                self._images.check_version(new, self._images.info)
+            return self._images.info
+        info = self._images.inspect(new, image_id)
+        if info is None:
+            raise ConfigError([f"image {new.image_ref}: removed while it was checked"])
+        return info
+
+    def _preflight(
+        self, desired: Desired, new: Settings, new_spec: ContainerSpec, in_maintenance: bool
+    ) -> str | None:
+        """Make sure the engine will take the new spec before the old container goes.
+
+        Returns the new image's id when it was looked up (None: nothing to check now).
+        Raises ConfigError naming why the new settings cannot be applied.
+        """
+        if not self._link.connected or in_maintenance:
+            return None
+        new_holder = holder_spec(new_spec)
+        if new_spec.spec_hash == desired.spec.spec_hash and new_holder == desired.holder:
+            return None
+        where = f"MY_REG_IMAGE={new.image} MY_REG_TAG={new.tag}"
+        try:
+            try:
+                present = self._images.local_image(new_spec.image, new.pull, announce=False)
+            except ImageUnavailable as err:
+                raise ConfigError(
+                    [f"{where}: expected an image present or pullable ({err})"]
+                ) from None
+            holder = self._link.docker.inspect(desired.holder.name)
+            same_holder = new_holder.spec_hash == desired.holder.spec_hash and holder is not None
+            self._link.docker.check_creatable(
+                new_spec, new_holder, holder.id if same_holder and holder else None
+            )
+        except (ContainerActionFailed, ImageUnavailable) as err:
+            raise ConfigError([f"the engine refuses the new container: {err}"]) from None
+        except EngineRefused as err:
+            raise ConfigError([f"the engine could not check the new container: {err}"]) from None
+        return present
+
+    def keep_for_rollback(self, settings: Settings, image_id: str | None) -> None:
+        """The settings that worked, kept until the reloaded container has been healthy.
+
+        A second reload before that keeps the first settings known to work."""
+        if self.rollback_to is None:
+            self.rollback_to = (settings, image_id)
+
+    def roll_back_for(self, reason: Reason) -> RollBack | None:
+        """Whether going down for ``reason`` rolls the reload back (it is then no longer
+        pending confirmation)."""
+        if reason not in ROLLBACK_REASONS:
+            return None
+        return self.roll_back_now()
+
+    def roll_back_now(self) -> RollBack | None:
+        """The settings to go back to, whatever the reason (a reload onto a taken port)."""
+        if self.rollback_to is None:
+            return None
+        (settings, image_id), self.rollback_to = self.rollback_to, None
+        return RollBack(settings, image_id)
+
+    def confirm(self, spec_hash: str) -> None:
+        """The reloaded container served once: its settings stay."""
+        if self.rollback_to is not None:
+            self.rollback_to = None
+            self.log.info("settings.reload_confirmed", spec_hash=spec_hash)

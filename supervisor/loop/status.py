@@ -1,0 +1,125 @@
+"""What the supervisor says about itself: systemd's STATUS line and the state file (pure).
+
+Both are built from one ``StatusView``, a snapshot the loop takes; nothing here reads a
+clock, a file or the engine.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from supervisor.phase import Phase
+from supervisor.reconcile import Reason
+from supervisor.statedir import state_file
+
+
+@dataclass(frozen=True)
+class StatusView:
+    """The facts the status line and the state file are made of, at ``now``."""
+
+    now: float
+    phase: Phase
+    container: str
+    container_id: str | None
+    image: str
+    image_id: str | None
+    registry_version: str | None
+    probe_url: str
+    address: str  # bind:port
+    healthy_since: float | None
+    healthy_since_wall: datetime | None
+    restarts: Counter[Reason]
+    last_reason: Reason | None
+    last_reason_wall: datetime | None
+    pending_reason: Reason | None
+    repair_at: float | None
+    attempt: int
+    port_busy_by: str | None
+    failures: int
+    retries: int
+    maintenance_task: str | None
+    started_wall: datetime
+    notes: tuple[str, ...] = ()  # a TLS expiry, a low disk: appended to the line
+    disk_low: bool = False
+    disk_free_percent: float | None = None
+
+
+def format_duration(seconds: float) -> str:
+    """A short uptime: 42s, 5m3s, 2h7m, 3d4h."""
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes}m"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def status_line(view: StatusView) -> str:
+    """The one human line systemd shows as the unit's status, with its notes."""
+    return "; ".join((phase_line(view), *view.notes))
+
+
+def phase_line(view: StatusView) -> str:  # noqa: PLR0911 (one return per phase)
+    """What the phase means right now, in a few words."""
+    now, phase = view.now, view.phase
+    restarts = sum(view.restarts.values())
+    if phase is Phase.HEALTHY and view.healthy_since is not None:
+        counted = f"{restarts} restart" + ("" if restarts == 1 else "s")
+        line = f"healthy: up {format_duration(now - view.healthy_since)}, {counted}"
+        return f"{line} (last: {view.last_reason})" if view.last_reason else line
+    if phase is Phase.RESTARTING:
+        wait = max(0.0, (view.repair_at or now) - now)
+        return f"restarting: {view.pending_reason}, attempt {view.attempt}, next in {wait:.1f}s"
+    if phase is Phase.ENGINE_DOWN:
+        return "waiting for Docker engine"
+    if phase is Phase.PORT_BUSY:
+        wait = max(0.0, (view.repair_at or now) - now)
+        return (
+            f"waiting for port {view.address}: held by {view.port_busy_by}; next try in {wait:.1f}s"
+        )
+    if phase is Phase.PULLING:
+        return f"pulling {view.image}"
+    if phase is Phase.UNHEALTHY:
+        return f"unhealthy: {view.failures}/{view.retries} probes failed"
+    if phase is Phase.STARTING:
+        return f"starting: waiting for {view.probe_url} to answer"
+    if phase is Phase.MAINTENANCE and view.maintenance_task is not None:
+        return f"maintenance: {view.maintenance_task}"
+    return str(phase)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat(timespec="seconds") if moment is not None else None
+
+
+def state_content(view: StatusView, updated_wall: datetime) -> dict[str, Any]:
+    """What the state file holds (see supervisor/statedir/state_file.py)."""
+    healthy = view.phase is Phase.HEALTHY
+    return {
+        "version": state_file.STATE_VERSION,
+        "pid": os.getpid(),
+        "container": view.container,
+        "container_id": view.container_id,
+        "phase": view.phase.value,
+        "supervisor_started_at": _iso(view.started_wall),
+        "healthy_since": _iso(view.healthy_since_wall) if healthy else None,
+        "restarts": {reason.value: count for reason, count in sorted(view.restarts.items())},
+        "last_reason": view.last_reason.value if view.last_reason else None,
+        "last_reason_at": _iso(view.last_reason_wall),
+        "image_id": view.image_id,
+        "registry_version": view.registry_version,
+        "disk_low": view.disk_low,
+        "disk_free_percent": (
+            None if view.disk_free_percent is None else round(view.disk_free_percent, 2)
+        ),
+        "updated_at": _iso(updated_wall),
+    }
