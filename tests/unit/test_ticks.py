@@ -21,7 +21,7 @@ from support.fake_engine import FakeEngine
 from support.fakes import FakeClock, RecordingNotifier
 
 from supervisor import log
-from supervisor.loop.supervisor import Phase, Supervisor
+from supervisor.loop.supervisor import Supervisor
 from supervisor.settings import load_settings
 from supervisor.statedir import maintenance
 from supervisor.statedir.http_secret import with_http_secret
@@ -91,17 +91,17 @@ class Rig:
         self._seen()
         return self.sup.phase.value
 
-    def until(self, phase: Phase, *, every: float = 0.0, limit: int = 50) -> None:
-        """Step (``every`` seconds apart) until the loop is in ``phase``."""
+    def until(self, phase: str, *, every: float = 0.0, limit: int = 50) -> None:
+        """Step (``every`` seconds apart) until the loop's phase is ``phase`` (its value)."""
         for _ in range(limit):
-            if self.step(every) == phase.value:
+            if self.step(every) == phase:
                 return
-        raise AssertionError(f"not {phase.value} after {limit} ticks: {self.phases}")
+        raise AssertionError(f"not {phase} after {limit} ticks: {self.phases}")
 
     def start_healthy(self) -> None:
         self.sup.startup()
         self._seen()
-        self.until(Phase.HEALTHY)
+        self.until("healthy")
         self.mark()
 
     def put(self, message: Any) -> None:
@@ -165,7 +165,7 @@ def in_order(expected: list[str], actual: list[str]) -> bool:
 def test_first_start_creates_holder_then_registry_and_becomes_healthy(rig: Rig) -> None:
     """From nothing: holder created and started, registry created in its network, probed."""
     rig.sup.startup()
-    rig.until(Phase.HEALTHY)
+    rig.until("healthy")
 
     assert ["engine-down", "starting", "healthy"] == rig.phases
     assert [
@@ -218,7 +218,7 @@ def test_crash_is_repaired_by_starting_the_same_container(rig: Rig) -> None:
     before = rig.engine.container(REGISTRY)
 
     rig.engine.crash(REGISTRY, exit_code=2)
-    rig.until(Phase.HEALTHY)
+    rig.until("healthy")
 
     assert ["healthy", "restarting", "starting", "healthy"] == rig.new_phases()
     restarting = rig.new_events("container.restarting")
@@ -235,7 +235,7 @@ def test_removed_registry_is_created_again(rig: Rig) -> None:
     before = rig.engine.container(REGISTRY)
 
     rig.engine.docker_rm_f(REGISTRY)
-    rig.until(Phase.HEALTHY)
+    rig.until("healthy")
 
     assert ["removed"] == [e["reason"] for e in rig.new_events("container.restarting")]
     assert [("create", REGISTRY), ("start", REGISTRY)] == rig.new_mutations()
@@ -251,7 +251,7 @@ def test_docker_stop_is_repaired_with_reason_stopped(rig: Rig) -> None:
     rig.start_healthy()
 
     rig.engine.docker_stop(REGISTRY)
-    rig.until(Phase.HEALTHY)
+    rig.until("healthy")
 
     assert ["stopped"] == [e["reason"] for e in rig.new_events("container.restarting")]
     assert [("start", REGISTRY)] == rig.new_mutations()
@@ -267,14 +267,14 @@ def test_hung_registry_is_restarted_after_health_retries_failed_probes(rig: Rig)
     hung_at = rig.clock()
 
     rig.engine.hang(REGISTRY)
-    rig.until(Phase.RESTARTING, every=0.5)
+    rig.until("restarting", every=0.5)
 
     assert [hung_at + 5.0, hung_at + 10.0, hung_at + 15.0] == rig.new_probe_times()
     assert [1, 2, 3] == [e["failures"] for e in rig.new_events("probe.failed")]
     assert ["healthy", "unhealthy", "restarting"] == rig.new_phases()
     assert ["unhealthy"] == [e["reason"] for e in rig.new_events("container.restarting")]
 
-    rig.until(Phase.HEALTHY)
+    rig.until("healthy")
     assert [("restart", REGISTRY)] == rig.new_mutations()
     assert "healthy: up 0s, 1 restart (last: unhealthy)" == rig.sup.status_line(rig.clock())
 
@@ -302,7 +302,7 @@ def test_engine_loss_reconnects_with_backoff_and_adopts_the_running_registry(rig
     assert gaps == sorted(gaps), f"retries should slow down: {gaps}"
 
     rig.engine.come_back()
-    rig.until(Phase.HEALTHY, every=0.05)
+    rig.until("healthy", every=0.05)
 
     assert ["healthy", "engine-down", "starting", "healthy"] == rig.new_phases()
     assert in_order(["engine.unreachable", "engine.reconnected"], rig.new_event_names())
@@ -320,7 +320,7 @@ def test_engine_restart_that_stopped_the_containers_starts_them_again(rig: Rig) 
     rig.engine.go_down(stop_containers=True)
     rig.step()
     rig.engine.come_back()
-    rig.until(Phase.HEALTHY, every=0.5)
+    rig.until("healthy", every=0.5)
 
     assert ["engine-restarted"] == [e["reason"] for e in rig.new_events("container.restarting")]
     assert [("start", HOLDER), ("start", REGISTRY)] == rig.new_mutations()
@@ -337,7 +337,7 @@ def test_reload_with_a_changed_spec_replaces_the_registry(rig: Rig) -> None:
 
     rig.write_env(MY_REG_STOP_TIMEOUT="20")
     rig.put(signal.SIGHUP)
-    rig.until(Phase.HEALTHY)
+    rig.until("healthy")
 
     reloaded = rig.new_events("supervisor.reloaded")
     assert [True] == [e["spec_changed"] for e in reloaded]
@@ -419,7 +419,7 @@ def test_registry_left_down_after_maintenance_is_started(rig: Rig) -> None:
     rig.step(1.0)
 
     maintenance.release(path, lock)
-    rig.until(Phase.HEALTHY, every=0.5)
+    rig.until("healthy", every=0.5)
 
     assert in_order(["maintenance.started", "maintenance.ended"], rig.new_event_names())
     assert [("start", REGISTRY)] == rig.new_mutations()
@@ -435,7 +435,7 @@ def test_registry_restarted_by_gc_is_adopted_after_maintenance(rig: Rig) -> None
     rig.step(1.0)
 
     maintenance.release(path, lock)
-    rig.until(Phase.HEALTHY, every=0.5)
+    rig.until("healthy", every=0.5)
 
     assert in_order(["maintenance", "healthy"], rig.new_phases())
     assert ([], []) == (rig.new_mutations(), rig.new_events("container.restarting"))
