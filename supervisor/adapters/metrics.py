@@ -10,6 +10,9 @@ from __future__ import annotations
 from threading import Thread
 from typing import TYPE_CHECKING, Any
 
+from supervisor.errors import for_os_error
+from supervisor.settings import parse_metrics_address
+
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
@@ -119,7 +122,23 @@ class Metrics:
             raise RuntimeError("metrics are disabled")
         self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
 
+    def serve_at(self, address: str) -> None:
+        """Serve MY_REG_METRICS_ADDR: ConfigError, or TransientError for an address that may
+        free itself (a port in use: most often the supervisor we replace has not let go yet,
+        and exit 78 would leave the registry unsupervised until someone looks)."""
+        host, port = parse_metrics_address(address)
+        try:
+            self.serve(host, port)
+        except OSError as err:
+            setting = f"MY_REG_METRICS_ADDR={address!r}"
+            raise for_os_error(
+                err,
+                config=f"{setting}: expected an address we can listen on ({err.strerror})",
+                transient=f"{setting}: cannot listen there now ({err.strerror})",
+            ) from None
+
     def close(self) -> None:
+        """Stop serving (idempotent)."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -49,8 +49,10 @@ class EngineLink:
         post: Callable[[Any], None],
         before_call: Callable[[], None],
         clock: Callable[[], float],
+        log: Any,
     ) -> None:
         self._factory = factory
+        self.log = log
         self._post = post  # event watcher -> the loop's message queue
         self._before_call = before_call
         self._clock = clock
@@ -93,16 +95,19 @@ class EngineLink:
         except EngineUnavailable as err:
             self.attempt += 1
             delay = ENGINE_RETRY.delay(self.attempt + 1)
+            if self.attempt == 1 and not self.was_lost:
+                # (a lost engine was already reported by lose())
+                self.log.warning("engine.unreachable", error=str(err), retry_in_s=delay)
             self.retry_at = now + delay
             return Unreachable(self.retry_at, delay, str(err))
         self._engine = engine
+        self.log.info(
+            "engine.reconnected" if self.was_lost else "engine.connected",
+            after_attempts=self.attempt,
+        )
+        self.attempt = 0
         self.watch(names)
         return Connected(after_loss=self.was_lost)
-
-    def connected_after(self) -> int:
-        """The attempts it took; the count starts again for the next loss."""
-        attempts, self.attempt = self.attempt, 0
-        return attempts
 
     def watch(self, names: tuple[str, ...]) -> None:
         """Follow the engine's events for ``names`` (replacing any earlier watcher)."""
@@ -110,10 +115,11 @@ class EngineLink:
         self._watcher = EventWatcher(self.docker.api, names, self._post)
         self._watcher.start()
 
-    def lose(self) -> bool:
+    def lose(self, detail: str) -> bool:
         """The engine failed us: drop the client and back off. False if already lost."""
         if self._engine is None:
             return False
+        self.log.warning("engine.unreachable", error=detail)
         self.close()
         self.was_lost = True
         self.losses += 1

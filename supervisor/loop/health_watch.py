@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from supervisor.adapters.metrics import Metrics
 from supervisor.adapters.probe import Probe, ProbeFailed
@@ -53,8 +54,11 @@ class HealthWatch:
         metrics: Metrics,
         feeder: WatchdogFeeder,
         clock: Callable[[], float],
+        *,
+        log: Any,
     ) -> None:
         self._probe_factory = probe_factory
+        self.log = log
         self._metrics = metrics
         self._feeder = feeder
         self._clock = clock
@@ -106,7 +110,14 @@ class HealthWatch:
         if starting and self.in_grace(now):
             self.probe_at = now + FAST_PROBE_S
             return Verdict.IN_GRACE
-        if self.failures.record(False):
+        must_restart = self.failures.record(False)
+        self.log.warning(
+            "probe.failed",
+            failures=self.failures.failures,
+            retries=self.settings.health_retries,
+            error=answer.detail,
+        )
+        if must_restart:
             return Verdict.MUST_RESTART
         # Start to start: a failed probe already spent its timeout, and counting the
         # interval from its end would stretch hang detection by retries x timeout.

@@ -108,8 +108,11 @@ class ContainerKeeper:
         if event.action == "start":
             # Events before a start say nothing about the next time it goes down.
             self.recent_actions[event.name].clear()
-        else:
-            self.recent_actions[event.name].append(event.action)
+            return
+        self.recent_actions[event.name].append(event.action)
+        self.log.debug(
+            "container.event", name=event.name, action=event.action, exit_code=event.exit_code
+        )
 
     def forget_events(self) -> None:
         """A fresh start (or a fresh look after an engine loss): no history counts."""

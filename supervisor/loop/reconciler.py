@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from supervisor import log as logging_setup
 from supervisor.engine.events import ContainerEvent
 from supervisor.errors import EngineRefused, EngineUnavailable, PortBusy
 from supervisor.loop.container_actions import ContainerActions, Desired, Tracked
@@ -33,7 +32,7 @@ from supervisor.loop.startup import Readiness
 from supervisor.phase import Phase, check_transition
 from supervisor.reconcile import Reason
 from supervisor.settings import PullPolicy, Settings
-from supervisor.spec import derive_spec, holder_spec
+from supervisor.spec import derive_spec
 
 
 class Reconciler:
@@ -51,7 +50,7 @@ class Reconciler:
         reloader: Reloader,
         readiness: Readiness,
         clock: Callable[[], float],
-        settings_changed: Callable[[Settings], None],
+        apply_settings: Callable[[Settings], None],
         warn_risks: Callable[[], None],
     ) -> None:
         self.desired = desired
@@ -65,7 +64,8 @@ class Reconciler:
         self.reloader = reloader
         self.readiness = readiness
         self.clock = clock
-        self._settings_changed = settings_changed  # the supervisor rebinds the rest
+        # Settings reach every component through the supervisor, which built them.
+        self._apply_settings = apply_settings
         self._warn_risks = warn_risks
         self.phase = Phase.ENGINE_DOWN
         # A failed probe found the container down: look at it once queued events are in.
@@ -128,11 +128,6 @@ class Reconciler:
         if not self.link.connected or self.look_at_gate(self.clock()):
             return
         self.keeper.record_event(event)
-        if event.action == "start":
-            return
-        self.log.debug(
-            "container.event", name=event.name, action=event.action, exit_code=event.exit_code
-        )
         if event.action in ("die", "destroy"):
             try:
                 self.check_container(self.clock())
@@ -146,18 +141,9 @@ class Reconciler:
         if result is None:
             return
         if isinstance(result, Unreachable):
-            if self.link.attempt == 1 and not self.link.was_lost:
-                # (a lost engine was already reported by engine_lost)
-                self.log.warning(
-                    "engine.unreachable", error=result.error, retry_in_s=result.delay_s
-                )
             self.change_phase(Phase.ENGINE_DOWN)
             self.readiness.extend(0.0)
             return
-        self.log.info(
-            "engine.reconnected" if result.after_loss else "engine.connected",
-            after_attempts=self.link.connected_after(),
-        )
         if result.after_loss:
             self.keeper.engine_restarted()
         if self.images.image_id is not None:
@@ -165,10 +151,8 @@ class Reconciler:
 
     def engine_lost(self, detail: str) -> None:
         """The engine failed us: drop the link, forget the pending repair, back off."""
-        if not self.link.connected:
+        if not self.link.lose(detail):
             return
-        self.log.warning("engine.unreachable", error=detail)
-        self.link.lose()
         self.keeper.cancel()
         self.change_phase(Phase.ENGINE_DOWN)
 
@@ -205,28 +189,20 @@ class Reconciler:
             return
         need = self.keeper.check(self.images.image_id, down_reason)
         if need is not None:
-            self._schedule(now, need)
+            self.schedule_repair(now, need)
 
     def schedule_repair(
-        self,
-        now: float,
-        reason: Reason,
-        exit_code: int | None = None,
-        part: str | None = None,
-        *,
-        after_failure: bool = False,
+        self, now: float, need: RepairNeeded, *, after_failure: bool = False
     ) -> None:
-        """Count a restart, log it once, and set when it happens (backoff)."""
-        self._schedule(now, RepairNeeded(reason, exit_code, part), after_failure=after_failure)
-
-    def _schedule(self, now: float, need: RepairNeeded, *, after_failure: bool = False) -> None:
+        """Count a restart, log it once, and set when it happens (backoff); nothing while
+        `gc` holds the registry or a repair is already pending."""
         if self.gate.active or self.keeper.repairing:
             return
-        rollback = self.reloader.roll_back_for(need.reason)
+        rollback = self.reloader.roll_back_for(need.reason, self.desired.spec.spec_hash)
         if rollback is not None:
             # The reloaded container failed before it ever served: the old spec did.
             self.keeper.count(need.reason)
-            self._roll_back(need.reason, rollback)
+            self._roll_back(rollback)
             need = RepairNeeded(Reason.SPEC_CHANGED, need.exit_code, need.part)
             after_failure = False
         self.keeper.schedule(now, need, after_failure=after_failure)
@@ -237,19 +213,19 @@ class Reconciler:
         if isinstance(outcome, Repaired):
             self._enter_starting(self.clock())
         elif isinstance(outcome, RepairLater) and outcome.retry is not None:
-            self._schedule(self.clock(), outcome.retry, after_failure=True)
+            self.schedule_repair(self.clock(), outcome.retry, after_failure=True)
         elif isinstance(outcome, ImageGone):
             self.images.image_id = None
         elif isinstance(outcome, PortHeld):
             self._port_busy(self.clock(), outcome.error)
 
     def _port_busy(self, now: float, err: PortBusy) -> None:
-        rollback = self.reloader.roll_back_now()
+        rollback = self.reloader.roll_back_now(Reason.PORT_BUSY, self.desired.spec.spec_hash)
         if rollback is not None:
             # A reload onto a port that is taken: the settings that worked had one.
-            self._roll_back(Reason.PORT_BUSY, rollback)
+            self._roll_back(rollback)
             self.keeper.cancel()
-            self.schedule_repair(now, Reason.SPEC_CHANGED)
+            self.schedule_repair(now, RepairNeeded(Reason.SPEC_CHANGED))
             return
         delay = self.keeper.wait_for_port(now, err)
         self.change_phase(Phase.PORT_BUSY)
@@ -282,15 +258,8 @@ class Reconciler:
             return
         if verdict is Verdict.IN_GRACE:
             return
-        settings = self.desired.settings
-        self.log.warning(
-            "probe.failed",
-            failures=self.health.failures.failures,
-            retries=settings.health_retries,
-            error=answer.detail,
-        )
         if verdict is Verdict.MUST_RESTART:
-            self.schedule_repair(now, Reason.UNHEALTHY)
+            self.schedule_repair(now, RepairNeeded(Reason.UNHEALTHY))
             return
         self.change_phase(Phase.UNHEALTHY)
 
@@ -331,7 +300,7 @@ class Reconciler:
         new = plan.settings
         changed = plan.spec.spec_hash != old_spec.spec_hash
         self.images.use(plan.info)
-        self.apply_settings(new)
+        self._apply_settings(new)
         if plan.image_id is not None:
             self.images.image_id = plan.image_id
         elif new.image_ref != old_settings.image_ref or new.pull is PullPolicy.ALWAYS:
@@ -344,39 +313,17 @@ class Reconciler:
             if self.readiness.sent:
                 self.reloader.keep_for_rollback(old_settings, old_image_id)
             self.keeper.cancel()
-            self.schedule_repair(self.clock(), Reason.SPEC_CHANGED)
+            self.schedule_repair(self.clock(), RepairNeeded(Reason.SPEC_CHANGED))
 
-    def apply_settings(self, new: Settings) -> None:
-        """Make ``new`` the settings everything works from (no engine calls)."""
-        logging_setup.configure(new.log_format, new.log_level)
-        renamed = new.name != self.desired.settings.name
-        self.desired.settings = new
-        self.desired.spec = derive_spec(new, self.images.layout)
-        self.desired.holder = holder_spec(self.desired.spec)
-        self._settings_changed(new)
-        self.health.configure(new)
-        if renamed:
-            self.tracked.container_id = None
-            self.tracked.joined_holder_pid = None
-            if self.link.connected:
-                self.link.watch((new.name, self.desired.holder.name))
-
-    def _roll_back(self, reason: Reason, rollback: RollBack) -> None:
+    def _roll_back(self, rollback: RollBack) -> None:
         """The reloaded spec did not work: back to the settings that did."""
         failed_spec = self.desired.spec
-        self.log.error(
-            "settings.reload_rejected",
-            problems=[
-                f"the new container did not work ({reason.value}); back to the previous settings"
-            ],
-            spec_hash=failed_spec.spec_hash,
-        )
         image_id = rollback.image_id
         if self.images.info is not None and self.images.info.id != image_id:
             # The old image's layout is looked up again with it (_ensure_image).
             self.images.forget()
             image_id = None
-        self.apply_settings(rollback.settings)
+        self._apply_settings(rollback.settings)
         self.images.image_id = image_id
         self.keeper.failed_starts = 0
         if self.link.connected and failed_spec.name != rollback.settings.name:

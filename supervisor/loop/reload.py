@@ -180,18 +180,25 @@ class Reloader:
         if self.rollback_to is None:
             self.rollback_to = (settings, image_id)
 
-    def roll_back_for(self, reason: Reason) -> RollBack | None:
+    def roll_back_for(self, reason: Reason, failed_hash: str) -> RollBack | None:
         """Whether going down for ``reason`` rolls the reload back (it is then no longer
         pending confirmation)."""
         if reason not in ROLLBACK_REASONS:
             return None
-        return self.roll_back_now()
+        return self.roll_back_now(reason, failed_hash)
 
-    def roll_back_now(self) -> RollBack | None:
+    def roll_back_now(self, reason: Reason, failed_hash: str) -> RollBack | None:
         """The settings to go back to, whatever the reason (a reload onto a taken port)."""
         if self.rollback_to is None:
             return None
         (settings, image_id), self.rollback_to = self.rollback_to, None
+        self.log.error(
+            "settings.reload_rejected",
+            problems=[
+                f"the new container did not work ({reason.value}); back to the previous settings"
+            ],
+            spec_hash=failed_hash,
+        )
         return RollBack(settings, image_id)
 
     def confirm(self, spec_hash: str) -> None:

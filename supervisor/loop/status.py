@@ -1,7 +1,7 @@
-"""What the supervisor says about itself: systemd's STATUS line and the state file (pure).
+"""What the supervisor says about itself: systemd's STATUS line and the state file.
 
-Both are built from one ``StatusView``, a snapshot the loop takes; nothing here reads a
-clock, a file or the engine.
+Both are built from one ``StatusView``, a snapshot of the loop's components
+(``snapshot``); the line and the file content are pure functions of it.
 """
 
 from __future__ import annotations
@@ -9,12 +9,21 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
+from supervisor import tls
 from supervisor.phase import Phase
 from supervisor.reconcile import Reason
 from supervisor.statedir import state_file
+
+if TYPE_CHECKING:
+    from supervisor.loop.container_actions import Desired
+    from supervisor.loop.health_watch import HealthWatch
+    from supervisor.loop.housekeeping import Housekeeping
+    from supervisor.loop.image import ImageKeeper
+    from supervisor.loop.keeper import ContainerKeeper
+    from supervisor.loop.maintenance_gate import MaintenanceGate
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,53 @@ class StatusView:
     notes: tuple[str, ...] = ()  # a TLS expiry, a low disk: appended to the line
     disk_low: bool = False
     disk_free_percent: float | None = None
+
+
+def snapshot(
+    now: float,
+    phase: Phase,
+    desired: Desired,
+    *,
+    keeper: ContainerKeeper,
+    health: HealthWatch,
+    images: ImageKeeper,
+    gate: MaintenanceGate,
+    house: Housekeeping,
+    certificate: tls.Certificate | None,
+    started_wall: datetime,
+) -> StatusView:
+    """The loop's facts at ``now``, gathered from its components (reads no I/O)."""
+    settings = desired.settings
+    wall = datetime.now(UTC)
+    notes = (tls.expiry_note(certificate, wall), house.disk_guard.note())
+    lock, info = gate.lock, images.info
+    return StatusView(
+        now=now,
+        phase=phase,
+        container=settings.name,
+        container_id=keeper.tracked.container_id,
+        image=desired.spec.image,
+        image_id=images.image_id,
+        registry_version=info.label if info is not None else None,
+        probe_url=settings.probe_url,
+        address=f"{settings.bind}:{settings.port}",
+        healthy_since=health.healthy_since,
+        healthy_since_wall=health.healthy_since_wall,
+        restarts=keeper.restarts,
+        last_reason=keeper.last_reason,
+        last_reason_wall=keeper.last_reason_wall,
+        pending_reason=keeper.pending_reason,
+        repair_at=keeper.repair_at,
+        attempt=keeper.budget.attempt,
+        port_busy_by=keeper.port_busy_by,
+        failures=health.failures.failures,
+        retries=settings.health_retries,
+        maintenance_task=lock.task if lock is not None else None,
+        started_wall=started_wall,
+        notes=tuple(note for note in notes if note),
+        disk_low=house.disk_guard.low,
+        disk_free_percent=house.disk_guard.free_percent,
+    )
 
 
 def format_duration(seconds: float) -> str:

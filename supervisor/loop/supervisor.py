@@ -24,13 +24,13 @@ from typing import Any
 
 import structlog
 
-from supervisor import risks, tls
+from supervisor import log as logging_setup
+from supervisor import risks
 from supervisor.adapters import metrics
 from supervisor.adapters.notify import Notifier
 from supervisor.adapters.probe import Probe
 from supervisor.engine.client import API_TIMEOUT_S, Engine
 from supervisor.engine.events import ContainerEvent, EngineLost
-from supervisor.errors import for_os_error
 from supervisor.loop import status
 from supervisor.loop.container_actions import ContainerActions, Desired, Tracked
 from supervisor.loop.data_dir import make_data_dir
@@ -46,7 +46,7 @@ from supervisor.loop.signals import Inbox, Message, captured_signals
 from supervisor.loop.startup import Readiness
 from supervisor.loop.watchdog import SLACK_S, WatchdogFeeder
 from supervisor.phase import Phase
-from supervisor.settings import Settings, parse_metrics_address
+from supervisor.settings import Settings
 from supervisor.spec import ContainerSpec, HolderSpec, derive_spec, holder_spec
 from supervisor.statedir.maintenance import maintenance_path
 
@@ -80,7 +80,7 @@ class Supervisor:
             notifier.watchdog_every_s, notifier.watchdog, clock, API_TIMEOUT_S
         )
         self.link = EngineLink(
-            engine_factory, self.messages.put, self.feeder.before_engine_call, clock
+            engine_factory, self.messages.put, self.feeder.before_engine_call, clock, self.log
         )
         self.images = ImageKeeper(
             self.link,
@@ -93,7 +93,9 @@ class Supervisor:
         tracked = Tracked()
         actions = ContainerActions(self.link, self.feeder, self.desired, tracked, self.log)
         self.keeper = ContainerKeeper(actions, self.desired, tracked, self.metrics, self.log)
-        self.health = HealthWatch(settings, probe_factory, self.metrics, self.feeder, clock)
+        self.health = HealthWatch(
+            settings, probe_factory, self.metrics, self.feeder, clock, log=self.log
+        )
         self.gate = MaintenanceGate(maintenance_path(settings), self.link, self.log)
         self.house = Housekeeping(settings, self.link, self.metrics, self.messages.put, self.log)
         self.readiness = Readiness(notifier, self.status_line)
@@ -107,7 +109,7 @@ class Supervisor:
             reloader=Reloader(env_file, self.link, self.images, self.log),
             readiness=self.readiness,
             clock=clock,
-            settings_changed=self._settings_changed,
+            apply_settings=self.apply_settings,
             warn_risks=self._warn_risks,
         )
         self.certificate = risks.certificate(settings)
@@ -141,16 +143,27 @@ class Supervisor:
         """The reconciler's phase."""
         return self.reconciler.phase
 
-    def _settings_changed(self, new: Settings) -> None:
-        """A reload (or its rollback) made ``new`` the settings: rebind what is not the
-        reconciler's."""
+    def apply_settings(self, new: Settings) -> None:
+        """Make ``new`` the settings every component works from (no engine calls)."""
+        logging_setup.configure(new.log_format, new.log_level)
+        renamed = new.name != self.settings.name
+        desired = self.desired
+        desired.settings = new
+        desired.spec = derive_spec(new, self.images.layout)
+        desired.holder = holder_spec(desired.spec)
         self.log = self._bind_log()
-        for part in (self.images, self.keeper, self.keeper.actions, self.gate, self.house):
+        parts = (self.images, self.keeper, self.keeper.actions, self.gate, self.house)
+        for part in (*parts, self.link, self.health, self.reconciler, self.reconciler.reloader):
             part.log = self.log
-        self.reconciler.log = self.reconciler.reloader.log = self.log
+        self.health.configure(new)
         self.certificate = risks.certificate(new)
         self.house.configure(new)
         self.gate.path = maintenance_path(new)
+        if renamed:
+            self.keeper.tracked.container_id = None
+            self.keeper.tracked.joined_holder_pid = None
+            if self.link.connected:
+                self.link.watch((new.name, desired.holder.name))
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -197,21 +210,9 @@ class Supervisor:
 
     def _serve_metrics(self) -> None:
         address = self.settings.metrics_addr
-        if address is None:
-            return
-        host, port = parse_metrics_address(address)
-        try:
-            self.metrics.serve(host, port)
-        except OSError as err:
-            # A port in use is transient: most often the supervisor we replace has not let
-            # go yet, and exit 78 would leave the registry unsupervised until someone looks.
-            setting = f"MY_REG_METRICS_ADDR={address!r}"
-            raise for_os_error(
-                err,
-                config=f"{setting}: expected an address we can listen on ({err.strerror})",
-                transient=f"{setting}: cannot listen there now ({err.strerror})",
-            ) from None
-        self.log.info("metrics.serving", url=f"http://{address}/metrics")
+        if address is not None:
+            self.metrics.serve_at(address)
+            self.log.info("metrics.serving", url=f"http://{address}/metrics")
 
     def main_loop(self) -> None:
         """Take in messages and tick until a stop signal; never longer than a deadline."""
@@ -320,37 +321,17 @@ class Supervisor:
 
     def view(self, now: float) -> status.StatusView:
         """A snapshot of the facts the status line and the state file show."""
-        settings, keeper, health = self.settings, self.keeper, self.health
-        wall = datetime.now(UTC)
-        notes = (tls.expiry_note(self.certificate, wall), self.house.disk_guard.note())
-        lock = self.gate.lock
-        info = self.images.info
-        return status.StatusView(
-            now=now,
-            phase=self.phase,
-            container=settings.name,
-            container_id=keeper.tracked.container_id,
-            image=self.spec.image,
-            image_id=self.images.image_id,
-            registry_version=info.label if info is not None else None,
-            probe_url=settings.probe_url,
-            address=f"{settings.bind}:{settings.port}",
-            healthy_since=health.healthy_since,
-            healthy_since_wall=health.healthy_since_wall,
-            restarts=keeper.restarts,
-            last_reason=keeper.last_reason,
-            last_reason_wall=keeper.last_reason_wall,
-            pending_reason=keeper.pending_reason,
-            repair_at=keeper.repair_at,
-            attempt=keeper.budget.attempt,
-            port_busy_by=keeper.port_busy_by,
-            failures=health.failures.failures,
-            retries=settings.health_retries,
-            maintenance_task=lock.task if lock is not None else None,
+        return status.snapshot(
+            now,
+            self.phase,
+            self.desired,
+            keeper=self.keeper,
+            health=self.health,
+            images=self.images,
+            gate=self.gate,
+            house=self.house,
+            certificate=self.certificate,
             started_wall=self.started_wall,
-            notes=tuple(note for note in notes if note),
-            disk_low=self.house.disk_guard.low,
-            disk_free_percent=self.house.disk_guard.free_percent,
         )
 
     def status_line(self, now: float) -> str:

@@ -9,6 +9,7 @@ from structlog.testing import capture_logs
 
 from supervisor.adapters.notify import Notifier
 from supervisor.errors import PortBusy
+from supervisor.loop.keeper import RepairNeeded
 from supervisor.loop.status import format_duration
 from supervisor.loop.supervisor import Supervisor
 from supervisor.phase import Phase
@@ -39,8 +40,10 @@ def test_healthy_after_a_restart_names_the_last_reason(supervisor: Supervisor) -
 
 def test_restarting_shows_reason_attempt_and_next_delay(supervisor: Supervisor) -> None:
     """A scheduled restart says why, which attempt, and how long until it."""
-    supervisor.reconciler.schedule_repair(1000.0, Reason.CRASHED)
-    supervisor.reconciler.schedule_repair(1000.0, Reason.CRASHED)  # already scheduled: ignored
+    supervisor.reconciler.schedule_repair(1000.0, RepairNeeded(Reason.CRASHED))
+    supervisor.reconciler.schedule_repair(
+        1000.0, RepairNeeded(Reason.CRASHED)
+    )  # already scheduled: ignored
     supervisor.keeper.repair_at = 1000.5
     assert supervisor.status_line(1000.0) == "restarting: crashed, attempt 1, next in 0.5s"
 
@@ -69,4 +72,7 @@ def test_waiting_for_the_port_names_what_holds_it(supervisor: Supervisor) -> Non
         "waiting for port 0.0.0.0:5001: held by container web (1a2b3c); next try in 1.0s"
     )
     assert ["port.busy"] == [e["event"] for e in logs if e["log_level"] == "warning"]
-    assert (Phase.PORT_BUSY, Reason.PORT_BUSY) == (supervisor.phase, supervisor.keeper.pending_reason)
+    assert (Phase.PORT_BUSY, Reason.PORT_BUSY) == (
+        supervisor.phase,
+        supervisor.keeper.pending_reason,
+    )

@@ -14,6 +14,7 @@ import pytest
 from supervisor.adapters.notify import Notifier
 from supervisor.cli import _glance_lines
 from supervisor.errors import ConfigError
+from supervisor.loop.keeper import RepairNeeded
 from supervisor.loop.supervisor import Supervisor
 from supervisor.phase import Phase
 from supervisor.reconcile import Reason
@@ -72,7 +73,7 @@ def test_no_restart_is_counted_during_maintenance(supervisor: Supervisor) -> Non
     """Restarts that gc causes are not failures: schedule_repair does nothing."""
     hold_maintenance(supervisor)
     assert supervisor.reconciler.look_at_gate(1000.0)
-    supervisor.reconciler.schedule_repair(1000.0, Reason.CRASHED)
+    supervisor.reconciler.schedule_repair(1000.0, RepairNeeded(Reason.CRASHED))
     assert (None, 0) == (supervisor.keeper.repair_at, sum(supervisor.keeper.restarts.values()))
 
 
@@ -102,7 +103,7 @@ def test_a_stale_maintenance_file_is_ignored(supervisor: Supervisor) -> None:
 
 def test_state_content_counts_restarts_by_reason(supervisor: Supervisor) -> None:
     """The state file holds restarts by reason, the last one, and the phase."""
-    supervisor.reconciler.schedule_repair(1000.0, Reason.UNHEALTHY)
+    supervisor.reconciler.schedule_repair(1000.0, RepairNeeded(Reason.UNHEALTHY))
     content = supervisor.state_content()
     assert ({"unhealthy": 1}, "unhealthy", "restarting") == (
         content["restarts"],
@@ -114,7 +115,7 @@ def test_state_content_counts_restarts_by_reason(supervisor: Supervisor) -> None
 
 def test_state_is_not_written_while_a_restart_is_imminent(supervisor: Supervisor) -> None:
     """A repair due within a second keeps the disk off the hot path."""
-    supervisor.reconciler.schedule_repair(1000.0, Reason.CRASHED)
+    supervisor.reconciler.schedule_repair(1000.0, RepairNeeded(Reason.CRASHED))
     supervisor._save_state(1000.0)
     assert not supervisor.house.state_file.path.exists()
     supervisor.keeper.repair_at = 1010.0
@@ -195,7 +196,7 @@ def test_restart_counts_reach_the_metrics(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("MY_REG_METRICS_ADDR", "9341")  # never served: serve() is not called
     supervisor = Supervisor(load_settings(None), None, Notifier(), clock=lambda: 1000.0)
     supervisor.health.close()
-    supervisor.reconciler.schedule_repair(1000.0, Reason.OOM)
+    supervisor.reconciler.schedule_repair(1000.0, RepairNeeded(Reason.OOM))
     assert supervisor.metrics.registry is not None
     value = supervisor.metrics.registry.get_sample_value(
         "registry_restarts_total", {"reason": "oom"}
