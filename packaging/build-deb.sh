@@ -109,8 +109,13 @@ install -m 0644 "$here/registry-supervisor-gc.service" "$here/registry-superviso
 # 0600: the admin adds REGISTRY_* secrets to it (dpkg-deb keeps the tree's modes).
 install -m 0600 "$here/registry.env" "$root/etc/$PKG/registry.env"
 ln -s "/opt/$PKG/current/bin/$PKG" "$root/usr/bin/$PKG"
-if [[ -f $repo/README.md ]]; then
-    install -m 0644 "$repo/README.md" "$root/usr/share/doc/$PKG/README.md"
+# README.md links to docs/ and CHANGELOG.md beside it: the same tree, so the links resolve.
+for doc in README.md CHANGELOG.md; do
+    if [[ -f $repo/$doc ]]; then install -m 0644 "$repo/$doc" "$root/usr/share/doc/$PKG/$doc"; fi
+done
+if [[ -d $repo/docs ]]; then
+    install -d -m 0755 "$root/usr/share/doc/$PKG/docs"
+    install -m 0644 "$repo"/docs/*.md "$root/usr/share/doc/$PKG/docs/"
 fi
 cat >"$root/usr/share/doc/$PKG/copyright" <<EOF
 registry-supervisor $version, MIT License.
