@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from supervisor import tls
+from supervisor import htpasswd_file, tls
 from supervisor.settings import Settings, package_managed_dir
 
 
@@ -148,8 +148,6 @@ def exposure(settings: Settings) -> list[SecurityWarning]:
 
 def describe(settings: Settings, certificate: tls.Certificate | None, now: datetime) -> list[str]:
     """`check`'s summary of TLS, authentication and hardening (reads the htpasswd file)."""
-    from supervisor.ops import htpasswd
-
     lines = []
     if certificate is None:
         lines.append("tls: off (MY_REG_TLS_DIR unset)")
@@ -165,9 +163,9 @@ def describe(settings: Settings, certificate: tls.Certificate | None, now: datet
         lines.append("auth: off (MY_REG_AUTH_HTPASSWD unset)")
     else:
         try:
-            count = htpasswd.check_file(settings.auth_htpasswd)
+            count = htpasswd_file.check_file(settings.auth_htpasswd)
             users = f"{count} user{'' if count == 1 else 's'}"
-        except htpasswd.HtpasswdError as err:
+        except htpasswd_file.HtpasswdError as err:
             users = str(err)
         lines.append(f"auth: htpasswd {settings.auth_htpasswd} ({users}), mounted read-only")
     hardening = [

@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 
-from supervisor.layout import ImageLayout
+from supervisor.layout import REGISTRY_CONTAINER_PORT, REGISTRY_DATA_PATH, ImageLayout
 from supervisor.settings import Settings
 
 MANAGED_BY_LABEL = "registry-supervisor.managed-by"
@@ -28,8 +28,8 @@ HOLDER_SUFFIX = "-net"
 # 68 years: a count every `sleep` takes, where "infinity" is not universal.
 HOLDER_COMMAND = ("sleep", "2147483647")
 
-REGISTRY_PORT = "5000/tcp"
-DATA_MOUNT = "/var/lib/registry"
+REGISTRY_PORT = f"{REGISTRY_CONTAINER_PORT}/tcp"
+DATA_MOUNT = REGISTRY_DATA_PATH
 CERTS_MOUNT = "/certs"
 HTPASSWD_MOUNT = "/auth/htpasswd"
 # Shown in the client's login prompt; a REGISTRY_AUTH_HTPASSWD_REALM the user sets wins.
