@@ -38,8 +38,16 @@ DEFAULT_REALM = "registry"
 TMPFS = {"/tmp": "rw,noexec,nosuid,nodev,size=64m"}  # noqa: S108 (inside the container)
 
 
+def holder_name_for(name: str) -> str:
+    """The network holder's container name for the registry container ``name`` (pure):
+    the one place that spells it."""
+    return f"{name}{HOLDER_SUFFIX}"
+
+
 @dataclass(frozen=True)
 class Mount:
+    """A bind mount of the host path ``source`` at ``target`` in the container."""
+
     source: str
     target: str
     read_only: bool = False
@@ -65,11 +73,13 @@ class ContainerSpec:
 
     @property
     def labels(self) -> dict[str, str]:
+        """The labels that mark the container ours and current (its spec hash)."""
         return {MANAGED_BY_LABEL: MANAGED_BY_VALUE, SPEC_HASH_LABEL: self.spec_hash}
 
     @property
     def holder_name(self) -> str:
-        return f"{self.name}{HOLDER_SUFFIX}"
+        """The name of the network holder this registry joins."""
+        return holder_name_for(self.name)
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,7 @@ class HolderSpec:
 
     @property
     def labels(self) -> dict[str, str]:
+        """The labels that mark the container ours and current (its spec hash)."""
         return {MANAGED_BY_LABEL: MANAGED_BY_VALUE, SPEC_HASH_LABEL: self.spec_hash}
 
 

@@ -12,10 +12,13 @@ import errno
 import fcntl
 import os
 import stat
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from supervisor.errors import ConfigError
 from supervisor.htpasswd_file import HtpasswdError, parse
+from supervisor.settings import raw_setting
 
 # HtpasswdError is re-exported: the command's callers catch it from here.
 __all__ = [
@@ -28,7 +31,9 @@ __all__ = [
     "check_not_symlink",
     "check_password",
     "check_user",
+    "configured_file",
     "hash_password",
+    "read_password",
     "set_password",
 ]
 
@@ -158,3 +163,33 @@ def _open_no_follow(path: Path) -> tuple[int, bool]:
         if err.errno == errno.ELOOP and _is_symlink(path):
             raise SymlinkRefused from None
         raise HtpasswdError(f"cannot open {path}: {err.strerror}") from None
+
+
+def configured_file(env_file: Path | None) -> Path:
+    """MY_REG_AUTH_HTPASSWD as given, read while the settings as a whole may still be
+    invalid (they are, until the file has a user); ConfigError unless an absolute path."""
+    value = raw_setting("MY_REG_AUTH_HTPASSWD", env_file)
+    if value is None or not Path(value).is_absolute():
+        raise ConfigError(
+            [f"MY_REG_AUTH_HTPASSWD={value!r}: expected an absolute path, or give --file PATH"]
+        )
+    return Path(value)
+
+
+def read_password(user: str) -> str:
+    """From a prompt on a terminal (asked twice), else the first line of stdin; never argv.
+    HtpasswdError when the prompt gets none or two different ones; KeyboardInterrupt
+    (Ctrl-C at the prompt) propagates."""
+    import getpass
+
+    if sys.stdin is not None and sys.stdin.isatty():
+        try:
+            password = getpass.getpass(f"password for {user}: ")
+            again = getpass.getpass("again: ")
+        except EOFError:  # Ctrl-D at the prompt
+            raise HtpasswdError("no password given") from None
+        if again != password:
+            raise HtpasswdError("the two passwords differ")
+        return password
+    line = sys.stdin.readline() if sys.stdin is not None else ""
+    return line.removesuffix("\n").removesuffix("\r")
