@@ -47,6 +47,7 @@ class ImageLayout:
 
     @property
     def describe(self) -> str:
+        """The layout in one phrase, as `check` and `status` print it."""
         kind = f"v{self.major} layout" if self.major is not None else "custom layout"
         return f"{kind}: {self.binary}, config {self.config_path}"
 

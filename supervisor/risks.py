@@ -19,6 +19,8 @@ from supervisor.settings import Settings, package_managed_dir
 
 @dataclass(frozen=True)
 class SecurityWarning:
+    """One risk: a stable log event, its human line, and the event's fields."""
+
     event: str
     text: str
     fields: dict[str, Any] = field(default_factory=dict)
@@ -35,10 +37,12 @@ def certificate(settings: Settings) -> tls.Certificate | None:
 
 
 def tls_enabled(settings: Settings) -> bool:
+    """Whether the registry speaks TLS, set up by MY_REG_TLS_DIR or by REGISTRY_* itself."""
     return settings.tls or "REGISTRY_HTTP_TLS_CERTIFICATE" in settings.registry_env
 
 
 def auth_enabled(settings: Settings) -> bool:
+    """Whether the registry asks for credentials (MY_REG_AUTH_HTPASSWD or REGISTRY_AUTH*)."""
     return settings.auth_htpasswd is not None or any(
         key.startswith("REGISTRY_AUTH") for key in settings.registry_env
     )

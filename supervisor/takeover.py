@@ -32,6 +32,7 @@ class PortClaim:
 
     @property
     def free(self) -> bool:
+        """Whether nothing stands between us and the port."""
         return not self.take_over and not self.blockers
 
 

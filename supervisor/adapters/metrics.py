@@ -120,6 +120,7 @@ class Metrics:
         self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
 
     def close(self) -> None:
+        """Stop serving the endpoint, if it was serving."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
