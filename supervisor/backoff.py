@@ -45,10 +45,12 @@ class RestartBudget:
         return self.attempt, self.policy.delay(self.attempt)
 
     def observe_healthy(self, now: float) -> None:
+        """Count healthy time from ``now``; healthy long enough, the attempts start over."""
         if self.healthy_since is None:
             self.healthy_since = now
         elif now - self.healthy_since >= self.policy.reset_after_s:
             self.attempt = 0
 
     def observe_unhealthy(self) -> None:
+        """Healthy time is interrupted: the count towards a reset starts again."""
         self.healthy_since = None

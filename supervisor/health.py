@@ -29,4 +29,5 @@ class FailureCount:
         return self.failures >= self.retries
 
     def reset(self) -> None:
+        """Forget the failures counted so far (a healthy answer, a new container)."""
         self.failures = 0

@@ -23,6 +23,10 @@ from typing import Any
 
 from supervisor.errors import ConfigError
 
+# Where the registry listens and keeps its data inside its container: the registry's own
+# defaults, which the spec publishes and mounts and the settings guard.
+REGISTRY_CONTAINER_PORT = 5000
+REGISTRY_DATA_PATH = "/var/lib/registry"
 # Where the official images put the binary (an /entrypoint.sh runs `registry` from PATH).
 DEFAULT_BINARY = "/bin/registry"
 ENTRYPOINT_SCRIPT = "entrypoint.sh"
@@ -43,6 +47,7 @@ class ImageLayout:
 
     @property
     def describe(self) -> str:
+        """The layout in one phrase, as `check` and `status` print it."""
         kind = f"v{self.major} layout" if self.major is not None else "custom layout"
         return f"{kind}: {self.binary}, config {self.config_path}"
 

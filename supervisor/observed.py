@@ -60,10 +60,12 @@ class Observed:
 
     @property
     def running(self) -> bool:
+        """Whether the engine says its process runs (paused ones do not)."""
         return self.state is ContainerState.RUNNING
 
     @property
     def short_id(self) -> str:
+        """The id as Docker's CLI shows it: 12 hex digits."""
         return self.id[:12]
 
 

@@ -33,6 +33,8 @@ class Reason(StrEnum):
 
 
 class Action(StrEnum):
+    """What to do to a container to make it match its spec."""
+
     CREATE = "create"  # nothing there: create and start
     ADOPT = "adopt"  # ours, current and running: leave it alone
     START = "start"  # ours, current, not running: start the same container
@@ -43,6 +45,8 @@ class Action(StrEnum):
 
 @dataclass(frozen=True)
 class Decision:
+    """An action and, for a change, the reason it is logged and counted under."""
+
     action: Action
     reason: Reason | None = None
 

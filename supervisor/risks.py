@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from supervisor import tls
+from supervisor import htpasswd_file, tls
 from supervisor.settings import Settings, package_managed_dir
 
 
 @dataclass(frozen=True)
 class SecurityWarning:
+    """One risk: a stable log event, its human line, and the event's fields."""
+
     event: str
     text: str
     fields: dict[str, Any] = field(default_factory=dict)
@@ -35,10 +37,12 @@ def certificate(settings: Settings) -> tls.Certificate | None:
 
 
 def tls_enabled(settings: Settings) -> bool:
+    """Whether the registry speaks TLS, set up by MY_REG_TLS_DIR or by REGISTRY_* itself."""
     return settings.tls or "REGISTRY_HTTP_TLS_CERTIFICATE" in settings.registry_env
 
 
 def auth_enabled(settings: Settings) -> bool:
+    """Whether the registry asks for credentials (MY_REG_AUTH_HTPASSWD or REGISTRY_AUTH*)."""
     return settings.auth_htpasswd is not None or any(
         key.startswith("REGISTRY_AUTH") for key in settings.registry_env
     )
@@ -148,8 +152,6 @@ def exposure(settings: Settings) -> list[SecurityWarning]:
 
 def describe(settings: Settings, certificate: tls.Certificate | None, now: datetime) -> list[str]:
     """`check`'s summary of TLS, authentication and hardening (reads the htpasswd file)."""
-    from supervisor.ops import htpasswd
-
     lines = []
     if certificate is None:
         lines.append("tls: off (MY_REG_TLS_DIR unset)")
@@ -165,9 +167,9 @@ def describe(settings: Settings, certificate: tls.Certificate | None, now: datet
         lines.append("auth: off (MY_REG_AUTH_HTPASSWD unset)")
     else:
         try:
-            count = htpasswd.check_file(settings.auth_htpasswd)
+            count = htpasswd_file.check_file(settings.auth_htpasswd)
             users = f"{count} user{'' if count == 1 else 's'}"
-        except htpasswd.HtpasswdError as err:
+        except htpasswd_file.HtpasswdError as err:
             users = str(err)
         lines.append(f"auth: htpasswd {settings.auth_htpasswd} ({users}), mounted read-only")
     hardening = [

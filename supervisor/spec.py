@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 
-from supervisor.layout import ImageLayout
+from supervisor.layout import REGISTRY_CONTAINER_PORT, REGISTRY_DATA_PATH, ImageLayout
 from supervisor.settings import Settings
 
 MANAGED_BY_LABEL = "registry-supervisor.managed-by"
@@ -28,8 +28,8 @@ HOLDER_SUFFIX = "-net"
 # 68 years: a count every `sleep` takes, where "infinity" is not universal.
 HOLDER_COMMAND = ("sleep", "2147483647")
 
-REGISTRY_PORT = "5000/tcp"
-DATA_MOUNT = "/var/lib/registry"
+REGISTRY_PORT = f"{REGISTRY_CONTAINER_PORT}/tcp"
+DATA_MOUNT = REGISTRY_DATA_PATH
 CERTS_MOUNT = "/certs"
 HTPASSWD_MOUNT = "/auth/htpasswd"
 # Shown in the client's login prompt; a REGISTRY_AUTH_HTPASSWD_REALM the user sets wins.
@@ -38,8 +38,16 @@ DEFAULT_REALM = "registry"
 TMPFS = {"/tmp": "rw,noexec,nosuid,nodev,size=64m"}  # noqa: S108 (inside the container)
 
 
+def holder_name_for(name: str) -> str:
+    """The network holder's container name for the registry container ``name`` (pure):
+    the one place that spells it."""
+    return f"{name}{HOLDER_SUFFIX}"
+
+
 @dataclass(frozen=True)
 class Mount:
+    """A bind mount of the host path ``source`` at ``target`` in the container."""
+
     source: str
     target: str
     read_only: bool = False
@@ -65,11 +73,13 @@ class ContainerSpec:
 
     @property
     def labels(self) -> dict[str, str]:
+        """The labels that mark the container ours and current (its spec hash)."""
         return {MANAGED_BY_LABEL: MANAGED_BY_VALUE, SPEC_HASH_LABEL: self.spec_hash}
 
     @property
     def holder_name(self) -> str:
-        return f"{self.name}{HOLDER_SUFFIX}"
+        """The name of the network holder this registry joins."""
+        return holder_name_for(self.name)
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,7 @@ class HolderSpec:
 
     @property
     def labels(self) -> dict[str, str]:
+        """The labels that mark the container ours and current (its spec hash)."""
         return {MANAGED_BY_LABEL: MANAGED_BY_VALUE, SPEC_HASH_LABEL: self.spec_hash}
 
 

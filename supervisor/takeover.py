@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from supervisor.observed import ContainerState, Observed
-from supervisor.spec import DATA_MOUNT, HOLDER_SUFFIX
+from supervisor.spec import DATA_MOUNT, holder_name_for
 
 # The unit's name: what an admin stops to go back to the old container.
 UNIT = "registry-supervisor"
@@ -32,6 +32,7 @@ class PortClaim:
 
     @property
     def free(self) -> bool:
+        """Whether nothing stands between us and the port."""
         return not self.take_over and not self.blockers
 
 
@@ -67,9 +68,7 @@ def claim_port(
     take_over: list[Observed] = []
     blockers: list[Observed] = []
     for observed in containers:
-        if observed.name in (name, f"{name}{HOLDER_SUFFIX}") or not holds_port(
-            observed, bind, port
-        ):
+        if observed.name in (name, holder_name_for(name)) or not holds_port(observed, bind, port):
             continue
         comes_back = observed.restart_policy != "no"
         # A paused container still holds its port (and `docker stop` stops it).

@@ -31,6 +31,7 @@ class Certificate:
     sha256: str  # fingerprint of the DER encoding, hex, as urllib3's assert_fingerprint wants
 
     def days_left(self, now: datetime) -> float:
+        """Days from ``now`` until it expires (negative once it has)."""
         return (self.not_after - now).total_seconds() / 86400
 
 

@@ -28,6 +28,7 @@ class Usage:
 
     @property
     def free_percent(self) -> float:
+        """Free space as a percentage of the file system (100 for a size-less one)."""
         return 100.0 * self.free / self.total if self.total else 100.0
 
 
@@ -80,6 +81,8 @@ def tree_size(
 
 
 class Crossing(StrEnum):
+    """Free space crossing MY_REG_MIN_FREE, either way."""
+
     LOW = "low"  # free space fell below the threshold
     RECOVERED = "recovered"  # back above it
 
@@ -96,6 +99,7 @@ class DiskGuard:
 
     @property
     def enabled(self) -> bool:
+        """Whether there is a threshold to watch (MY_REG_MIN_FREE above 0)."""
         return self.min_free_percent > 0
 
     def update(self, free_percent: float) -> Crossing | None:

@@ -138,7 +138,7 @@ class Metrics:
             ) from None
 
     def close(self) -> None:
-        """Stop serving (idempotent)."""
+        """Stop serving the endpoint, if it was serving."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -35,6 +35,7 @@ class Notifier:
         self._last_status = ""
 
     def close(self) -> None:
+        """Close the notification socket, if one was opened."""
         sock = getattr(self._notifier, "socket", None)
         if sock is not None:
             sock.close()
@@ -44,23 +45,29 @@ class Notifier:
             self._notifier.notify("\n".join(fields))
 
     def status(self, text: str) -> None:
+        """STATUS=, as ASCII on one line, sent only when it changed."""
         text = text.encode("ascii", "replace").decode("ascii").replace("\n", " ")
         if text != self._last_status:
             self._last_status = text
             self._send(f"STATUS={text}")
 
     def ready(self) -> None:
+        """READY=1: start-up is done (Type=notify)."""
         self._send("READY=1")
 
     def watchdog(self) -> None:
+        """WATCHDOG=1: the loop is alive."""
         self._send("WATCHDOG=1")
 
     def extend_timeout(self, seconds: float) -> None:
+        """EXTEND_TIMEOUT_USEC=: a start or stop step needs ``seconds`` more."""
         self._send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
 
     def reloading(self) -> None:
+        """RELOADING=1 with MONOTONIC_USEC (Type=notify-reload wants both)."""
         monotonic_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         self._send("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec}")
 
     def stopping(self) -> None:
+        """STOPPING=1: shutdown has begun."""
         self._send("STOPPING=1")

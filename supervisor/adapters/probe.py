@@ -73,4 +73,5 @@ class Probe:
         return response.status_code
 
     def close(self) -> None:
+        """Close the probe's HTTP session and its connection."""
         self._session.close()

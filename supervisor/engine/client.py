@@ -102,7 +102,9 @@ def _reads_translated(action: str) -> Iterator[None]:
 
 
 class Engine:
-    """A thin wrapper over one docker-py client, kept for the life of the process."""
+    """One connection to the engine (a docker-py client): made per command, and by the
+    loop anew after the engine was lost; closed by whoever made it. Its methods answer or
+    raise this package's errors, never docker-py's."""
 
     def __init__(self) -> None:
         try:
@@ -112,6 +114,7 @@ class Engine:
 
     @property
     def api(self) -> docker.APIClient:
+        """The low-level docker-py client this engine shares (for the event stream)."""
         return self._client.api
 
     def stream_client(self) -> docker.APIClient:
@@ -126,6 +129,7 @@ class Engine:
     # Reads: any refusal (a 500 from a half-stopped daemon) means the engine is not
     # usable now, and the loop's reconnect path is the one that copes with that.
     def ping(self) -> None:
+        """Return if the engine answers; EngineUnavailable otherwise."""
         with _reads_translated("ping"):
             self._client.ping()
 
@@ -138,6 +142,7 @@ class Engine:
         return version, str(root) if root else None
 
     def inspect(self, name_or_id: str) -> Observed | None:
+        """The container as observed now; None if there is none of that name or id."""
         try:
             with _reads_translated("inspect"):
                 return observe(self._client.api.inspect_container(name_or_id))
@@ -206,6 +211,7 @@ class Engine:
         return self._created(self._create(create_config(spec, holder_id)))
 
     def create_holder(self, holder: HolderSpec) -> Observed:
+        """Create the network holder (not started): it publishes the port."""
         return self._created(self._create(holder_create_config(holder)))
 
     def _created(self, container_id: str) -> Observed:
@@ -293,6 +299,7 @@ class Engine:
             self._client.api.restart(container_id, timeout=0)
 
     def stop(self, container_id: str, timeout: int) -> None:
+        """Stop a container: SIGTERM, then SIGKILL after ``timeout`` seconds."""
         # docker-py adds `timeout` to its HTTP timeout for this call.
         with _translated("stop"):
             self._client.api.stop(container_id, timeout=timeout)
@@ -321,4 +328,5 @@ class Engine:
         return int(result.get("StatusCode", -1)), output.decode(errors="replace")
 
     def close(self) -> None:
+        """Close the connection (the engine keeps running whatever it started)."""
         self._client.close()

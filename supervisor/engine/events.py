@@ -119,6 +119,7 @@ class EventWatcher:
             self._sink(EngineLost("event stream ended"))
 
     def close(self) -> None:
+        """End the stream from the main thread; the reader thread then ends too."""
         self._closed.set()
         stream = self._stream
         if stream is not None:

@@ -17,12 +17,15 @@ VERSIONS_FILE = "registry-versions.json"
 
 @dataclass(frozen=True)
 class ImageInfo:
+    """A local registry image: its id, where its registry reads its config, its version."""
+
     id: str
     layout: ImageLayout
     version: RegistryVersion | None
 
     @property
     def label(self) -> str:
+        """The registry version as `check` and `status` show it (``v3.0.0``, or the layout)."""
         return version_label(self.version, self.layout)
 
 

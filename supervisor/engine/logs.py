@@ -54,6 +54,8 @@ _ACCESS = re.compile(
 
 @dataclass(frozen=True)
 class Access:
+    """One access-log line of the registry: request, answer, client."""
+
     method: str
     path: str
     status: int
@@ -62,6 +64,7 @@ class Access:
 
     @property
     def is_probe(self) -> bool:
+        """Whether it is our own health probe (counted apart, never forwarded)."""
         return (
             self.method == "GET"
             and self.path == PROBE_PATH
@@ -134,6 +137,7 @@ class RequestSummary:
     by_method: Counter[str] = field(default_factory=Counter)
 
     def add(self, access: Access) -> None:
+        """Count one request in the summary."""
         if access.is_probe:
             self.probes += 1
             return
@@ -143,6 +147,7 @@ class RequestSummary:
         self.by_method[access.method] += 1
 
     def fields(self, now: float) -> dict[str, Any]:
+        """The summary as the fields of its log event, ``interval_s`` ending ``now``."""
         return {
             "requests": self.total,
             "bytes_sent": self.bytes,
@@ -165,6 +170,9 @@ class Forwarder:
         self.crashing = False
 
     def feed(self, text: str, now: float) -> None:
+        """Take one line of the registry's log: an access line is counted in the summary
+        (flushed once ``every_s`` has passed), any other is logged as a ``registry.*``
+        event at its level (what an access line counts already is dropped)."""
         parsed = parse_line(text)
         if isinstance(parsed, Access):
             self.summary.add(parsed)
@@ -221,10 +229,12 @@ class LogFollower:
         self._thread = threading.Thread(target=self._run, name="registry-logs", daemon=True)
 
     def start(self) -> None:
+        """Start following the container's log in a thread of its own."""
         self._thread.start()
 
     @property
     def alive(self) -> bool:
+        """Whether the stream is still followed (it ends with the container)."""
         return self._thread.is_alive()
 
     def _run(self) -> None:
@@ -261,6 +271,7 @@ class LogFollower:
         self.forwarder.feed(rest, time.monotonic())
 
     def close(self) -> None:
+        """End the stream and its thread (waiting up to 5 s), and close its client."""
         self._closed.set()
         stream = self._stream
         if stream is not None:

@@ -25,6 +25,8 @@ SLACK_S = 0.25
 
 
 class Placement(StrEnum):
+    """Where a blocking call runs, relative to the next WATCHDOG=1."""
+
     INLINE = "inline"  # ends before the next ping is due
     PING_THEN_INLINE = "ping-then-inline"  # fits in a fresh period
     OFF_LOOP = "off-loop"  # longer than a period: the caller pings while it runs

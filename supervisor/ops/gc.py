@@ -88,6 +88,7 @@ class GcResult:
     eligible_bytes: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        """The result as gc's JSON record and `gc --json` give it."""
         return asdict(self)
 
 

@@ -1,9 +1,9 @@
-"""htpasswd files for the registry's basic auth: bcrypt entries, the only scheme it accepts.
+"""The `htpasswd` command: add or update one user of the registry's basic auth (bcrypt).
 
-``check_file`` validates a file the way the registry will read it (settings call it);
-``set_password`` adds or updates one user (the `htpasswd` command calls it). Passwords
-are never logged, printed or taken from argv. The file is never written through a
-symlink, and one that is readable by others is made 0600.
+``set_password`` adds or updates one user; reading and validating a file is
+supervisor/htpasswd_file.py's (settings and `check` use it, `run` never imports this
+module). Passwords are never logged, printed or taken from argv. The file is never
+written through a symlink, and one that is readable by others is made 0600.
 """
 
 from __future__ import annotations
@@ -11,24 +11,38 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import re
 import stat
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-# The registry's own parser (distribution, registry/auth/htpasswd): trim each line, skip
-# blanks and lines starting with '#', split at the first ':'.
-BCRYPT_HASH = re.compile(r"\$2[abxy]?\$\d\d\$[./A-Za-z0-9]{53}")
+from supervisor.errors import ConfigError
+from supervisor.htpasswd_file import HtpasswdError, parse
+from supervisor.settings import raw_setting
+
+# HtpasswdError is re-exported: the command's callers catch it from here.
+__all__ = [
+    "BCRYPT_COST",
+    "MAX_PASSWORD_BYTES",
+    "NEW_FILE_MODE",
+    "HtpasswdError",
+    "SymlinkRefused",
+    "Written",
+    "check_not_symlink",
+    "check_password",
+    "check_user",
+    "configured_file",
+    "hash_password",
+    "read_password",
+    "set_password",
+]
+
 # Go's bcrypt.DefaultCost. The registry verifies the hash on every request a client makes
 # (a push is dozens), so a cost much above this slows every push and pull.
 BCRYPT_COST = 10
 # bcrypt ignores (bcrypt>=5 refuses) anything past 72 bytes; refuse it here, loudly.
 MAX_PASSWORD_BYTES = 72
 NEW_FILE_MODE = 0o600
-
-
-class HtpasswdError(ValueError):
-    """A user name, password or file the registry could not use; the text says why."""
 
 
 class SymlinkRefused(HtpasswdError):
@@ -48,41 +62,8 @@ class Written:
     tightened_from: int | None = None  # the mode of a looser file, now 0600
 
 
-def parse(text: str) -> list[tuple[int, str, str]]:
-    """(line number, user, hash) for each entry; HtpasswdError for a line without ':'."""
-    entries = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        user, colon, hashed = line.partition(":")
-        if not colon:
-            raise HtpasswdError(f"line {number} is not user:hash")
-        entries.append((number, user, hashed))
-    return entries
-
-
-def check_file(path: Path) -> int:
-    """The number of users in a valid htpasswd file; HtpasswdError saying what is wrong."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as err:
-        raise HtpasswdError(f"cannot read it: {err.strerror}") from None
-    except UnicodeDecodeError:
-        raise HtpasswdError("it is not UTF-8 text") from None
-    entries = parse(text)
-    if not entries:
-        raise HtpasswdError("it has no user; add one with `registry-supervisor htpasswd USER`")
-    for number, _user, hashed in entries:
-        if not BCRYPT_HASH.fullmatch(hashed):
-            raise HtpasswdError(
-                f"line {number} is not bcrypt, the only scheme the registry accepts "
-                "(use `registry-supervisor htpasswd USER` or `htpasswd -B`)"
-            )
-    return len(entries)
-
-
 def check_user(user: str) -> None:
+    """HtpasswdError unless the registry's parser would read ``user`` back as written."""
     if not user or user != user.strip() or user.startswith("#"):
         raise HtpasswdError("a user name may not be empty, start with '#' or have outer spaces")
     if ":" in user or any(not ch.isprintable() for ch in user):
@@ -90,6 +71,7 @@ def check_user(user: str) -> None:
 
 
 def check_password(password: str) -> None:
+    """HtpasswdError for a password bcrypt would truncate or a file line could not hold."""
     if not password:
         raise HtpasswdError("the password is empty")
     if "\n" in password or "\r" in password:
@@ -99,6 +81,7 @@ def check_password(password: str) -> None:
 
 
 def hash_password(password: str, cost: int = BCRYPT_COST) -> str:
+    """The bcrypt hash of ``password`` at ``cost``, as an htpasswd entry holds it."""
     # Only the `htpasswd` command hashes: the supervisor itself never loads bcrypt.
     import bcrypt
 
@@ -180,3 +163,33 @@ def _open_no_follow(path: Path) -> tuple[int, bool]:
         if err.errno == errno.ELOOP and _is_symlink(path):
             raise SymlinkRefused from None
         raise HtpasswdError(f"cannot open {path}: {err.strerror}") from None
+
+
+def configured_file(env_file: Path | None) -> Path:
+    """MY_REG_AUTH_HTPASSWD as given, read while the settings as a whole may still be
+    invalid (they are, until the file has a user); ConfigError unless an absolute path."""
+    value = raw_setting("MY_REG_AUTH_HTPASSWD", env_file)
+    if value is None or not Path(value).is_absolute():
+        raise ConfigError(
+            [f"MY_REG_AUTH_HTPASSWD={value!r}: expected an absolute path, or give --file PATH"]
+        )
+    return Path(value)
+
+
+def read_password(user: str) -> str:
+    """From a prompt on a terminal (asked twice), else the first line of stdin; never argv.
+    HtpasswdError when the prompt gets none or two different ones; KeyboardInterrupt
+    (Ctrl-C at the prompt) propagates."""
+    import getpass
+
+    if sys.stdin is not None and sys.stdin.isatty():
+        try:
+            password = getpass.getpass(f"password for {user}: ")
+            again = getpass.getpass("again: ")
+        except EOFError:  # Ctrl-D at the prompt
+            raise HtpasswdError("no password given") from None
+        if again != password:
+            raise HtpasswdError("the two passwords differ")
+        return password
+    line = sys.stdin.readline() if sys.stdin is not None else ""
+    return line.removesuffix("\n").removesuffix("\r")

@@ -1,18 +1,28 @@
-"""`status` at a glance: the facts beyond the container itself, gathered for the CLI.
+"""`status`: the container, the network holder and the probe's answer, and the facts
+beyond them, gathered for the CLI (which prints them).
 
-Reads the supervisor's state file, the last gc record, the data dir's size and free
-space and the certificate's expiry. Never raises for a missing or unreadable piece:
-a fact that cannot be had is None.
+``gather`` reads the supervisor's state file, the last gc record, the data dir's size and
+free space and the certificate's expiry. It never raises for a missing or unreadable
+piece: a fact that cannot be had is None.
 """
 
 from __future__ import annotations
 
+from contextlib import closing
 from datetime import UTC, datetime
 from typing import Any
 
 from supervisor import risks
 from supervisor.adapters import disk
+from supervisor.adapters.probe import Probe, ProbeFailed
+from supervisor.engine import image_info as images
+from supervisor.engine.client import Engine
+from supervisor.errors import ConfigError
+from supervisor.health import is_healthy
+from supervisor.loop.status import format_duration
+from supervisor.observed import Observed
 from supervisor.settings import Settings
+from supervisor.spec import holder_name_for
 from supervisor.statedir import maintenance, state_file
 
 
@@ -50,6 +60,7 @@ def uptime_s(
 
 
 def data_dir(settings: Settings) -> dict[str, Any]:
+    """The data dir's path, size and file count, and its file system's free space."""
     facts: dict[str, Any] = {"path": str(settings.dir), "min_free_percent": settings.min_free}
     try:
         usage = disk.usage(settings.dir)
@@ -68,6 +79,7 @@ def data_dir(settings: Settings) -> dict[str, Any]:
 
 
 def certificate(settings: Settings, now: datetime) -> dict[str, Any] | None:
+    """The configured certificate's subject and expiry; None without TLS."""
     found = risks.certificate(settings)
     if found is None:
         return None
@@ -110,3 +122,136 @@ def gather(
         "last_gc": state_file.read_json(state_file.gc_path(settings)),
         "maintenance": None if held is None else {"task": held.task, "pid": held.pid},
     }
+
+
+def status(settings: Settings) -> tuple[dict[str, Any], list[str]]:
+    """`status`: the report (what ``--json`` prints; ``health`` is "healthy" when the
+    registry answers) and the same facts as human lines. Asks the engine and probes the
+    registry once; changes nothing."""
+    with closing(Engine()) as engine:
+        observed = engine.inspect(settings.name)
+        holder = engine.inspect(holder_name_for(settings.name))
+        lock = maintenance.current(
+            maintenance.maintenance_path(settings),
+            lambda name: maintenance.collector_holds(engine.inspect(name)),
+        )
+        image = _described(settings, engine, observed)
+    container: dict[str, Any] | None = None
+    health, detail = "absent", "no container"
+    if observed is not None:
+        container = {
+            "id": observed.id,
+            "name": observed.name,
+            "state": observed.state.value,
+            "image": observed.image,
+            "started_at": observed.started_at,
+            "managed": observed.managed,
+            "exit_code": observed.exit_code,
+        }
+        probe = Probe(settings.probe_url, settings.tls_certificate)
+        try:
+            code = probe(settings.health_timeout)
+            health = "healthy" if is_healthy(code) else "unhealthy"
+            detail = f"HTTP {code}"
+        except ProbeFailed as err:
+            health, detail = "unhealthy", str(err)
+        finally:
+            probe.close()
+    report = {
+        "container": container,
+        "health": health,
+        "detail": detail,
+        "probe_url": settings.probe_url,
+        "image_id": observed.image_id if observed is not None else None,
+        "registry_version": image.label if image is not None else None,
+        "config_path": image.layout.config_path if image is not None else None,
+        "network_holder": None
+        if holder is None
+        else {"id": holder.id, "name": holder.name, "state": holder.state.value},
+    }
+    started = observed.started_at if observed is not None and observed.running else None
+    report.update(gather(settings, started, datetime.now(UTC), lock))
+    if health != "healthy":
+        report["uptime_s"] = None
+    lines = []
+    if container is None:
+        lines.append(f"container: {settings.name}: absent")
+    else:
+        lines.append(f"container: {container['name']} {observed.short_id if observed else ''}")
+        lines.append(f"state:     {container['state']} (started {container['started_at']})")
+        lines.append(f"image:     {container['image']}")
+        if image is not None:
+            lines.append(f"registry:  {image.label} ({image.layout.describe})")
+        lines.append(f"managed:   {'yes' if container['managed'] else 'no (foreign)'}")
+    if holder is not None:
+        lines.append(f"network:   {holder.name} {holder.short_id} ({holder.state.value})")
+    lines.append(f"health:    {health} ({detail}) at {settings.probe_url}")
+    return report, lines + glance_lines(report)
+
+
+def _described(
+    settings: Settings, engine: Engine, observed: Observed | None
+) -> images.ImageInfo | None:
+    """The running container's image, for `status`: None when there is none or its layout
+    cannot be read (status reports; `check` and `run` refuse)."""
+    if observed is None or not observed.image_id:
+        return None
+    try:
+        return images.describe(settings, engine, observed.image_id)
+    except ConfigError:
+        return None
+
+
+def glance_lines(report: dict[str, Any]) -> list[str]:
+    """The human lines for what ``gather`` found (pure)."""
+    lines = []
+    uptime = report.get("uptime_s")
+    lines.append(f"uptime:    {format_duration(uptime) if uptime is not None else '-'}")
+    if report.get("image_id"):
+        lines.append(f"image id:  {report['image_id']}")
+    restarts: dict[str, int] = report.get("restarts") or {}
+    total = sum(restarts.values())
+    by_reason = ", ".join(f"{reason} {count}" for reason, count in sorted(restarts.items()))
+    line = f"restarts:  {total}" + (f" ({by_reason})" if by_reason else "")
+    if report.get("last_reason"):
+        line += f"; last: {report['last_reason']} at {report.get('last_reason_at')}"
+    lines.append(line)
+    data = report["data_dir"]
+    size = disk.human_bytes(data["size_bytes"]) + ("" if data["size_complete"] else "+")
+    line = f"data dir:  {data['path']}: {size} in {data['files']} files"
+    if data["free_bytes"] is not None:
+        line += (
+            f"; {disk.human_bytes(data['free_bytes'])} free of "
+            f"{disk.human_bytes(data['total_bytes'])} ({data['free_percent']:.1f}%)"
+        )
+        if data["low"]:
+            line += f", LOW (MY_REG_MIN_FREE={data['min_free_percent']:g}%)"
+    lines.append(line)
+    cert = report.get("certificate")
+    lines.append(
+        f"tls:       certificate expires {cert['not_after']} ({cert['days_left']:g} days)"
+        if cert
+        else "tls:       off"
+    )
+    gc = report.get("last_gc")
+    if gc:
+        kind = (
+            "dry run"
+            if gc.get("dry_run")
+            else "freed " + disk.human_bytes(gc.get("freed_bytes", 0))
+        )
+        lines.append(f"last gc:   {gc.get('finished_at')}: {kind} ({gc.get('outcome')})")
+    else:
+        lines.append("last gc:   never")
+    supervised = report.get("supervisor")
+    if supervised is None:
+        lines.append("supervisor: no state file yet")
+    else:
+        running = "running" if supervised.get("running") else "not running"
+        lines.append(
+            f"supervisor: {running} (pid {supervised.get('pid')}, {supervised.get('phase')}, "
+            f"state of {supervised.get('updated_at')})"
+        )
+    if report.get("maintenance"):
+        lines.append(f"maintenance: {report['maintenance']['task']} in progress")
+    return lines

@@ -20,16 +20,17 @@ import structlog
 
 from supervisor.errors import for_os_error
 from supervisor.settings import Settings
+from supervisor.statedir import files
 
 # Names, not secrets.
 SECRET_VARIABLE = "REGISTRY_HTTP_SECRET"  # noqa: S105
 SECRET_FILE = "http-secret"  # noqa: S105
 SECRET_BYTES = 32  # 256 bits, URL-safe base64: 43 characters
-STATE_DIR_MODE = 0o700
-SECRET_MODE = 0o600
+SECRET_MODE = files.PRIVATE_FILE_MODE
 
 
 def secret_path(settings: Settings) -> Path:
+    """Where the HTTP secret is kept: in MY_REG_STATE_DIR, one for every container name."""
     return settings.state_dir / SECRET_FILE
 
 
@@ -64,8 +65,7 @@ def load_or_create(path: Path) -> str:
     file system is full, an I/O error).
     """
     try:
-        path.parent.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
-        _tighten(path.parent)
+        _log_tightening(path.parent, files.make_private_dir(path.parent))
         existing = _read(path)
         if existing:
             return existing
@@ -80,19 +80,16 @@ def load_or_create(path: Path) -> str:
         ) from None
 
 
-def _tighten(directory: Path) -> None:
-    """An existing state dir looser than 0700 becomes 0700 (mkdir's mode is only for a new
-    one): what it holds is root's alone. A directory we may not change is left as it is."""
-    mode = stat.S_IMODE(directory.stat().st_mode)
-    if not mode & 0o077:
+def _log_tightening(directory: Path, tightened: files.Tightening | None) -> None:
+    """Say that an existing state dir was looser than 0700 (what it holds is root's
+    alone): made 0700, or left as it is when we may not change it."""
+    if tightened is None:
         return
-    log = structlog.get_logger()
-    try:
-        directory.chmod(STATE_DIR_MODE)
-    except OSError as err:
-        log.warning("state_dir.loose", path=str(directory), mode=f"{mode:04o}", error=str(err))
+    log, mode = structlog.get_logger(), f"{tightened.old_mode:04o}"
+    if tightened.error is not None:
+        log.warning("state_dir.loose", path=str(directory), mode=mode, error=str(tightened.error))
     else:
-        log.warning("state_dir.tightened", path=str(directory), old_mode=f"{mode:04o}")
+        log.warning("state_dir.tightened", path=str(directory), old_mode=mode)
 
 
 def _read(path: Path) -> str | None:
@@ -111,23 +108,14 @@ def _read(path: Path) -> str | None:
 def _create(path: Path) -> str:
     """Write a new secret with no window where another process sees a partial file."""
     value = secrets.token_urlsafe(SECRET_BYTES)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, SECRET_MODE)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(value.encode("ascii") + b"\n")
-            file.flush()
-            os.fsync(file.fileno())
-        try:
-            # link() never replaces: two supervisors starting at once agree on one secret.
-            os.link(temporary, path)
-        except FileExistsError:
-            current = _read(path)
-            if current:
-                return current
-            os.replace(temporary, path)  # an empty file (a crash mid-write long ago)
-    finally:
-        temporary.unlink(missing_ok=True)
+    data = value.encode("ascii") + b"\n"
+    # Never replacing: two supervisors starting at once agree on one secret.
+    if files.write_private(path, data, replace=False, durable=True):
+        return value
+    current = _read(path)
+    if current:
+        return current
+    files.write_private(path, data, durable=True)  # an empty file (a crash mid-write long ago)
     return value
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from supervisor.observed import ContainerState, Observed
 from supervisor.settings import Settings
+from supervisor.statedir import files
 
 GARBAGE_COLLECTION = "garbage collection"
 # Field 22 of /proc/<pid>/stat, counted from the field after the command name (field 3).
@@ -82,6 +83,7 @@ class CollectorSeen:
 
 
 def maintenance_path(settings: Settings) -> Path:
+    """Where the maintenance lock of ``settings.name`` is kept."""
     return settings.state_dir / f"maintenance-{settings.name}"
 
 
@@ -226,7 +228,9 @@ def acquire(
     left running (``collector_running(name)`` is asked only then). A stale file is taken
     over.
     """
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # A loose dir it cannot tighten is not the lock's concern (the HTTP secret's writer
+    # reports it); one it cannot create is (OSError).
+    files.make_private_dir(path.parent)
     stat = read_stat(os.getpid())
     mine = Maintenance(
         task=task,
@@ -247,15 +251,11 @@ def acquire(
         }
     )
     for _ in range(2):
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except FileExistsError:
-            _refuse_if_held(path, collector_running)
-            path.unlink(missing_ok=True)  # stale: its holder died, its collector ended
-            continue
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(body + "\n")
-        return mine
+        # Linked whole, never replacing: a reader sees no lock or all of it.
+        if files.write_private(path, (body + "\n").encode("utf-8"), replace=False):
+            return mine
+        _refuse_if_held(path, collector_running)
+        path.unlink(missing_ok=True)  # stale: its holder died, its collector ended
     _refuse_if_held(path, collector_running)
     raise MaintenanceBusy(mine)
 

@@ -1,7 +1,7 @@
 """The supervisor's state file: what `status` shows about the loop, kept in MY_REG_STATE_DIR.
 
 One small JSON file per container name (several supervisors may share a state dir),
-replaced atomically (write a temporary file, then rename), so a reader sees the old
+replaced atomically (files.write_private: a temporary file, then a rename), so a reader sees the old
 file or the new one, never half of one. ``StateFile.offer`` writes only when the
 content changed and the last write is a few seconds old (or a minute has passed,
 as a sign of life): the loop never waits on the disk in the middle of a restart.
@@ -12,13 +12,12 @@ writer per file.
 from __future__ import annotations
 
 import json
-import os
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from supervisor.settings import Settings
+from supervisor.statedir import files
 
 STATE_VERSION = 1
 # Changes are written at most this often; unchanged content is refreshed this often.
@@ -26,52 +25,31 @@ WRITE_MIN_INTERVAL_S = 2.0
 REFRESH_S = 60.0
 # Keys that change on every write and do not count as a change.
 VOLATILE = frozenset({"updated_at"})
-# The state dir holds the HTTP secret: only its owner (root) may list or enter it.
-PRIVATE_DIR_MODE = 0o700
 
 
 def state_path(settings: Settings) -> Path:
+    """Where the supervisor of ``settings.name`` keeps its state file."""
     return settings.state_dir / f"state-{settings.name}.json"
 
 
 def gc_path(settings: Settings) -> Path:
+    """Where `gc` records its last collection for ``settings.name``."""
     return settings.state_dir / f"gc-{settings.name}.json"
 
 
 def ensure_private_dir(path: Path) -> None:
-    """Make ``path`` (and its parents) a directory only its owner can enter: 0700.
-
-    mkdir's mode applies only to a directory it creates; one that exists with group
-    or other bits (made by hand, or by an older version) is tightened to 0700.
-    OSError propagates to the caller.
-    """
-    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
-    if stat.S_IMODE(path.stat().st_mode) & ~PRIVATE_DIR_MODE:
-        path.chmod(PRIVATE_DIR_MODE)
+    """Make ``path`` (and its parents) a directory only its owner can enter: 0700, an
+    existing looser one tightened. OSError propagates to the caller, a failed chmod too."""
+    tightened = files.make_private_dir(path)
+    if tightened is not None and tightened.error is not None:
+        raise tightened.error
 
 
 def write_json(path: Path, content: Mapping[str, Any]) -> None:
     """Replace ``path`` with ``content`` atomically (0600: it sits next to the HTTP secret)."""
     ensure_private_dir(path.parent)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    # O_EXCL: the temporary file is always new, never one found there. With O_CREAT it
-    # also refuses a symlink (even a dangling one), so nothing planted at this path is
-    # written through; O_NOFOLLOW says so once more.
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        fd = os.open(temporary, flags, 0o600)
-    except FileExistsError:
-        # Left by a crash mid-write (a pid is reused, after a reboot most of all), or
-        # planted: unlink removes the name itself, never a symlink's target. Once only.
-        temporary.unlink(missing_ok=True)
-        fd = os.open(temporary, flags, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            json.dump(content, file, indent=2, sort_keys=True)
-            file.write("\n")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    text = json.dumps(content, indent=2, sort_keys=True) + "\n"
+    files.write_private(path, text.encode("utf-8"))
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from supervisor.adapters.notify import Notifier
-from supervisor.cli import _glance_lines
 from supervisor.errors import ConfigError
 from supervisor.loop.keeper import RepairNeeded
 from supervisor.loop.supervisor import Supervisor
+from supervisor.ops.status_report import glance_lines
 from supervisor.phase import Phase
 from supervisor.reconcile import Reason
 from supervisor.settings import load_settings
@@ -160,7 +160,7 @@ def test_glance_lines_for_a_human() -> None:
         "tls:       off",
         "last gc:   2026-01-01T01:00:00+00:00: freed 2.0 KiB (ok)",
         "supervisor: no state file yet",
-    ] == _glance_lines(report)
+    ] == glance_lines(report)
 
 
 @pytest.mark.parametrize(

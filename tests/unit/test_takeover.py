@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from supervisor.cli import _take_over_plan
 from supervisor.observed import ContainerState, Observed, observe
+from supervisor.ops.check import take_over_plan
 from supervisor.takeover import PortClaim, blocker_line, claim_port, free_hint, undo
 
 DATA = "/var/lib/my_registry"
@@ -126,7 +126,7 @@ def test_a_blocker_is_named_with_its_data_dir_and_the_fix(compose: Observed) -> 
 
 def test_check_plans_the_take_over(compose: Observed) -> None:
     """check's line: what run does to it, that its data stays, and the undo."""
-    assert _take_over_plan(compose).startswith(
+    assert take_over_plan(compose).startswith(
         "take over registry-compose_registry_1 ("
         f"{compose.short_id}, image registry:2, compose project registry-compose service "
         "registry), running: it publishes our port and serves MY_REG_DIR; set its restart "

@@ -1,0 +1,195 @@
+"""Settings that contradict each other: REGISTRY_* variables against what a MY_REG_*
+setting sets up, and MY_REG_* settings among themselves (the metrics port on the
+registry's, the data dir inside the state dir). Pure but for resolving symlinks.
+
+REGISTRY_* names are looked up as the registry reads them: case-insensitively.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import posixpath
+import re
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
+
+from supervisor.layout import REGISTRY_CONTAINER_PORT, REGISTRY_DATA_PATH
+from supervisor.settings.paths import is_within, resolved
+from supervisor.settings.values import parse_metrics_address, shown
+
+if TYPE_CHECKING:  # the model is built before these checks run: no import at run time
+    from supervisor.settings.model import Settings
+
+# What the supervisor sets up inside the container (the spec publishes and mounts them).
+CONTAINER_PORT = REGISTRY_CONTAINER_PORT
+CONTAINER_DATA = PurePosixPath(REGISTRY_DATA_PATH)
+_ANY_HOST = frozenset({"", "0.0.0.0", "::", "[::]"})  # noqa: S104 (inside the container)
+
+
+# Whole sections the supervisor checks key by key: given as one YAML value (the registry's
+# env parser accepts `REGISTRY_HTTP={addr: ":6000"}`), they would slip past those checks.
+GUARDED_SECTIONS = (
+    "REGISTRY_HTTP",
+    "REGISTRY_HTTP_TLS",
+    "REGISTRY_STORAGE_FILESYSTEM",
+    "REGISTRY_AUTH_HTPASSWD",
+)
+# A bare word: a storage driver or auth scheme named alone (REGISTRY_STORAGE=s3).
+_WORD = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+class _RegistryEnv:
+    """REGISTRY_* variables looked up as the registry reads them: names case-insensitively
+    (its parser upper-cases struct fields and lower-cases map keys)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.by_upper = {key.upper(): key for key in sorted(env)}
+
+    def get(self, name: str) -> tuple[str, str] | None:
+        """(the name as given, its value) for the upper-case ``name``; None if unset."""
+        key = self.by_upper.get(name)
+        return None if key is None else (key, self.env[key])
+
+    def starting(self, prefix: str) -> list[tuple[str, str]]:
+        """Every (name, value) whose upper-case name starts with ``prefix``, sorted."""
+        return [
+            (key, self.env[key])
+            for upper, key in sorted(self.by_upper.items())
+            if upper.startswith(prefix)
+        ]
+
+
+def _given(key: str, value: str) -> str:
+    return f"{key}={shown(key, value)!r}"
+
+
+def conflicts(settings: Settings) -> list[str]:
+    """REGISTRY_* values that contradict what a MY_REG_* setting sets up, and settings that
+    contradict each other: one line each, naming both (pure)."""
+    env = _RegistryEnv(settings.registry_env)
+    problems = []
+    for section in GUARDED_SECTIONS:
+        found = env.get(section)
+        if found is not None:
+            problems.append(
+                f"{_given(*found)}: expected the {section}_* keys one by one, not the whole "
+                "section as one value (the supervisor checks some of them against MY_REG_*)"
+            )
+    for name in ("REGISTRY_STORAGE", "REGISTRY_AUTH"):
+        found = env.get(name)
+        if found is not None and not _WORD.fullmatch(found[1].strip()):
+            problems.append(
+                f"{_given(*found)}: expected a driver name alone, its parameters as "
+                f"{name}_<DRIVER>_* keys"
+            )
+    root = env.get("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY")
+    if root is not None and not _inside(root[1], CONTAINER_DATA):
+        problems.append(
+            f"{_given(*root)}: expected a path inside {CONTAINER_DATA}, where "
+            f"MY_REG_DIR={settings.dir} is mounted; anywhere else the registry writes into "
+            "its container, and a restart loses every image"
+        )
+    storage = env.get("REGISTRY_STORAGE")
+    if storage is not None and storage[1].strip().lower() == "inmemory":
+        problems.append(
+            f"{_given(*storage)}: expected a storage driver that keeps images "
+            f"(filesystem in MY_REG_DIR, or an object store); inmemory loses them at every restart"
+        )
+    return problems + _http_conflicts(settings, env) + _tls_and_auth_conflicts(settings, env)
+
+
+def _http_conflicts(settings: Settings, env: _RegistryEnv) -> list[str]:
+    problems = []
+    addr = env.get("REGISTRY_HTTP_ADDR")
+    if addr is not None:
+        host, _, port = addr[1].strip().rpartition(":")
+        if port != str(CONTAINER_PORT) or host not in _ANY_HOST:
+            problems.append(
+                f"{_given(*addr)}: expected :{CONTAINER_PORT} (or unset): "
+                f"MY_REG_BIND={settings.bind} and MY_REG_PORT={settings.port} publish the "
+                f"registry's port {CONTAINER_PORT}, and the probe asks there"
+            )
+    net = env.get("REGISTRY_HTTP_NET")
+    if net is not None and net[1].strip().lower() != "tcp":
+        problems.append(f"{_given(*net)}: expected tcp (or unset)")
+    prefix = env.get("REGISTRY_HTTP_PREFIX")
+    if prefix is not None and prefix[1].strip() not in ("", "/"):
+        problems.append(
+            f"{_given(*prefix)}: expected unset: the probe asks /v2/ at the root, and "
+            "clients expect it there"
+        )
+    return problems + _address_conflicts(settings) + _directory_conflicts(settings)
+
+
+def _tls_and_auth_conflicts(settings: Settings, env: _RegistryEnv) -> list[str]:
+    problems = []
+    for name in ("REGISTRY_HTTP_TLS_CERTIFICATE", "REGISTRY_HTTP_TLS_KEY"):
+        found = env.get(name)
+        if found is None:
+            continue
+        if settings.tls_dir is not None:
+            problems.append(
+                f"{_given(*found)}: contradicts MY_REG_TLS_DIR={settings.tls_dir}, which sets "
+                "it; unset one of them"
+            )
+        else:
+            problems.append(
+                f"{_given(*found)}: expected unset: TLS is set up with MY_REG_TLS_DIR (the "
+                "files are mounted and the probe speaks https)"
+            )
+    # TLS the probe cannot follow: a certificate it cannot pin, or one it must present.
+    for prefix in ("REGISTRY_HTTP_TLS_LETSENCRYPT", "REGISTRY_HTTP_TLS_CLIENTCAS"):
+        problems += [
+            f"{_given(key, value)}: expected unset: the health probe could not speak to the "
+            "registry (TLS is MY_REG_TLS_DIR's, with a certificate the probe pins)"
+            for key, value in env.starting(prefix)
+        ]
+    if settings.auth_htpasswd is not None:
+        for key, value in env.starting("REGISTRY_AUTH"):
+            upper = key.upper()
+            if upper == "REGISTRY_AUTH_HTPASSWD_REALM":
+                continue
+            if upper == "REGISTRY_AUTH" and value.strip().lower() == "htpasswd":
+                continue
+            problems.append(
+                f"{_given(key, value)}: contradicts MY_REG_AUTH_HTPASSWD="
+                f"{settings.auth_htpasswd}, which sets REGISTRY_AUTH=htpasswd and "
+                "REGISTRY_AUTH_HTPASSWD_PATH; unset one of them"
+            )
+    return problems
+
+
+def _inside(path: str, parent: PurePosixPath) -> bool:
+    text = path.strip()
+    if not text.startswith("/"):
+        return False
+    normal = PurePosixPath(posixpath.normpath(text))
+    return normal == parent or parent in normal.parents
+
+
+def _address_conflicts(settings: Settings) -> list[str]:
+    if settings.metrics_addr is None:
+        return []
+    host, port = parse_metrics_address(settings.metrics_addr)
+    if port != settings.port:
+        return []
+    hosts = {host.strip("[]"), settings.bind}
+    overlapping = len(hosts) == 1 or any(ipaddress.ip_address(h).is_unspecified for h in hosts)
+    if not overlapping:
+        return []
+    return [
+        f"MY_REG_METRICS_ADDR={settings.metrics_addr!r}: expected another port than "
+        f"MY_REG_PORT={settings.port}, where the registry is published on {settings.bind}"
+    ]
+
+
+def _directory_conflicts(settings: Settings) -> list[str]:
+    data, state = resolved(settings.dir), resolved(settings.state_dir)
+    if is_within(data, state) or is_within(state, data):
+        return [
+            f"MY_REG_DIR={str(settings.dir)!r}: expected a directory apart from "
+            f"MY_REG_STATE_DIR={str(settings.state_dir)!r}: the registry would see the "
+            "supervisor's HTTP secret, or the supervisor's files would mix with its data"
+        ]
+    return []

@@ -1,0 +1,97 @@
+"""The grammar of single setting values, and how a value shows in an error line (pure).
+
+Each rule here is one the engine or the registry applies itself: checked at load, a value
+it would refuse is a bad setting with one line, not a failure in the middle of `run`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field
+
+from supervisor.redaction import REDACTED, is_secret, redact_value
+
+# A memory limit: bytes, or a number with a k, m or g suffix (binary units, as Docker's).
+_MEMORY = re.compile(r"([0-9]{1,13})([bkmg]?)", re.IGNORECASE | re.ASCII)
+_MEMORY_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+MEMORY_MIN = 6 << 20  # Docker refuses less than 6 MiB
+MEMORY_MAX = 1 << 40
+MEMORY_EXPECTED = "a memory size from 6m to 1024g, such as 512m or 2g"
+# Docker's own rule for container names (daemon/names: RestrictedNamePattern): note the `+`,
+# a one-character name is refused (400 "Invalid container name").
+CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
+NAME_EXPECTED = "a container name of at least 2 characters ([a-zA-Z0-9][a-zA-Z0-9_.-]+)"
+# MY_REG_METRICS_ADDR given as a bare port listens here.
+METRICS_DEFAULT_HOST = "127.0.0.1"
+# Capped: a socket timeout beyond about 1e9 s raises OverflowError at the first probe.
+MAX_SECONDS = 86400
+Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False)]
+SECONDS_ABOVE_0 = "a number of seconds above 0, at most 86400"
+# Values longer than this are shortened in error lines (a 5000-character path helps nobody).
+SHOWN_VALUE_MAX = 80
+
+
+class PullPolicy(StrEnum):
+    """MY_REG_PULL: when `run` pulls the image (missing: only when it is not local)."""
+
+    MISSING = "missing"
+    ALWAYS = "always"
+    NEVER = "never"
+
+
+class LogFormat(StrEnum):
+    """MY_REG_LOG_FORMAT: auto is JSON off a terminal, console on one."""
+
+    AUTO = "auto"
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class LogLevel(StrEnum):
+    """MY_REG_LOG_LEVEL: the lowest level logged (and forwarded from the registry)."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+def parse_metrics_address(text: str) -> tuple[str, int]:
+    """'9341' (loopback), '127.0.0.1:9341' or '[::1]:9341' -> (host, port); ValueError."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep:
+        host = METRICS_DEFAULT_HOST
+    host = host.removeprefix("[").removesuffix("]")
+    address = str(ipaddress.ip_address(host))
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(port)
+    return address, int(port)
+
+
+def memory_size_bytes(text: str) -> int | None:
+    """A memory size as Docker reads it (``512m``: 512 MiB) in bytes; None if not one."""
+    match = _MEMORY.fullmatch(text.strip())
+    if match is None:
+        return None
+    return int(match[1]) * _MEMORY_UNITS[match[2].lower()]
+
+
+def shown(variable: str, value: object) -> object:
+    """A bad value as an error line shows it: secrets redacted, then shortened.
+
+    In that order: shortening first could cut a URL before its '@' and leave the
+    password where redact_text no longer recognises it.
+    """
+    if isinstance(value, str):
+        return _shorten(redact_value(variable, value))
+    return REDACTED if is_secret(variable) else value
+
+
+def _shorten(value: str) -> str:
+    if len(value) > SHOWN_VALUE_MAX:
+        return f"{value[: SHOWN_VALUE_MAX - 20]}...({len(value)} characters)"
+    return value
