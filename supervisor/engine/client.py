@@ -309,6 +309,21 @@ class Engine:
         with _translated("remove"):
             self._client.api.remove_container(container_id, v=False, force=True)
 
+    def retire(self, observed: Observed, timeout: int) -> None:
+        """Stop ``observed`` if it runs (SIGKILL after ``timeout`` s) and remove it; its
+        volumes and the data dir stay. Already gone (`docker run --rm`: its stop removed it)
+        is fine."""
+        if observed.running:
+            self.stop(observed.id, timeout)
+        with suppress(ContainerGone):
+            self.remove(observed.id)
+
+    def create_started(self, spec: ContainerSpec, holder_id: str) -> Observed:
+        """Create the registry in the holder's namespace, and start it."""
+        created = self.create(spec, holder_id)
+        self.start(created.id)
+        return created
+
     def run_once(self, config: dict[str, Any], timeout: int | None) -> tuple[int, str]:
         """Create, start and wait for a one-shot container: its exit code and output.
 

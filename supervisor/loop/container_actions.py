@@ -6,7 +6,6 @@ Every action logs what it did; none decides when to act (supervisor/loop/keeper.
 
 from __future__ import annotations
 
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -250,9 +249,8 @@ class ContainerActions:
 
     def _create(self, holder_id: str) -> None:
         spec = self._desired.spec
-        created = self._link.docker.create(spec, holder_id)
+        created = self._link.docker.create_started(spec, holder_id)
         self._tracked.container_id = created.id
-        self._link.docker.start(created.id)
         self.log.info(
             "container.created",
             container_id=created.short_id,
@@ -262,10 +260,10 @@ class ContainerActions:
 
     def retire(self, observed: Observed, reason: Reason | None) -> None:
         """Stop and remove a container we replace; its volumes and data stay."""
-        if observed.running:
-            self.stop(observed.id)
-        with suppress(ContainerGone):  # `docker run --rm`: its stop removed it
-            self._link.docker.remove(observed.id)
+        timeout, docker = self._desired.settings.stop_timeout, self._link.docker
+        # docker-py waits `timeout` beyond its API timeout for the stop; then the removal.
+        bound = (timeout + API_TIMEOUT_S if observed.running else 0) + API_TIMEOUT_S
+        self._feeder.blocking("docker-retire", bound, lambda: docker.retire(observed, timeout))
         self.log.warning(
             "container.replaced",
             name=observed.name,

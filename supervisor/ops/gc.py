@@ -382,11 +382,8 @@ class GarbageCollection:
     ) -> None:
         """Replace the registry container by one of ``spec`` and wait until it answers."""
         if observed is not None:
-            if observed.running:
-                self.engine.stop(observed.id, self.settings.stop_timeout)
-            self.engine.remove(observed.id)
-        created = self.engine.create(spec, holder_id)
-        self.engine.start(created.id)
+            self.engine.retire(observed, self.settings.stop_timeout)
+        created = self.engine.create_started(spec, holder_id)
         self.log.info("gc.registry_recreated", mode=mode, container_id=created.short_id)
         self._wait_answering(mode)
 

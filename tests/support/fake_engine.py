@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 import requests
 
 from supervisor.adapters.probe import ProbeFailed
+from supervisor.engine.client import Engine
 from supervisor.engine.configs import create_config, holder_create_config
 from supervisor.errors import (
     ContainerActionFailed,
@@ -435,6 +436,10 @@ class FakeEngine:
     def remove(self, container_id: str) -> None:
         self._call("remove", container_id)
         self._remove(self._get(container_id, "remove"))
+
+    # Composed of the calls above exactly as the real engine composes them.
+    retire = Engine.retire
+    create_started = Engine.create_started
 
     def publishing(self, port: int) -> list[Observed]:
         self._call("publishing", str(port))
