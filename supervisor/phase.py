@@ -19,6 +19,9 @@ class Phase(StrEnum):
     PULLING = "pulling"
     STARTING = "starting"
     HEALTHY = "healthy"
+    # Serving, but something it depends on fails (its storage, pushes): a restart of the
+    # registry cannot fix that, so it is reported, not repaired in a loop.
+    DEGRADED = "degraded"
     UNHEALTHY = "unhealthy"
     RESTARTING = "restarting"
     STOPPING = "stopping"
@@ -34,10 +37,18 @@ LEGAL: dict[Phase, frozenset[Phase]] = {
     Phase.ENGINE_DOWN: frozenset({Phase.STARTING, Phase.RESTARTING, Phase.PORT_BUSY}),
     Phase.PULLING: frozenset({Phase.STARTING, Phase.RESTARTING, Phase.PORT_BUSY}),
     Phase.STARTING: frozenset(
-        {Phase.STARTING, Phase.HEALTHY, Phase.UNHEALTHY, Phase.RESTARTING, Phase.PORT_BUSY}
+        {
+            Phase.STARTING,
+            Phase.HEALTHY,
+            Phase.DEGRADED,
+            Phase.UNHEALTHY,
+            Phase.RESTARTING,
+            Phase.PORT_BUSY,
+        }
     ),
-    Phase.HEALTHY: frozenset({Phase.STARTING, Phase.UNHEALTHY, Phase.RESTARTING}),
-    Phase.UNHEALTHY: frozenset({Phase.STARTING, Phase.HEALTHY, Phase.RESTARTING}),
+    Phase.HEALTHY: frozenset({Phase.STARTING, Phase.DEGRADED, Phase.UNHEALTHY, Phase.RESTARTING}),
+    Phase.DEGRADED: frozenset({Phase.STARTING, Phase.HEALTHY, Phase.UNHEALTHY, Phase.RESTARTING}),
+    Phase.UNHEALTHY: frozenset({Phase.STARTING, Phase.HEALTHY, Phase.DEGRADED, Phase.RESTARTING}),
     Phase.RESTARTING: frozenset({Phase.STARTING, Phase.RESTARTING, Phase.PORT_BUSY}),
     Phase.PORT_BUSY: frozenset({Phase.STARTING, Phase.RESTARTING, Phase.PORT_BUSY}),
     Phase.MAINTENANCE: frozenset({Phase.STARTING, Phase.RESTARTING}),

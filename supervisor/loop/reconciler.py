@@ -70,6 +70,9 @@ class Reconciler:
         self.phase = Phase.ENGINE_DOWN
         # A failed probe found the container down: look at it once queued events are in.
         self.look_again = False
+        # What makes a serving registry degraded, by source (the probe's dependency check,
+        # the push canary): a detail each, shown in STATUS; empty while all is well.
+        self.degraded: dict[str, str] = {}
         self.log: Any = keeper.log
 
     def change_phase(self, new: Phase) -> None:
@@ -263,8 +266,23 @@ class Reconciler:
             return
         self.change_phase(Phase.UNHEALTHY)
 
+    def degrade(self, source: str, detail: str) -> None:
+        """``source`` says the serving registry cannot do its job (``detail``, one phrase)."""
+        if self.degraded.get(source) != detail:
+            self.log.warning("registry.degraded", source=source, detail=detail)
+        self.degraded[source] = detail
+        if self.phase is Phase.HEALTHY:
+            self.change_phase(Phase.DEGRADED)
+
+    def recover(self, source: str) -> None:
+        """``source`` works again; the registry is healthy once no source is degraded."""
+        if self.degraded.pop(source, None) is not None:
+            self.log.info("registry.recovered", source=source)
+        if not self.degraded and self.phase is Phase.DEGRADED:
+            self.change_phase(Phase.HEALTHY)
+
     def _healthy(self, now: float) -> None:
-        newly = self.phase is not Phase.HEALTHY
+        newly = self.phase not in (Phase.HEALTHY, Phase.DEGRADED)
         if newly:
             self.log.info(
                 "registry.healthy",
@@ -272,7 +290,7 @@ class Reconciler:
                 after_s=round(now - self.health.started_at, 3),
                 restarts=sum(self.keeper.restarts.values()),
             )
-            self.change_phase(Phase.HEALTHY)
+            self.change_phase(Phase.DEGRADED if self.degraded else Phase.HEALTHY)
         self.health.served(now, newly=newly)
         self.link.registry_healthy()
         self.keeper.observe_healthy(now)

@@ -53,6 +53,7 @@ class StatusView:
     maintenance_task: str | None
     started_wall: datetime
     notes: tuple[str, ...] = ()  # a TLS expiry, a low disk: appended to the line
+    degraded: tuple[str, ...] = ()  # what a degraded registry cannot do, one phrase each
     disk_low: bool = False
     disk_free_percent: float | None = None
 
@@ -69,6 +70,7 @@ def snapshot(
     house: Housekeeping,
     certificate: tls.Certificate | None,
     started_wall: datetime,
+    degraded: tuple[str, ...] = (),
 ) -> StatusView:
     """The loop's facts at ``now``, gathered from its components (reads no I/O)."""
     settings = desired.settings
@@ -101,6 +103,7 @@ def snapshot(
         notes=tuple(note for note in notes if note),
         disk_low=house.disk_guard.low,
         disk_free_percent=house.disk_guard.free_percent,
+        degraded=degraded,
     )
 
 
@@ -132,6 +135,9 @@ def phase_line(view: StatusView) -> str:  # noqa: PLR0911 (one return per phase)
         counted = f"{restarts} restart" + ("" if restarts == 1 else "s")
         line = f"healthy: up {format_duration(now - view.healthy_since)}, {counted}"
         return f"{line} (last: {view.last_reason})" if view.last_reason else line
+    if phase is Phase.DEGRADED and view.healthy_since is not None:
+        up = format_duration(now - view.healthy_since)
+        return f"degraded: {'; '.join(view.degraded)} (serving, up {up})"
     if phase is Phase.RESTARTING:
         wait = max(0.0, (view.repair_at or now) - now)
         return f"restarting: {view.pending_reason}, attempt {view.attempt}, next in {wait:.1f}s"

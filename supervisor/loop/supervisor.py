@@ -332,6 +332,7 @@ class Supervisor:
             house=self.house,
             certificate=self.certificate,
             started_wall=self.started_wall,
+            degraded=tuple(self.reconciler.degraded.values()),
         )
 
     def status_line(self, now: float) -> str:

@@ -76,3 +76,14 @@ def test_waiting_for_the_port_names_what_holds_it(supervisor: Supervisor) -> Non
         supervisor.phase,
         supervisor.keeper.pending_reason,
     )
+
+
+def test_degraded_names_what_fails_and_recovers(supervisor: Supervisor) -> None:
+    """A serving registry whose pushes fail is degraded (STATUS says what fails), and healthy
+    again once every source has recovered."""
+    supervisor.reconciler.phase, supervisor.health.healthy_since = Phase.HEALTHY, 990.0
+    supervisor.reconciler.degrade("canary", "pushes failing (HTTP 500)")
+    assert Phase.DEGRADED == supervisor.phase
+    assert supervisor.status_line(1000.0) == "degraded: pushes failing (HTTP 500) (serving, up 10s)"
+    supervisor.reconciler.recover("canary")
+    assert Phase.HEALTHY == supervisor.phase
