@@ -21,7 +21,9 @@ from support.fake_engine import FakeEngine
 from support.fakes import FakeClock, RecordingNotifier
 
 from supervisor import log
+from supervisor.engine.client import API_TIMEOUT_S
 from supervisor.loop.supervisor import Supervisor
+from supervisor.loop.watchdog import SLACK_S
 from supervisor.settings import load_settings
 from supervisor.statedir import maintenance
 from supervisor.statedir.http_secret import with_http_secret
@@ -457,3 +459,212 @@ def test_sigterm_stops_the_registry_then_its_holder(rig: Rig) -> None:
     assert [("stop", REGISTRY), ("stop", HOLDER)] == rig.new_mutations()
     assert 1 == rig.notifier.count("STOPPING=1")
     assert ["SIGTERM"] == [e["signal"] for e in rig.new_events("supervisor.stopping")]
+
+
+# -- review of issue 12: behaviour kept from the one-class loop -------------------------
+
+
+def test_a_probe_that_finds_the_registry_down_lets_the_loop_wait_once_the_engine_is_gone(
+    rig: Rig,
+) -> None:
+    """The registry dies while it is probed, then the engine goes away: the loop waits for
+    its next reconnect try instead of turning without a pause."""
+    rig.start_healthy()
+    rig.clock.advance(HEALTH_INTERVAL_S)
+    rig.engine.crash(REGISTRY)  # its `die` is queued while the probe runs
+    rig.engine.settle()
+    rig.sup.tick()  # the probe: refused, and the registry is not running
+    rig.engine.go_down()
+    rig.step()
+    assert "engine-down" == rig.sup.phase.value
+
+    waits = []
+    for _ in range(3):
+        rig.step()
+        waits.append(rig.sup._next_deadline() - rig.clock())
+
+    assert all(wait > 0 for wait in waits), f"the loop would not wait: {waits}"
+
+
+class _PingTimes(RecordingNotifier):
+    """A notifier that also notes when each WATCHDOG=1 was sent, on the test's clock."""
+
+    def __init__(self, clock: Any, watchdog_every_s: float) -> None:
+        super().__init__(watchdog_every_s=watchdog_every_s)
+        self.clock = clock
+        self.pings: list[float] = []
+
+    def _send(self, *fields: str) -> None:
+        if "WATCHDOG=1" in fields:
+            self.pings.append(self.clock())
+        super()._send(*fields)
+
+
+class _HungCreateEngine(FakeEngine):
+    """An engine whose create answers only at the API timeout (a hung engine); it notes
+    the WATCHDOG=1 times sent before each start of the registry."""
+
+    def __init__(self, clock: Any, notifier: _PingTimes) -> None:
+        super().__init__(clock)
+        self.notifier = notifier
+        self.starts: list[tuple[float, list[float]]] = []
+
+    def create(self, spec: Any, holder_id: str) -> Any:
+        created = super().create(spec, holder_id)
+        self.clock.advance(API_TIMEOUT_S)
+        return created
+
+    def start(self, container_id: str) -> None:
+        if container_id.startswith(
+            tuple(c.id for c in self._containers.values() if c.name == REGISTRY)
+        ):
+            self.starts.append((self.clock(), list(self.notifier.pings)))
+        super().start(container_id)
+
+
+def test_the_registry_start_after_a_slow_create_has_a_whole_engine_timeout_of_watchdog_left(
+    rig: Rig,
+) -> None:
+    """Every engine call that may block API_TIMEOUT_S begins with that much (and the
+    slack) left before WATCHDOG=1 is due: the start that follows a create too."""
+    every = API_TIMEOUT_S + SLACK_S + 0.5  # no startup warning: one engine call fits
+    rig.notifier = _PingTimes(rig.clock, every)
+    rig.engine = _HungCreateEngine(rig.clock, rig.notifier)
+    rig.sup.startup()
+    rig.until("healthy")
+
+    (start, pings), *_ = rig.engine.starts
+    assert start + API_TIMEOUT_S + SLACK_S <= max(pings) + every, (start, pings)
+
+
+# -- phase paths that must not meet IllegalTransition ------------------------------------
+
+
+def test_engine_lost_during_maintenance_and_back_after_it_is_started_again(rig: Rig) -> None:
+    """The engine goes away (stopping the containers) while `gc` holds the lock and comes
+    back after the lock is released: engine-down, then the containers are started again."""
+    rig.start_healthy()
+    path, lock = hold_lock(rig)
+    assert "maintenance" == rig.step(0.5)
+    rig.engine.go_down(stop_containers=True)
+    assert "engine-down" == rig.step(0.5)
+    for _ in range(4):
+        assert "engine-down" == rig.step(0.5)
+    maintenance.release(path, lock)
+    rig.step(0.5)
+    rig.engine.come_back()
+    rig.until("healthy", every=0.5)
+
+    assert ["healthy", "maintenance", "engine-down", "restarting", "starting", "healthy"] == (
+        rig.new_phases()
+    )
+
+
+def test_engine_back_while_maintenance_still_holds_is_reconnected_after_it(rig: Rig) -> None:
+    """The engine goes away and comes back while `gc` holds the lock: reconnected once
+    the lock is released, the running registry adopted."""
+    rig.start_healthy()
+    path, lock = hold_lock(rig)
+    rig.step(0.5)
+    rig.engine.go_down()
+    rig.step(0.5)
+    rig.engine.come_back()
+    rig.step(0.5)
+    maintenance.release(path, lock)
+    rig.until("healthy", every=0.5)
+
+    assert [] == rig.new_mutations()
+    assert in_order(["maintenance", "engine-down", "starting", "healthy"], rig.new_phases())
+
+
+def test_port_held_on_the_very_first_start_is_waited_for(rig: Rig) -> None:
+    """A host process holds the port at the first start: port-busy until it goes."""
+    port = rig.sup.settings.port
+    rig.engine.occupy_port(port)
+    rig.sup.startup()
+    rig.until("port-busy")
+    for _ in range(3):
+        assert "port-busy" == rig.step(1.0)
+
+    rig.engine.host_ports.clear()
+    rig.until("healthy", every=1.0)
+    assert ["engine-down", "port-busy", "starting", "healthy"] == rig.phases
+
+
+def test_sighup_while_waiting_for_the_port_then_a_free_port(rig: Rig) -> None:
+    """SIGHUP while port-busy: an unchanged spec keeps waiting; a port that is free then
+    gets the registry running there."""
+    port = rig.sup.settings.port
+    rig.engine.occupy_port(port)
+    rig.sup.startup()
+    rig.until("port-busy")
+
+    rig.put(signal.SIGHUP)
+    assert "port-busy" == rig.step()
+    rig.write_env(MY_REG_PORT=str(port + 1))
+    rig.put(signal.SIGHUP)
+    rig.until("healthy", every=0.5)
+    assert port + 1 == rig.sup.settings.port
+
+
+def test_image_missing_at_the_first_start_then_present(rig: Rig) -> None:
+    """No image and none to pull: pulling (retrying); once it is there, created, healthy."""
+    ref = "registry:latest"  # what the settings name (FakeEngine's own image)
+    rig.engine = FakeEngine(rig.clock, image="something-else:1")
+    rig.sup.startup()
+    rig.until("pulling")
+    rig.engine.add_image(ref)
+    rig.until("healthy", every=1.0)
+    assert ["engine-down", "pulling", "starting", "healthy"] == rig.phases
+
+
+def test_start_refused_during_the_first_start_is_retried(rig: Rig) -> None:
+    """The engine refuses the first start: restarting with backoff, then healthy."""
+    rig.engine.refuse("start", "OCI runtime create failed")
+    rig.sup.startup()
+    rig.until("restarting")
+    rig.engine.faults.refuse.clear()
+    rig.until("healthy", every=1.0)
+    assert ["start-failed"] == [e["reason"] for e in rig.new_events("container.restarting")][:1]
+
+
+def test_reload_onto_a_held_port_is_rolled_back(rig: Rig) -> None:
+    """SIGHUP with a new port that a host process holds: back to the old port, healthy."""
+    rig.start_healthy()
+    port = rig.sup.settings.port
+    rig.engine.occupy_port(port + 1)
+    rig.write_env(MY_REG_PORT=str(port + 1))
+    rig.put(signal.SIGHUP)
+    rig.until("healthy", every=0.5)
+
+    assert port == rig.sup.settings.port
+    assert 1 == len(rig.new_events("settings.reload_rejected"))
+
+
+def test_gc_taking_the_lock_as_a_deferred_reload_runs_does_not_crash_the_loop(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload deferred while the engine was away runs on the tick after the reconnect;
+    `gc` takes the lock at that moment: the loop stands aside, it does not raise."""
+    rig.start_healthy()
+    rig.engine.go_down()
+    rig.step()
+    rig.put(signal.SIGHUP)  # deferred: engine-down
+    rig.step()
+    rig.engine.come_back()
+    rig.until("starting", every=0.5)
+
+    reloader = rig.sup.reconciler.reloader
+    take_pending = reloader.take_pending
+    held: list[Any] = []
+
+    def gc_takes_the_lock() -> bool:
+        pending = take_pending()
+        if pending:
+            held.append(hold_lock(rig))
+        return pending
+
+    monkeypatch.setattr(reloader, "take_pending", gc_takes_the_lock)
+    rig.step()  # today: IllegalTransition (maintenance -> healthy); before issue 12: healthy
+    assert "maintenance" == rig.sup.phase.value
+    maintenance.release(*held[0])
