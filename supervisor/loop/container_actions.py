@@ -249,8 +249,11 @@ class ContainerActions:
 
     def _create(self, holder_id: str) -> None:
         spec = self._desired.spec
-        created = self._link.docker.create_started(spec, holder_id)
+        # Two calls, each through the link (each may block API_TIMEOUT_S: each gets a fresh
+        # watchdog period if needed); the id is ours from the create on.
+        created = self._link.docker.create(spec, holder_id)
         self._tracked.container_id = created.id
+        self._link.docker.start(created.id)
         self.log.info(
             "container.created",
             container_id=created.short_id,

@@ -91,7 +91,7 @@ class Reconciler:
         if self.gate.active:
             return now + MAINTENANCE_POLL_S
         deadlines = [self.health.probe_at if self.probing else float("inf")]
-        if self.look_again:
+        if self.look_again and self.link.connected and self.images.image_id is not None:
             deadlines.append(now)
         if not self.link.connected:
             deadlines.append(self.link.retry_at)
@@ -108,16 +108,18 @@ class Reconciler:
             return False
         if self.link.connected and self.reloader.take_pending():
             self.reload()
+            if self.gate.active:
+                return False  # `gc` took the lock while the reload looked
         try:
             if not self.link.connected:
                 self._connect(now)
             elif self.images.image_id is None:
                 self._ensure_image(now)
-            elif self.keeper.repair_due(now):
-                self._repair(now)
             elif self.look_again:
                 self.look_again = False
                 self.check_container(now)
+            elif self.keeper.repair_due(now):
+                self._repair(now)
             elif self.probing and self.health.due(now):
                 self._probe(now)
         except (EngineUnavailable, EngineRefused) as err:
@@ -156,6 +158,7 @@ class Reconciler:
         """The engine failed us: drop the link, forget the pending repair, back off."""
         if not self.link.lose(detail):
             return
+        self.look_again = False  # reconnecting looks at everything anyway
         self.keeper.cancel()
         self.change_phase(Phase.ENGINE_DOWN)
 

@@ -287,7 +287,8 @@ class Supervisor:
         if not self.reconciler.tick(now):
             self._heartbeat(now)  # `gc` holds the registry: only the heartbeat
             return
-        repairing = self.keeper.repairing
+        # A repair is due, or a container found down is about to be looked at.
+        repairing = self.keeper.repairing or self.reconciler.look_again
         self.house.check_disk(self.clock(), quiet=repairing)
         self.house.follow_logs(
             self.clock(),
