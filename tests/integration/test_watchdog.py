@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.docker import docker_cli
+from support.process import EX_OK
 
 pytestmark = pytest.mark.integration
 
@@ -138,12 +140,12 @@ def test_the_watchdog_is_fed_while_a_stop_waits_on_a_registry_ignoring_sigterm(
     gap = widest_gap(start, pings, end)
     print(f"stop: {len(pings)} pings over {end - start:.1f} s, widest gap {gap:.3f} s")
     assert gap <= BUDGET_S + ALLOWANCE_S, f"{len(pings)} pings, widest gap {gap:.3f} s"
-    assert deployment.EX_OK == code
+    assert EX_OK == code
     assert [deployment.name, deployment.holder_name] == [
         event["name"] for event in sup.find("container.stopped")
     ]
     # 137: killed once MY_REG_STOP_TIMEOUT was over, so the stop did wait that long.
-    state = deployment.docker_cli(
+    state = docker_cli(
         "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", deployment.name
     )
     assert "exited 137" == state
