@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support.certs import MakeTls
+from support.settings import settings_from
 
 from supervisor.engine.configs import create_config, holder_create_config
 from supervisor.layout import V2_LAYOUT
-from supervisor.settings import Settings, load_settings
 from supervisor.spec import MANAGED_BY_LABEL, SPEC_HASH_LABEL, Mount, derive_spec, holder_spec
-
-
-def settings_from(tmp_path: Path, text: str = "") -> Settings:
-    env_file = tmp_path / "spec.env"
-    env_file.write_text(text)
-    return load_settings(env_file)
 
 
 def test_data_dir_is_mounted_read_write_at_var_lib_registry(tmp_path: Path) -> None:
@@ -35,7 +29,7 @@ def test_config_file_is_mounted_read_only(tmp_path: Path) -> None:
 
 
 def test_tls_dir_is_mounted_at_certs_with_the_seeds_variables(
-    tmp_path: Path, make_tls: Callable[..., tuple[Path, Path]]
+    tmp_path: Path, make_tls: MakeTls
 ) -> None:
     """TLS on: /certs mounted and REGISTRY_HTTP_TLS_* point at the files, as in the seed."""
     tls = tmp_path / "tls"

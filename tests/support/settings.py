@@ -1,0 +1,14 @@
+"""Settings as the installed package loads them, from an env file a test writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from supervisor.settings import Settings, load_settings
+
+
+def settings_from(tmp_path: Path, text: str = "") -> Settings:
+    """The settings loaded from an env file holding ``text``, written in ``tmp_path``."""
+    env_file = tmp_path / "test.env"
+    env_file.write_text(text)
+    return load_settings(env_file)
