@@ -18,7 +18,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ import docker.errors
 # helpers it shares with the test suites are in tests/support, so tests/ goes on it too.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from support.net import free_port  # noqa: F401 (the bench scripts call b.free_port)
+from support.notify import NotifySocket  # noqa: F401 (the bench scripts use b.NotifySocket)
 from support.process import SupervisorProcess, child_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -462,55 +462,6 @@ def cpu_ticks(pid: int) -> int:
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     # After the ")" field 0 is state (stat field 3): utime is field 14, stime field 15.
     return int(fields[11]) + int(fields[12])
-
-
-class NotifySocket:
-    """A bound datagram socket standing in for systemd's NOTIFY_SOCKET, drained by a thread.
-
-    Draining matters: a full datagram queue would block the supervisor's sends.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.messages: list[tuple[float, str]] = []
-        self.ready_at: float | None = None
-        self._ready = threading.Event()
-        self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="notify", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._closed.is_set():
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            t = now()
-            text = data.decode("latin-1")
-            self.messages.append((t, text))
-            if "READY=1" in text.split("\n") and self.ready_at is None:
-                self.ready_at = t
-                self._ready.set()
-
-    def wait_ready(self, timeout: float) -> float:
-        if not self._ready.wait(timeout):
-            raise TimeoutError(f"no READY=1 on {self.path} within {timeout} s")
-        assert self.ready_at is not None
-        return self.ready_at
-
-    def close(self) -> None:
-        self._closed.set()
-        self._thread.join(timeout=2)
-        self.sock.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
 
 
 # -- reporting -------------------------------------------------------------------------------

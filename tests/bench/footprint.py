@@ -60,11 +60,11 @@ def start_to_ready(workdir: Path, rounds: int) -> dict[str, Any]:
 
 def _one_start(workdir: Path, name: str, port: int, data: Path, **extra: str) -> float:
     env_file = b.supervisor_env_file(workdir, name, port, data, **extra)
-    notify = b.NotifySocket(workdir / "notify-start.sock")
+    notify = b.NotifySocket(workdir / "notify-start.sock", clock=b.now)
     sup = None
     try:
         sup = b.start_supervisor(env_file, notify_socket=str(notify.path))
-        ready = notify.wait_ready(START_TIMEOUT_S)
+        ready = notify.wait_for("READY=1", START_TIMEOUT_S)
         if not b.answers(port, timeout=2.0):
             raise RuntimeError(f"{name}: READY=1 sent but /v2/ does not answer")
         return ready - sup.started_at
@@ -79,12 +79,12 @@ def steady(workdir: Path, cpu_seconds: float) -> dict[str, Any]:
     name = f"{b.unique_prefix()}-fp"
     port = b.free_port()
     env_file = b.supervisor_env_file(workdir, name, port, workdir / f"{name}-data")
-    notify = b.NotifySocket(workdir / "notify-steady.sock")
+    notify = b.NotifySocket(workdir / "notify-steady.sock", clock=b.now)
     client = b.api()
     sup = None
     try:
         sup = b.start_supervisor(env_file, notify_socket=str(notify.path))
-        notify.wait_ready(START_TIMEOUT_S)
+        notify.wait_for("READY=1", START_TIMEOUT_S)
         time.sleep(WARMUP_S)
         ticks0, t0 = b.cpu_ticks(sup.pid), b.now()
         time.sleep(cpu_seconds)
