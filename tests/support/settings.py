@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from supervisor.layout import V2_LAYOUT
 from supervisor.settings import Settings, load_settings
+from supervisor.spec import derive_spec
 
 
 def settings_from(tmp_path: Path, text: str = "") -> Settings:
@@ -12,3 +14,8 @@ def settings_from(tmp_path: Path, text: str = "") -> Settings:
     env_file = tmp_path / "test.env"
     env_file.write_text(text)
     return load_settings(env_file)
+
+
+def spec_hash(tmp_path: Path, text: str = "") -> str:
+    """The registry container's spec hash (v2 layout) for the settings in ``text``."""
+    return derive_spec(settings_from(tmp_path, text), V2_LAYOUT).spec_hash

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import structlog
 from support.certs import MakeTls
-from support.settings import settings_from
+from support.settings import settings_from, spec_hash
 
 from supervisor import risks
 from supervisor.adapters.notify import Notifier
@@ -82,8 +82,8 @@ def test_memory_limits_docker_would_refuse_are_config_errors(tmp_path: Path, val
 )
 def test_hardening_settings_change_the_spec_hash(tmp_path: Path, line: str) -> None:
     """A changed hardening setting recreates the container on reload."""
-    base = derive_spec(settings_from(tmp_path), V2_LAYOUT).spec_hash
-    assert derive_spec(settings_from(tmp_path, line + "\n"), V2_LAYOUT).spec_hash != base
+    base = spec_hash(tmp_path)
+    assert spec_hash(tmp_path, line + "\n") != base
 
 
 # --- exposure --------------------------------------------------------------------------
