@@ -15,13 +15,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import io
 import json
 import os
 import secrets
 import subprocess
 import sysconfig
-import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -38,6 +36,7 @@ from support.docker import (
     MANAGED_LABEL,
     MANAGED_VALUE,
     docker_cli,
+    import_random_image,
     remove_containers,
 )
 from support.net import free_port
@@ -355,25 +354,9 @@ class Deployment:
     def push_image(self) -> PushedImage:
         """Build a one-file image of random content with `docker import` and push it."""
         tag = secrets.token_hex(3)
-        payload = secrets.token_bytes(4096)
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            member = tarfile.TarInfo(f"rs-it/{tag}.bin")
-            member.size = len(payload)
-            member.mtime = int(time.time())
-            tar.addfile(member, io.BytesIO(payload))
         image = PushedImage(repository=f"it/{self.name}", tag=tag, image_id="")
         ref = image.ref(self.port)
-        try:
-            subprocess.run(
-                ["docker", "import", "-", ref],
-                input=buffer.getvalue(),
-                capture_output=True,
-                timeout=DOCKER_CLI_TIMEOUT,
-                check=True,
-            )
-        except subprocess.CalledProcessError as err:
-            pytest.fail(f"docker import failed: {err.stderr.decode(errors='replace')}")
+        import_random_image(ref, member=f"rs-it/{tag}.bin")
         self.local_refs.add(ref)
         image = dataclasses.replace(
             image, image_id=docker_cli("image", "inspect", "--format", "{{.Id}}", ref)

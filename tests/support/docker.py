@@ -7,7 +7,11 @@ only containers that carry the labels and names a test gave them.
 from __future__ import annotations
 
 import contextlib
+import io
+import secrets
 import subprocess
+import tarfile
+import time
 from collections.abc import Callable
 
 import docker
@@ -45,3 +49,25 @@ def remove_containers(
         if any(wanted(name) for name in names):
             with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                 client.api.remove_container(container["Id"], force=True)
+
+
+def import_random_image(ref: str, *, member: str = "random.bin", size: int = 4096) -> None:
+    """Make ``ref`` a local one-file image (`docker import`) of ``size`` random bytes at
+    ``member``: content no other image shares. Fail the test when the import fails."""
+    payload = secrets.token_bytes(size)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo(member)
+        info.size = len(payload)
+        info.mtime = int(time.time())
+        tar.addfile(info, io.BytesIO(payload))
+    try:
+        subprocess.run(
+            ["docker", "import", "-", ref],
+            input=buffer.getvalue(),
+            capture_output=True,
+            timeout=DOCKER_CLI_TIMEOUT,
+            check=True,
+        )
+    except subprocess.CalledProcessError as err:
+        pytest.fail(f"docker import failed: {err.stderr.decode(errors='replace')}")
