@@ -12,17 +12,16 @@ import compileall
 import contextlib
 import hashlib
 import http.client
-import json
 import os
 import platform
 import secrets
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +33,13 @@ from typing import Any
 
 import docker
 import docker.errors
+
+# The bench runs as `python tests/bench/recovery.py`, with only tests/bench on sys.path: the
+# helpers it shares with the test suites are in tests/support, so tests/ goes on it too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from support.net import free_port  # noqa: F401 (the bench scripts call b.free_port)
+from support.notify import NotifySocket  # noqa: F401 (the bench scripts use b.NotifySocket)
+from support.process import SupervisorProcess, child_env
 
 REPO = Path(__file__).resolve().parents[2]
 # The installed console script beside the interpreter running the bench (.venv/bin).
@@ -51,6 +57,8 @@ DOCKERD_LOG = Path("/var/log/dockerd.log")
 HEALTH_INTERVAL_S = 5.0
 HEALTH_TIMEOUT_S = 1.0
 HEALTH_RETRIES = 3
+# How long a SIGTERMed supervisor may take to stop its registry before it is SIGKILLed.
+STOP_TIMEOUT_S = 60.0
 
 # The poller: one fresh connection every POLL_EVERY_S, each with a short timeout. A
 # SIGSTOPped registry keeps the published port accepting connections (docker-proxy), so
@@ -75,28 +83,6 @@ def utc_now_ms() -> str:
 
 def unique_prefix() -> str:
     return f"{NAME_PREFIX}{secrets.token_hex(3)}"
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now (racy, but the engine binds it at once)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def child_env(**overrides: str) -> dict[str, str]:
-    """This environment minus anything that would steer the supervisor behind our back.
-
-    The process environment wins over the env file, so a stray MY_REG_* here would
-    override what the bench wrote; NOTIFY_SOCKET would reach a real systemd.
-    """
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("MY_REG_", "REGISTRY_", "NOTIFY_SOCKET", "WATCHDOG_"))
-    }
-    env.update(overrides)
-    return env
 
 
 # -- the probe ----------------------------------------------------------------------------
@@ -423,88 +409,42 @@ class Dockerd:
 # -- the supervisor --------------------------------------------------------------------------
 
 
-class SupervisorProcess:
-    """`registry-supervisor run --env-file F` at default settings, logging JSON to a file."""
+def supervisor_env_file(workdir: Path, name: str, port: int, data_dir: Path, **extra: str) -> Path:
+    """Write ``workdir/<name>.env``: the supervisor at its default settings, logging JSON."""
+    settings = {
+        "MY_REG_IMAGE": IMAGE,
+        "MY_REG_TAG": "latest",
+        "MY_REG_NAME": name,
+        "MY_REG_PORT": str(port),
+        "MY_REG_DIR": str(data_dir),
+        "MY_REG_BIND": "127.0.0.1",
+        "MY_REG_PULL": "never",
+        "MY_REG_HEALTH_INTERVAL": f"{HEALTH_INTERVAL_S:g}",
+        "MY_REG_HEALTH_TIMEOUT": f"{HEALTH_TIMEOUT_S:g}",
+        "MY_REG_HEALTH_RETRIES": str(HEALTH_RETRIES),
+        "MY_REG_LOG_FORMAT": "json",
+        "MY_REG_LOG_LEVEL": "info",
+        **extra,
+    }
+    env_file = workdir / f"{name}.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+    return env_file
 
-    def __init__(self, workdir: Path, name: str, port: int, data_dir: Path, **extra: str) -> None:
-        self.workdir = workdir
-        self.name = name
-        self.port = port
-        self.env_file = workdir / f"{name}.env"
-        self.log_path = workdir / f"{name}.log"
-        settings = {
-            "MY_REG_IMAGE": IMAGE,
-            "MY_REG_TAG": "latest",
-            "MY_REG_NAME": name,
-            "MY_REG_PORT": str(port),
-            "MY_REG_DIR": str(data_dir),
-            "MY_REG_BIND": "127.0.0.1",
-            "MY_REG_PULL": "never",
-            "MY_REG_HEALTH_INTERVAL": f"{HEALTH_INTERVAL_S:g}",
-            "MY_REG_HEALTH_TIMEOUT": f"{HEALTH_TIMEOUT_S:g}",
-            "MY_REG_HEALTH_RETRIES": str(HEALTH_RETRIES),
-            "MY_REG_LOG_FORMAT": "json",
-            "MY_REG_LOG_LEVEL": "info",
-            **extra,
-        }
-        self.env_file.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log_offset = 0
 
-    @property
-    def argv(self) -> list[str]:
-        return [str(CONSOLE_SCRIPT), "run", "--env-file", str(self.env_file)]
-
-    @property
-    def pid(self) -> int:
-        if self.proc is None:
-            raise RuntimeError("supervisor not started")
-        return self.proc.pid
-
-    def start(self, notify_socket: str | None = None) -> float:
-        """Exec the supervisor; return the time right before the exec."""
-        env = child_env(PYTHONPATH=str(SUPERVISOR_SRC))
-        if notify_socket:
-            env["NOTIFY_SOCKET"] = notify_socket
-        with self.log_path.open("ab") as log:
-            t0 = now()
-            self.proc = subprocess.Popen(
-                self.argv,
-                cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        return t0
-
-    def stop(self, timeout: float = 60.0) -> int | None:
-        """SIGTERM (it stops its registry unless told otherwise) and reap; SIGKILL if stuck."""
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def new_log_events(self) -> list[dict[str, Any]]:
-        """JSON log events written since the last call."""
-        with self.log_path.open("rb") as log:
-            log.seek(self._log_offset)
-            data = log.read()
-        self._log_offset += len(data)
-        events = []
-        for line in data.decode(errors="replace").splitlines():
-            with contextlib.suppress(ValueError):
-                event = json.loads(line)
-                if isinstance(event, dict):
-                    events.append(event)
-        return events
+def start_supervisor(env_file: Path, notify_socket: str | None = None) -> SupervisorProcess:
+    """Exec `registry-supervisor run --env-file F` from F's directory, importing the snapshot
+    (SUPERVISOR_SRC first on PYTHONPATH); its logs go to a new directory beside F. Its
+    ``started_at`` is ``now()`` right before the exec."""
+    env = child_env(PYTHONPATH=str(SUPERVISOR_SRC))
+    if notify_socket:
+        env["NOTIFY_SOCKET"] = notify_socket
+    workdir = env_file.parent
+    return SupervisorProcess(
+        [str(CONSOLE_SCRIPT), "run", "--env-file", str(env_file)],
+        env=env,
+        cwd=workdir,
+        log_dir=Path(tempfile.mkdtemp(prefix=f"{env_file.stem}-log-", dir=workdir)),
+    )
 
 
 def proc_status(pid: int) -> dict[str, int]:
@@ -522,55 +462,6 @@ def cpu_ticks(pid: int) -> int:
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     # After the ")" field 0 is state (stat field 3): utime is field 14, stime field 15.
     return int(fields[11]) + int(fields[12])
-
-
-class NotifySocket:
-    """A bound datagram socket standing in for systemd's NOTIFY_SOCKET, drained by a thread.
-
-    Draining matters: a full datagram queue would block the supervisor's sends.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.messages: list[tuple[float, str]] = []
-        self.ready_at: float | None = None
-        self._ready = threading.Event()
-        self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="notify", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._closed.is_set():
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            t = now()
-            text = data.decode("latin-1")
-            self.messages.append((t, text))
-            if "READY=1" in text.split("\n") and self.ready_at is None:
-                self.ready_at = t
-                self._ready.set()
-
-    def wait_ready(self, timeout: float) -> float:
-        if not self._ready.wait(timeout):
-            raise TimeoutError(f"no READY=1 on {self.path} within {timeout} s")
-        assert self.ready_at is not None
-        return self.ready_at
-
-    def close(self) -> None:
-        self._closed.set()
-        self._thread.join(timeout=2)
-        self.sock.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
 
 
 # -- reporting -------------------------------------------------------------------------------
@@ -612,7 +503,7 @@ def snapshot_supervisor(src_root: Path, workdir: Path, rev: str | None = None) -
     run on one version. With ``rev``, the package as committed at that revision of this
     checkout instead. Returns what was benchmarked: commit, uncommitted files, a hash.
     """
-    global SUPERVISOR_SRC  # noqa: PLW0603 (one setting for every SupervisorProcess)
+    global SUPERVISOR_SRC  # noqa: PLW0603 (one setting for every start_supervisor)
     copy = workdir / "src"
     copy.mkdir()
     if rev is not None:

@@ -59,16 +59,18 @@ def start_to_ready(workdir: Path, rounds: int) -> dict[str, Any]:
 
 
 def _one_start(workdir: Path, name: str, port: int, data: Path, **extra: str) -> float:
-    sup = b.SupervisorProcess(workdir, name, port, data, **extra)
-    notify = b.NotifySocket(workdir / "notify-start.sock")
+    env_file = b.supervisor_env_file(workdir, name, port, data, **extra)
+    notify = b.NotifySocket(workdir / "notify-start.sock", clock=b.now)
+    sup = None
     try:
-        t0 = sup.start(notify_socket=str(notify.path))
-        ready = notify.wait_ready(START_TIMEOUT_S)
+        sup = b.start_supervisor(env_file, notify_socket=str(notify.path))
+        ready = notify.wait_for("READY=1", START_TIMEOUT_S)
         if not b.answers(port, timeout=2.0):
             raise RuntimeError(f"{name}: READY=1 sent but /v2/ does not answer")
-        return ready - t0
+        return ready - sup.started_at
     finally:
-        sup.stop()
+        if sup is not None:
+            sup.stop(timeout=b.STOP_TIMEOUT_S)
         notify.close()
 
 
@@ -76,20 +78,22 @@ def steady(workdir: Path, cpu_seconds: float) -> dict[str, Any]:
     """CPU share of one core over ``cpu_seconds`` of steady running; peak RSS after."""
     name = f"{b.unique_prefix()}-fp"
     port = b.free_port()
-    sup = b.SupervisorProcess(workdir, name, port, workdir / f"{name}-data")
-    notify = b.NotifySocket(workdir / "notify-steady.sock")
+    env_file = b.supervisor_env_file(workdir, name, port, workdir / f"{name}-data")
+    notify = b.NotifySocket(workdir / "notify-steady.sock", clock=b.now)
     client = b.api()
+    sup = None
     try:
-        sup.start(notify_socket=str(notify.path))
-        notify.wait_ready(START_TIMEOUT_S)
+        sup = b.start_supervisor(env_file, notify_socket=str(notify.path))
+        notify.wait_for("READY=1", START_TIMEOUT_S)
         time.sleep(WARMUP_S)
         ticks0, t0 = b.cpu_ticks(sup.pid), b.now()
         time.sleep(cpu_seconds)
         ticks1, t1 = b.cpu_ticks(sup.pid), b.now()
         status = b.proc_status(sup.pid)
-        restarts = [e for e in sup.new_log_events() if e.get("event") == "container.restarting"]
+        restarts = [e for e in sup.events() if e.get("event") == "container.restarting"]
     finally:
-        sup.stop()
+        if sup is not None:
+            sup.stop(timeout=b.STOP_TIMEOUT_S)
         notify.close()
         b.remove_container(client, name)
         client.close()

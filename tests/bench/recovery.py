@@ -84,6 +84,7 @@ class Subject:
     data: Path
     last_up: float = 0.0
     sup: b.SupervisorProcess | None = None
+    log_mark: int = 0  # the supervisor's events before this are not this round's
 
 
 @dataclass
@@ -119,10 +120,9 @@ class Bench:
         for subject in (self.sup, self.dock):
             subject.data.mkdir(parents=True)
         b.docker_cli(*b.seed_run_argv(self.dock.name, self.dock.port, self.dock.data))
-        self.sup.sup = b.SupervisorProcess(
-            self.workdir, self.sup.name, self.sup.port, self.sup.data
+        self.sup.sup = b.start_supervisor(
+            b.supervisor_env_file(self.workdir, self.sup.name, self.sup.port, self.sup.data)
         )
-        self.sup.sup.start()
         b.docker_cli(*b.floor_create_argv(self.floor_name, self.floor_port, self.workdir / "floor"))
         self.client.start(self.floor_name)
         for subject in (self.sup, self.dock):
@@ -149,10 +149,10 @@ class Bench:
     def teardown(self) -> dict[str, Any]:
         """Stop the supervisor, remove our containers; return the supervisor's last status."""
         status: dict[str, Any] = {}
-        if self.sup.sup is not None and self.sup.sup.alive():
+        if self.sup.sup is not None and self.sup.sup.running:
             with contextlib.suppress(OSError):
                 status = b.proc_status(self.sup.sup.pid)
-            status["exit_code"] = self.sup.sup.stop()
+            status["exit_code"] = self.sup.sup.stop(timeout=b.STOP_TIMEOUT_S)
         client = b.api()
         try:
             for name in (self.sup.name, self.dock.name, self.floor_name):
@@ -222,7 +222,7 @@ class Bench:
             else None
         )
         if subject.sup is not None:
-            subject.sup.new_log_events()  # skip what came before
+            subject.log_mark = subject.sup.mark()  # skip what came before
         poller = b.Poller(subject.port, self.give_up_s(subject, fault), subject.name).start()
         at = b.utc_now_ms()
         t0 = b.now()
@@ -263,7 +263,7 @@ class Bench:
         self.wait_settled((self.sup, self.dock))
         self.client.close()
         if self.sup.sup is not None:
-            self.sup.sup.new_log_events()
+            self.sup.log_mark = self.sup.sup.mark()
         at = b.utc_now_ms()
         pollers = {
             s.kind: b.Poller(s.port, ENGINE_GIVE_UP_S, s.name).start()
@@ -329,7 +329,7 @@ def _round_detail(subject: Subject, rec: b.Recovery, t0: float) -> dict[str, Any
         "polls": rec.polls,
     }
     if subject.sup is not None:
-        detail["restarts"] = _restart_events(subject.sup.new_log_events())
+        detail["restarts"] = _restart_events(subject.sup.events()[subject.log_mark :])
     return detail
 
 

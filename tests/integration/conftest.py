@@ -15,16 +15,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import io
 import json
 import os
 import secrets
-import signal
-import socket
 import subprocess
-import sys
 import sysconfig
-import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -36,9 +31,22 @@ import docker
 import docker.errors
 import pytest
 import requests
+from support.docker import (
+    DOCKER_CLI_TIMEOUT,
+    MANAGED_LABEL,
+    MANAGED_VALUE,
+    docker_cli,
+    import_random_image,
+    remove_containers,
+)
+from support.net import free_port
+from support.process import (
+    RECOVERY_TIMEOUT,
+    SupervisorProcess,
+    child_env,
+    supervisor_argv,
+)
 
-MANAGED_LABEL = "registry-supervisor.managed-by"
-MANAGED_VALUE = "registry-supervisor"
 SPEC_HASH_LABEL = "registry-supervisor.spec-hash"
 # Put on containers a test creates itself (the "foreign" ones), so teardown knows them as ours.
 OWNER_LABEL = "registry-supervisor.integration-test"
@@ -46,62 +54,10 @@ OWNER_LABEL = "registry-supervisor.integration-test"
 TEST_IMAGE = "registry:2"
 # The test images of both layouts (tests/images/): tag per layout fixture param.
 LAYOUT_TAGS = {"v2": "2", "v3": "3"}
-EX_OK = 0
-EX_UNAVAILABLE = 69
-EX_CONFIG = 78
 
-# Deadlines, in seconds. Generous: two shared cores, other suites on the same engine.
+# Deadlines, in seconds (RECOVERY_TIMEOUT and EXIT_TIMEOUT: support.process).
 STARTUP_TIMEOUT = 60.0
-RECOVERY_TIMEOUT = 45.0
-EXIT_TIMEOUT = 30.0
 CLI_TIMEOUT = 60.0
-DOCKER_CLI_TIMEOUT = 120.0
-
-# The installed console script beside the interpreter running the tests (.venv/bin).
-CONSOLE_SCRIPT = Path(sys.executable).parent / "registry-supervisor"
-
-
-def supervisor_argv(*, module: bool = False) -> list[str]:
-    """Command that runs the installed supervisor: its console script, or `python -m`."""
-    if module or not CONSOLE_SCRIPT.exists():
-        return [sys.executable, "-m", "supervisor"]
-    return [str(CONSOLE_SCRIPT)]
-
-
-def child_env(**overrides: str) -> dict[str, str]:
-    """This process's environment without anything that would steer the supervisor.
-
-    The process environment wins over the env file, so a stray MY_REG_* or REGISTRY_* here
-    would silently override what a test wrote; NOTIFY_SOCKET would reach a real systemd.
-    """
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("MY_REG_", "REGISTRY_", "NOTIFY_SOCKET", "WATCHDOG_"))
-    }
-    env.update(overrides)
-    return env
-
-
-def docker_cli(*args: str, timeout: float = DOCKER_CLI_TIMEOUT) -> str:
-    """Run the docker CLI; fail the test with its stderr when it fails."""
-    try:
-        done = subprocess.run(
-            ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"`docker {' '.join(args)}` did not finish within {timeout} s")
-    if done.returncode != 0:
-        pytest.fail(f"`docker {' '.join(args)}` exited {done.returncode}: {done.stderr.strip()}")
-    return done.stdout.strip()
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def parse_timestamp(text: str) -> float:
@@ -172,108 +128,6 @@ class PushedImage:
 
     def ref(self, port: int) -> str:
         return f"127.0.0.1:{port}/{self.repository}:{self.tag}"
-
-
-# --- the supervisor process -----------------------------------------------------------------
-
-
-class SupervisorProcess:
-    """One `registry-supervisor run` subprocess; its stderr (JSON lines) goes to a file."""
-
-    def __init__(self, argv: list[str], *, env: dict[str, str], cwd: Path, log_dir: Path):
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.argv = argv
-        self.stderr_path = log_dir / "stderr.log"
-        self.stdout_path = log_dir / "stdout.log"
-        self._stderr = self.stderr_path.open("wb")
-        self._stdout = self.stdout_path.open("wb")
-        self.proc = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=self._stdout,
-            stderr=self._stderr,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def lines(self) -> list[str]:
-        """Complete stderr lines so far (a line still being written is left out)."""
-        data = self.stderr_path.read_bytes().decode(errors="replace")
-        return data.split("\n")[:-1]
-
-    def events(self) -> list[dict[str, Any]]:
-        """Every JSON log line with an `event` key, in order."""
-        found = []
-        for line in self.lines():
-            with contextlib.suppress(ValueError):
-                record = json.loads(line)
-                if isinstance(record, dict) and "event" in record:
-                    found.append(record)
-        return found
-
-    def mark(self) -> int:
-        """A position in the event list: pass it as `since` to wait only for later events."""
-        return len(self.events())
-
-    def tail(self, count: int = 25) -> str:
-        return "\n".join(self.lines()[-count:])
-
-    def find(self, event: str, *, since: int = 0, **fields: Any) -> list[dict[str, Any]]:
-        """Events named `event` after `since` whose fields equal `fields`."""
-        return [
-            record
-            for record in self.events()[since:]
-            if record["event"] == event
-            and all(record.get(key) == value for key, value in fields.items())
-        ]
-
-    def wait_for_event(
-        self, event: str, timeout: float = RECOVERY_TIMEOUT, *, since: int = 0, **fields: Any
-    ) -> dict[str, Any]:
-        """The first event named `event` (after `since`) with these fields; fail on timeout
-        or when the supervisor exits first."""
-        what = f"event {event!r}" + (f" with {fields}" if fields else "")
-        deadline = time.monotonic() + timeout
-        while True:
-            exited = self.proc.poll()
-            matches = self.find(event, since=since, **fields)
-            if matches:
-                return matches[0]
-            if exited is not None:
-                pytest.fail(
-                    f"supervisor exited {exited} while waiting for {what}; stderr:\n{self.tail()}"
-                )
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"timed out after {timeout} s waiting for {what}; stderr:\n{self.tail()}"
-                )
-            time.sleep(0.05)
-
-    def send(self, signum: signal.Signals) -> None:
-        os.kill(self.proc.pid, signum)
-
-    def wait_exit(self, timeout: float = EXIT_TIMEOUT) -> int:
-        """The exit code; fail if the process is still running after `timeout` seconds."""
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"supervisor still running {timeout} s later; stderr:\n{self.tail()}")
-
-    @property
-    def running(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL (if still running), reap, close the log files."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=EXIT_TIMEOUT)
-        self._stderr.close()
-        self._stdout.close()
 
 
 # --- recovery times, printed at the end of the run ------------------------------------------
@@ -363,13 +217,6 @@ class Deployment:
         self.processes: list[SupervisorProcess] = []
         self.local_refs: set[str] = set()
         self.write_env()
-
-    # exposed for the test modules, which cannot import this conftest under importlib mode
-    docker_cli = staticmethod(docker_cli)
-    free_port = staticmethod(free_port)
-    EX_OK = EX_OK
-    EX_UNAVAILABLE = EX_UNAVAILABLE
-    EX_CONFIG = EX_CONFIG
 
     # settings
 
@@ -507,25 +354,9 @@ class Deployment:
     def push_image(self) -> PushedImage:
         """Build a one-file image of random content with `docker import` and push it."""
         tag = secrets.token_hex(3)
-        payload = secrets.token_bytes(4096)
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            member = tarfile.TarInfo(f"rs-it/{tag}.bin")
-            member.size = len(payload)
-            member.mtime = int(time.time())
-            tar.addfile(member, io.BytesIO(payload))
         image = PushedImage(repository=f"it/{self.name}", tag=tag, image_id="")
         ref = image.ref(self.port)
-        try:
-            subprocess.run(
-                ["docker", "import", "-", ref],
-                input=buffer.getvalue(),
-                capture_output=True,
-                timeout=DOCKER_CLI_TIMEOUT,
-                check=True,
-            )
-        except subprocess.CalledProcessError as err:
-            pytest.fail(f"docker import failed: {err.stderr.decode(errors='replace')}")
+        import_random_image(ref, member=f"rs-it/{tag}.bin")
         self.local_refs.add(ref)
         image = dataclasses.replace(
             image, image_id=docker_cli("image", "inspect", "--format", "{{.Id}}", ref)
@@ -584,14 +415,9 @@ class Deployment:
     def close(self) -> None:
         for sup in self.processes:
             sup.kill()
-        for container in self.client.containers.list(all=True, filters={"name": self.name}):
-            labels = container.labels or {}
-            ours = (
-                labels.get(MANAGED_LABEL) == MANAGED_VALUE or labels.get(OWNER_LABEL) == self.name
-            )
-            if (container.name or "").startswith(self.name) and ours:
-                with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-                    container.remove(force=True)
+        # The registry, its holder and candidates, and the containers the test made itself.
+        for label in (f"{MANAGED_LABEL}={MANAGED_VALUE}", f"{OWNER_LABEL}={self.name}"):
+            remove_containers(self.client, label, lambda name: name.startswith(self.name))
         for ref in self.local_refs:
             subprocess.run(
                 ["docker", "rmi", "--force", ref],

@@ -7,6 +7,8 @@ import re
 import signal
 
 import pytest
+from support.docker import docker_cli
+from support.process import EX_CONFIG, EX_OK, EX_UNAVAILABLE
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +48,7 @@ def test_run_with_a_bad_setting_exits_78_and_touches_nothing(deployment, variabl
 
     done = deployment.cli("run", "--env-file", str(deployment.env_file))
 
-    assert done.returncode == deployment.EX_CONFIG, done.stderr
+    assert done.returncode == EX_CONFIG, done.stderr
     assert len(config_lines(done.stderr, variable, value)) == 1, done.stderr
     assert "Traceback" not in done.stderr
     assert existing == deployment.observe()
@@ -58,7 +60,7 @@ def test_every_bad_setting_gets_its_own_line(deployment):
 
     done = deployment.cli("run", "--env-file", str(deployment.env_file))
 
-    assert done.returncode == deployment.EX_CONFIG, done.stderr
+    assert done.returncode == EX_CONFIG, done.stderr
     assert len(config_lines(done.stderr, "MY_REG_PORT", "abc")) == 1, done.stderr
     assert len(config_lines(done.stderr, "MY_REG_PULL", "sometimes")) == 1, done.stderr
     assert deployment.observe() is None
@@ -70,7 +72,7 @@ def test_missing_env_file_exits_78_and_creates_nothing(deployment):
 
     done = deployment.cli("run", "--env-file", str(missing), env={"MY_REG_NAME": deployment.name})
 
-    assert done.returncode == deployment.EX_CONFIG, done.stderr
+    assert done.returncode == EX_CONFIG, done.stderr
     assert str(missing) in done.stderr
     assert "Traceback" not in done.stderr
     assert deployment.observe() is None
@@ -85,7 +87,7 @@ def test_tls_dir_without_certificate_is_rejected(deployment):
 
     done = deployment.cli("check", "--env-file", str(deployment.env_file))
 
-    assert done.returncode == deployment.EX_CONFIG, done.stderr
+    assert done.returncode == EX_CONFIG, done.stderr
     assert config_lines(done.stderr, "MY_REG_TLS"), done.stderr
     assert "Traceback" not in done.stderr
 
@@ -96,7 +98,7 @@ def test_check_accepts_good_settings(deployment, module):
     and prints the effective settings without the secret."""
     done = deployment.cli("check", "--env-file", str(deployment.env_file), module=module)
 
-    assert done.returncode == deployment.EX_OK, done.stderr
+    assert done.returncode == EX_OK, done.stderr
     output = done.stdout + done.stderr
     assert deployment.name in output
     assert deployment.secret not in output
@@ -109,7 +111,7 @@ def test_check_accepts_the_port_held_by_our_own_container(deployment):
 
     done = deployment.cli("check", "--env-file", str(deployment.env_file))
 
-    assert done.returncode == deployment.EX_OK, done.stderr
+    assert done.returncode == EX_OK, done.stderr
 
 
 def test_check_rejects_bad_settings(deployment):
@@ -118,7 +120,7 @@ def test_check_rejects_bad_settings(deployment):
 
     done = deployment.cli("check", "--env-file", str(deployment.env_file))
 
-    assert done.returncode == deployment.EX_CONFIG, done.stderr
+    assert done.returncode == EX_CONFIG, done.stderr
     assert config_lines(done.stderr, "MY_REG_PORT", "abc"), done.stderr
     assert "Traceback" not in done.stderr
 
@@ -130,7 +132,7 @@ def test_unreachable_engine_exits_69(deployment, command):
     """`check` and `status` exit 69 when the Docker engine cannot be reached."""
     done = deployment.cli(*command, "--env-file", str(deployment.env_file), env=NO_ENGINE)
 
-    assert done.returncode == deployment.EX_UNAVAILABLE, done.stderr
+    assert done.returncode == EX_UNAVAILABLE, done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -143,7 +145,7 @@ def test_run_waits_for_an_unreachable_engine(deployment):
     assert sup.running
     sup.send(signal.SIGTERM)
 
-    assert sup.wait_exit() == deployment.EX_OK
+    assert sup.wait_exit() == EX_OK
     assert deployment.observe() is None
 
 
@@ -166,7 +168,7 @@ def test_status_json_reports_the_running_container(deployment):
 
     done = deployment.cli("status", "--json", "--env-file", str(deployment.env_file))
 
-    assert done.returncode == deployment.EX_OK, done.stderr
+    assert done.returncode == EX_OK, done.stderr
     report = json.loads(done.stdout)
     container = report["container"]
     assert observed.id.startswith(container["id"][:12])
@@ -183,7 +185,7 @@ def test_human_status_names_the_container(deployment):
 
     done = deployment.cli("status", "--env-file", str(deployment.env_file))
 
-    assert done.returncode == deployment.EX_OK, done.stderr
+    assert done.returncode == EX_OK, done.stderr
     assert deployment.name in done.stdout
 
 
@@ -196,9 +198,9 @@ def test_secrets_are_never_logged(deployment):
         for command in (["check"], ["status"], ["status", "--json"])
     ]
     sup.send(signal.SIGTERM)
-    assert sup.wait_exit() == deployment.EX_OK
+    assert sup.wait_exit() == EX_OK
 
-    env = deployment.docker_cli("inspect", "--format", "{{json .Config.Env}}", deployment.name)
+    env = docker_cli("inspect", "--format", "{{json .Config.Env}}", deployment.name)
     assert f"REGISTRY_HTTP_SECRET={deployment.secret}" in json.loads(env)
     for done in outputs:
         assert deployment.secret not in done.stdout + done.stderr

@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from support.process import EX_CONFIG, EX_TEMPFAIL
 
 pytestmark = pytest.mark.integration
 
-EX_TEMPFAIL = 75
 PROG = "registry-supervisor"
 TEMPORARY = "temporary: exit 75, systemd tries again"
 
@@ -94,7 +94,7 @@ def test_a_state_dir_under_a_file_still_exits_78_naming_it(deployment):
         f"{PROG}: MY_REG_STATE_DIR='{state}': expected a directory where http-secret can be "
         f"kept (Not a directory: {state})"
     )
-    assert (deployment.EX_CONFIG, [expected]) == (done.returncode, done.stderr.splitlines())
+    assert (EX_CONFIG, [expected]) == (done.returncode, done.stderr.splitlines())
 
 
 def test_a_data_dir_that_cannot_be_created_on_a_full_disk_exits_75(deployment, tiny_tmpfs):
@@ -141,7 +141,7 @@ def test_a_metrics_address_not_on_this_host_exits_78(deployment):
         f"{PROG}: MY_REG_METRICS_ADDR='{address}': expected an address we can listen on "
         "(Cannot assign requested address)"
     )
-    assert (deployment.EX_CONFIG, [expected]) == (done.returncode, problems(done.stderr))
+    assert (EX_CONFIG, [expected]) == (done.returncode, problems(done.stderr))
 
 
 def test_a_full_state_dir_on_reload_is_logged_and_the_registry_kept(deployment, tiny_tmpfs):

@@ -8,6 +8,7 @@ import time
 from datetime import datetime
 
 import pytest
+from support.docker import docker_cli
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +81,7 @@ def test_removed_container_is_recreated(deployment):
 
     since = sup.mark()
     fault_at = time.time()
-    deployment.docker_cli("rm", "-f", deployment.name)
+    docker_cli("rm", "-f", deployment.name)
 
     sup.wait_for_event("container.restarting", EVENT_DEADLINE, since=since, reason="removed")
     created = sup.wait_for_event("container.created", since=since)
@@ -103,7 +104,7 @@ def test_stopped_container_is_started_again(deployment):
 
     since = sup.mark()
     fault_at = time.time()
-    deployment.docker_cli("stop", "--time", "5", deployment.name)
+    docker_cli("stop", "--time", "5", deployment.name)
 
     sup.wait_for_event("container.restarting", EVENT_DEADLINE, since=since, reason="stopped")
     deployment.record_recovery("container stopped (docker stop)", sup, since, fault_at)
@@ -129,7 +130,7 @@ def test_a_lost_network_holder_is_repaired_with_the_registry(deployment, fault):
     if fault == "kill":
         os.kill(old_holder.pid, signal.SIGKILL)
     else:
-        deployment.docker_cli(fault, *(("-f",) if fault == "rm" else ()), deployment.holder_name)
+        docker_cli(fault, *(("-f",) if fault == "rm" else ()), deployment.holder_name)
 
     restarting = sup.wait_for_event("container.restarting", EVENT_DEADLINE, since=since)
     assert restarting.get("down") == deployment.holder_name
@@ -152,7 +153,7 @@ def test_a_restarted_network_holder_takes_the_registry_into_its_new_network(depl
     image = deployment.push_image()
     old_registry = deployment.running()
     first.kill()
-    deployment.docker_cli("restart", "--time", "0", deployment.holder_name)
+    docker_cli("restart", "--time", "0", deployment.holder_name)
     assert deployment.v2_status(timeout=0.5) is None  # running, but unreachable
 
     second = deployment.start()  # waits for registry.healthy
@@ -193,12 +194,12 @@ def test_a_container_the_engine_will_not_start_is_replaced(deployment, tmp_path)
     first = deployment.start()
     labels = deployment.running(deployment.holder_name).labels
     first.kill()
-    deployment.docker_cli("rm", "-f", deployment.name, deployment.holder_name)
+    docker_cli("rm", "-f", deployment.name, deployment.holder_name)
     # Same name and labels, so it is ours and current; its mount source is then removed,
     # so every `docker start` of it fails.
     gone = tmp_path / "gone"
     gone.mkdir()
-    deployment.docker_cli(
+    docker_cli(
         "create", "--name", deployment.holder_name,
         *(arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")),
         "--mount", f"type=bind,src={gone},dst=/gone", "registry:2",
@@ -232,7 +233,7 @@ def test_paused_container_is_restarted(deployment):
     old = deployment.running()
 
     since = sup.mark()
-    deployment.docker_cli("pause", deployment.name)
+    docker_cli("pause", deployment.name)
 
     sup.wait_for_event("container.restarting", since=since, reason="stopped")
     sup.wait_for_event("registry.healthy", since=since)

@@ -10,6 +10,8 @@ import socket
 import time
 
 import pytest
+from support.docker import docker_cli
+from support.process import EX_CONFIG, EX_OK
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +105,7 @@ def test_check_refuses_a_bind_address_this_host_does_not_have(deployment):
 
     done = deployment.cli("check", "--env-file", str(deployment.env_file))
 
-    assert deployment.EX_CONFIG == done.returncode
+    assert EX_CONFIG == done.returncode
     assert (
         "registry-supervisor: MY_REG_BIND=192.0.2.10: expected an address of this host "
         "(Cannot assign requested address)"
@@ -124,7 +126,7 @@ def test_check_calls_a_port_held_only_by_time_wait_free(deployment):
 
     done = deployment.cli("check", "--env-file", str(deployment.env_file))
 
-    assert deployment.EX_OK == done.returncode, done.stderr
+    assert EX_OK == done.returncode, done.stderr
     assert f"# port {deployment.port}: free" in done.stdout.splitlines()
 
 
@@ -134,7 +136,7 @@ def test_check_says_what_run_will_do_with_a_foreign_container(deployment):
 
     done = deployment.cli("check", "--env-file", str(deployment.env_file))
 
-    assert deployment.EX_OK == done.returncode, done.stderr
+    assert EX_OK == done.returncode, done.stderr
     lines = done.stdout.splitlines()
     assert f"# run will create {deployment.holder_name}" in lines
     assert any(
@@ -150,7 +152,7 @@ def test_check_warns_that_run_waits_for_an_absent_image_it_may_not_pull(deployme
 
     done = deployment.cli("check", "--env-file", str(deployment.env_file))
 
-    assert deployment.EX_OK == done.returncode, done.stderr
+    assert EX_OK == done.returncode, done.stderr
     assert any(
         line.startswith("# WARNING: image registry:not-here is not present and MY_REG_PULL=never")
         for line in done.stdout.splitlines()
@@ -185,7 +187,7 @@ def test_a_wall_clock_step_causes_no_restart_loop(deployment, stepped_clock, ste
     stepped_clock.step(step)
     since = sup.mark()
 
-    deployment.docker_cli("restart", "--time", "0", deployment.holder_name)
+    docker_cli("restart", "--time", "0", deployment.holder_name)
     sup.wait_for_event("registry.healthy", since=since)
     crashed = sup.mark()
     os.kill(deployment.running().pid, signal.SIGKILL)

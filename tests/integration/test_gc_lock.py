@@ -24,6 +24,7 @@ from typing import Any
 import docker
 import pytest
 import requests
+from support.docker import docker_cli
 
 pytestmark = pytest.mark.integration
 
@@ -170,7 +171,7 @@ def test_a_killed_gc_holds_the_lock_until_its_collector_ends(gated: Any) -> None
     gated.push_image()
     gc, collector = start_gc(gated)
     readonly = gated.running()
-    gated.docker_cli("pause", collector.name)
+    docker_cli("pause", collector.name)
     since = sup.mark()
 
     gc.send(signal.SIGKILL)
@@ -191,7 +192,7 @@ def test_a_killed_gc_holds_the_lock_until_its_collector_ends(gated: Any) -> None
     assert [] == sup.find("maintenance.ended", since=since)
     assert readonly.id == gated.running().id
 
-    gated.docker_cli("unpause", collector.name)
+    docker_cli("unpause", collector.name)
     open_gate(gated)
     sup.wait_for_event("maintenance.ended", since=since)
     sup.wait_for_event("registry.healthy", since=since)
@@ -212,7 +213,7 @@ def test_gc_refuses_a_foreign_container_with_the_collector_name(
     deployment.write_env(MY_REG_STATE_DIR=str(tmp_path / "state"))
     deployment.start()
     foreign = f"{deployment.name}-gc"
-    deployment.docker_cli(
+    docker_cli(
         "create", "--name", foreign, "--label", f"{OWNER_LABEL}={deployment.name}", TEST_IMAGE
     )
     registry = deployment.running()

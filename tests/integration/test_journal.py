@@ -6,6 +6,7 @@ import signal
 
 import pytest
 import requests
+from support.process import EX_OK
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +27,7 @@ def test_registry_lines_are_reemitted_and_requests_summarised(deployment, tmp_pa
     )
 
     sup.send(signal.SIGTERM)
-    assert deployment.EX_OK == sup.wait_exit()
+    assert EX_OK == sup.wait_exit()
     summaries = sup.find("registry.requests")
     assert 1 == len(summaries), sup.tail()
     assert ({"4xx": 1}, 1) == (summaries[0]["by_status"], summaries[0]["requests"])
@@ -39,7 +40,7 @@ def test_forwarding_can_be_turned_off(deployment, tmp_path):
     sup = deployment.start()
     assert 404 == requests.get(deployment.url + "x/manifests/y", timeout=5).status_code
     sup.send(signal.SIGTERM)
-    assert deployment.EX_OK == sup.wait_exit()
+    assert EX_OK == sup.wait_exit()
     assert [] == [
         e
         for e in sup.events()

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import requests
+from support.process import EX_OK
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +48,7 @@ def test_check_names_the_registry_version_and_layout(deployment, tmp_path):
 
     done = deployment.cli("check", "--env-file", str(deployment.env_file))
 
-    assert deployment.EX_OK == done.returncode, done.stderr
+    assert EX_OK == done.returncode, done.stderr
     major = deployment.layout[1]
     expected = (
         f"# registry 2.8.2+ds1 (v{major} layout: /bin/registry, "
@@ -99,5 +100,5 @@ def test_gc_on_the_v3_layout_collects_with_its_config(deployment, tmp_path):
 
     done = deployment.cli("gc", "--dry-run", "--json", "--env-file", str(deployment.env_file))
 
-    assert deployment.EX_OK == done.returncode, done.stderr
+    assert EX_OK == done.returncode, done.stderr
     assert "ok" == json.loads(done.stdout)["outcome"]

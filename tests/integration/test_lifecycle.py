@@ -6,6 +6,8 @@ import signal
 import time
 
 import pytest
+from support.net import free_port
+from support.process import EX_OK
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +62,7 @@ def test_stop_signal_stops_the_registry_and_exits_zero(deployment, signum):
 
     sup.send(signum)
 
-    assert sup.wait_exit() == deployment.EX_OK
+    assert sup.wait_exit() == EX_OK
     steps = [
         (e["event"], e.get("name"))
         for e in sup.events()
@@ -92,7 +94,7 @@ def test_stop_signal_leaves_the_registry_running_when_asked(deployment):
 
     sup.send(signal.SIGTERM)
 
-    assert sup.wait_exit() == deployment.EX_OK
+    assert sup.wait_exit() == EX_OK
     assert before == deployment.running()
     assert deployment.v2_status() == 200
 
@@ -104,7 +106,7 @@ def test_stopped_container_left_behind_is_started_by_the_next_supervisor(deploym
     image = deployment.push_image()
     old = deployment.running()
     first.send(signal.SIGTERM)
-    assert first.wait_exit() == deployment.EX_OK
+    assert first.wait_exit() == EX_OK
 
     deployment.start()
 
@@ -121,7 +123,7 @@ def test_sighup_with_a_changed_port_recreates_the_container_on_it(deployment):
     before = deployment.data_snapshot()
     old = deployment.running()
     old_port = deployment.port
-    new_port = deployment.free_port()
+    new_port = free_port()
     deployment.write_env(MY_REG_PORT=new_port)
 
     since = sup.mark()

@@ -9,6 +9,7 @@ import time
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from support.net import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +40,7 @@ def wait_for_metrics(port, predicate, what, timeout=SCRAPE_TIMEOUT):
 def test_metrics_follow_a_hang_and_its_repair(deployment, tmp_path):
     """Scraped during a hang: registry_up 0 and seconds since healthy growing; after the
     repair: up again, one restart counted as unhealthy, probes timed, data dir sized."""
-    metrics_port = deployment.free_port()
+    metrics_port = free_port()
     deployment.write_env(
         MY_REG_STATE_DIR=str(tmp_path / "state"), MY_REG_METRICS_ADDR=f"127.0.0.1:{metrics_port}"
     )

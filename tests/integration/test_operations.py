@@ -10,6 +10,7 @@ import time
 
 import pytest
 import requests
+from support.process import EX_OK
 
 from supervisor.engine.client import Engine
 from supervisor.ops.gc import estimate_reclaimable
@@ -108,7 +109,7 @@ def test_gc_frees_deleted_blobs_keeps_other_images_and_counts_no_restart(deploym
 
     done = deployment.cli("gc", "--json", "--env-file", str(deployment.env_file))
 
-    assert deployment.EX_OK == done.returncode, done.stderr
+    assert EX_OK == done.returncode, done.stderr
     result = json.loads(done.stdout)
     assert result["freed_bytes"] > 0
     assert ("ok", False) == (result["outcome"], result["dry_run"])
@@ -145,7 +146,7 @@ def test_gc_dry_run_deletes_nothing(deployment, tmp_path):
 
     done = deployment.cli("gc", "--dry-run", "--env-file", str(deployment.env_file))
 
-    assert deployment.EX_OK == done.returncode, done.stderr
+    assert EX_OK == done.returncode, done.stderr
     assert "dry run: nothing deleted; a real run would free about" in done.stdout
     assert "unknown" not in done.stdout
     assert "normal mode" not in done.stdout  # it never left it

@@ -1,16 +1,18 @@
 """The secure setup against a real engine and registry: TLS, htpasswd auth, a persistent
 HTTP secret and a hardened container, used with the real docker CLI.
 
-One registry is started for the module (TLS with a self-signed certificate made here and
-valid for 10 more days, one htpasswd user, a 256 MiB memory limit, every hardening
-default, no REGISTRY_HTTP_SECRET) and each test checks one behaviour of it; the upload
-test restarts the registry and so runs last.
+Each deployment is one registry (TLS with a self-signed certificate made here and valid
+for 10 more days, one htpasswd user, a 256 MiB memory limit, every hardening default, no
+REGISTRY_HTTP_SECRET), on each image layout (registry:2, registry:3). Tests that only look
+at it share one per layout for the module (`secured`); a test that changes it (adds a
+user, restarts the registry) gets its own (`own_secured`). Every docker CLI call with
+credentials gets its own DOCKER_CONFIG (`docker_as_user`, a temporary directory), so
+`docker login` never touches ~/.docker and no test sees another's login. So every test
+passes alone and in any order.
 
-Self-contained on purpose: this module imports nothing from conftest.py. The docker CLI
-gets its own DOCKER_CONFIG (a temporary directory), so `docker login` never touches
-~/.docker; the certs.d entry for the registry's port is created and removed here. Only
-the container named here (and labelled by the supervisor) is removed. Without an engine
-the module fails, never skips.
+The certs.d entry for a deployment's port is created and removed here. Only the
+containers named here (and labelled by the supervisor) are removed. Without an engine the
+module fails, never skips.
 
 Docker treats 127.0.0.0/8 as an insecure registry (it skips verification there), so the
 docker CLI proves TLS is served, and a Python client verifying against the configured
@@ -21,37 +23,26 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
-import ipaddress
 import json
-import os
 import secrets
 import shutil
-import socket
 import stat
 import subprocess
-import sys
-import tarfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import docker
-import docker.errors
 import pytest
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from support.certs import write_self_signed
+from support.docker import MANAGED_LABEL, import_random_image, remove_containers
+from support.net import free_port
+from support.process import SupervisorProcess, child_env, supervisor_argv
 
 pytestmark = pytest.mark.integration
 
-TEST_IMAGE = "registry:2"
-MANAGED_LABEL = "registry-supervisor.managed-by"
 USER, PASSWORD = "rs-sec-user", f"pw-{secrets.token_hex(8)}"
 MEMORY = 256 << 20
 CERT_DAYS = 10.5
@@ -60,69 +51,26 @@ STARTUP_TIMEOUT = 60.0
 CLI_TIMEOUT = 120.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def self_signed(directory: Path, days: float) -> Path:
-    """certificate.pem and key.pem for 127.0.0.1 and localhost; the certificate's path."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rs-sec registry")])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=days))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
+def supervisor_cli(
+    workdir: Path, *args: str, stdin: str | None = None, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run a subcommand of the installed package (`python -m supervisor`) to completion,
+    from a directory without sources."""
+    return subprocess.run(
+        [*supervisor_argv(module=True), *args],
+        input=stdin,
+        env=child_env(),
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT,
+        check=check,
     )
-    directory.mkdir(mode=0o700)
-    crt = directory / "certificate.pem"
-    crt.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path = directory / "key.pem"
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
-    return crt
-
-
-def supervisor_argv() -> list[str]:
-    """The installed package, run as `python -m supervisor` from a directory without sources."""
-    return [sys.executable, "-m", "supervisor"]
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    """Our environment minus what would steer the supervisor or the docker CLI elsewhere."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("MY_REG_", "REGISTRY_", "NOTIFY_SOCKET", "WATCHDOG_"))
-    }
-    env.update(extra)
-    return env
 
 
 @dataclass
 class Secured:
-    """The module's registry: where it is, how to reach it, what it logged."""
+    """One hardened deployment: where it is, how to reach it, what it logged."""
 
     name: str
     port: int
@@ -130,9 +78,7 @@ class Secured:
     certificate: Path
     env_file: Path
     state_dir: Path
-    docker_config: Path
-    stderr: Path
-    process: subprocess.Popen[bytes]
+    supervisor: SupervisorProcess
     client: docker.DockerClient
     refs: set[str] = field(default_factory=set)
 
@@ -140,65 +86,35 @@ class Secured:
     def base(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
+    @property
+    def workdir(self) -> Path:
+        """The supervisors' cwd: no stray .env, no source tree on sys.path."""
+        return self.root / "work"
+
+    @property
+    def stderr(self) -> Path:
+        """The supervisor's log (JSON lines)."""
+        return self.supervisor.stderr_path
+
     def events(self) -> list[dict[str, Any]]:
-        found = []
-        for line in self.stderr.read_text(errors="replace").splitlines():
-            with contextlib.suppress(ValueError):
-                record = json.loads(line)
-                if isinstance(record, dict) and "event" in record:
-                    found.append(record)
-        return found
+        return self.supervisor.events()
 
     def wait_for(
         self, event: str, since: int = 0, timeout: float = STARTUP_TIMEOUT
     ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            for record in self.events()[since:]:
-                if record["event"] == event:
-                    return record
-            if self.process.poll() is not None:
-                pytest.fail(
-                    f"supervisor exited {self.process.returncode} before {event}:\n"
-                    f"{self.stderr.read_text()[-3000:]}"
-                )
-            if time.monotonic() > deadline:
-                pytest.fail(f"no {event} within {timeout} s:\n{self.stderr.read_text()[-3000:]}")
-            time.sleep(0.05)
+        """The first `event` after `since`; fail on timeout or when the supervisor exits."""
+        return self.supervisor.wait_for_event(event, timeout, since=since)
 
-    def docker(
-        self, *args: str, stdin: str | None = None, check: bool = True
+    def cli(
+        self, *args: str, stdin: str | None = None, check: bool = False
     ) -> subprocess.CompletedProcess[str]:
-        """The docker CLI with this module's own DOCKER_CONFIG (credentials stay here)."""
-        done = subprocess.run(
-            ["docker", *args],
-            input=stdin,
-            env=child_env(DOCKER_CONFIG=str(self.docker_config)),
-            capture_output=True,
-            text=True,
-            timeout=CLI_TIMEOUT,
-            check=False,
-        )
-        if check and done.returncode != 0:
-            pytest.fail(f"`docker {' '.join(args)}` exited {done.returncode}: {done.stderr}")
-        return done
+        """A subcommand run to completion beside this deployment's supervisor."""
+        return supervisor_cli(self.workdir, *args, stdin=stdin, check=check)
 
     def local_image(self) -> str:
         """A one-file image of random content, tagged for this registry."""
         ref = f"127.0.0.1:{self.port}/rs-sec/img:{secrets.token_hex(3)}"
-        payload = secrets.token_bytes(2048)
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            member = tarfile.TarInfo("rs-sec.bin")
-            member.size = len(payload)
-            tar.addfile(member, io.BytesIO(payload))
-        subprocess.run(
-            ["docker", "import", "-", ref],
-            input=buffer.getvalue(),
-            capture_output=True,
-            timeout=CLI_TIMEOUT,
-            check=True,
-        )
+        import_random_image(ref, member="rs-sec.bin", size=2048)
         self.refs.add(ref)
         return ref
 
@@ -211,40 +127,30 @@ class Secured:
         return session
 
 
-@pytest.fixture(scope="module", params=["2", "3"], ids=["v2", "v3"])
-def secured(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Secured]:
-    """One hardened deployment per image layout (registry:2, registry:3), for the module."""
-    try:
-        client = docker.from_env(timeout=60)
-        client.ping()
-        client.images.get(TEST_IMAGE)
-    except docker.errors.ImageNotFound:
-        pytest.fail(f"{TEST_IMAGE} is missing; run tests/images/build-registry-image.sh")
-    except docker.errors.DockerException as err:
-        pytest.fail(f"no Docker engine answers ({err}); start dockerd or run tests/run")
-    root = tmp_path_factory.mktemp("rs-sec")
+@contextlib.contextmanager
+def deploy_secured(client: docker.DockerClient, root: Path, tag: str) -> Iterator[Secured]:
+    """Start a hardened registry of image tag ``tag`` under ``root``, wait until healthy;
+    afterwards stop the supervisor and remove its containers, images and certs.d entry."""
     name, port = f"rs-sec-{secrets.token_hex(4)}", free_port()
-    certificate = self_signed(root / "tls", CERT_DAYS)
-    workdir = root / "work"  # no stray .env, no source tree on sys.path
-    workdir.mkdir()
-    subprocess.run(
-        [*supervisor_argv(), "htpasswd", USER, "--file", str(root / "htpasswd")],
-        input=PASSWORD + "\n",
-        env=child_env(),
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT,
-        check=True,
+    (root / "tls").mkdir(mode=0o700)
+    certificate, _key = write_self_signed(
+        root / "tls",
+        names=("127.0.0.1", "localhost"),
+        days=CERT_DAYS,
+        common_name="rs-sec registry",
+        ca=True,
     )
+    workdir = root / "work"
+    workdir.mkdir()
+    supervisor_cli(
+        workdir, "htpasswd", USER, "--file", str(root / "htpasswd"), stdin=PASSWORD + "\n"
+    ).check_returncode()
     env_file = root / "registry.env"
     env_file.write_text(
         "\n".join(
             [
                 "MY_REG_IMAGE=registry",
-                f"MY_REG_TAG={request.param}",
+                f"MY_REG_TAG={tag}",
                 f"MY_REG_NAME={name}",
                 f"MY_REG_DIR={root / 'data'}",
                 f"MY_REG_PORT={port}",
@@ -265,22 +171,17 @@ def secured(
     )
     certs_d = CERTS_D / f"127.0.0.1:{port}"
     made_certs_d = not CERTS_D.exists()  # then it is ours to remove too, once empty
-    (root / "docker-config").mkdir()
-    stderr = root / "supervisor.stderr"
+    supervisor: SupervisorProcess | None = None
     refs: set[str] = set()
-    process: subprocess.Popen[bytes] | None = None
     try:
         certs_d.mkdir(parents=True)
         shutil.copyfile(certificate, certs_d / "ca.crt")
-        with stderr.open("wb") as err_file:
-            process = subprocess.Popen(
-                [*supervisor_argv(), "run", "--env-file", str(env_file)],
-                env=child_env(),
-                cwd=workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err_file,
-            )
+        supervisor = SupervisorProcess(
+            [*supervisor_argv(module=True), "run", "--env-file", str(env_file)],
+            env=child_env(),
+            cwd=workdir,
+            log_dir=root / "supervisor",
+        )
         world = Secured(
             name=name,
             port=port,
@@ -288,33 +189,79 @@ def secured(
             certificate=certificate,
             env_file=env_file,
             state_dir=root / "state",
-            docker_config=root / "docker-config",
-            stderr=stderr,
-            process=process,
+            supervisor=supervisor,
             client=client,
             refs=refs,
         )
         world.wait_for("registry.healthy")
         yield world
     finally:
-        if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=30)
-        for container in client.containers.list(all=True, filters={"name": name}):
-            # The registry and its network holder.
-            if container.name in (name, f"{name}-net") and container.labels.get(MANAGED_LABEL):
-                container.remove(force=True)
+        if supervisor is not None:
+            supervisor.stop()
+        # The registry and its network holder.
+        remove_containers(client, MANAGED_LABEL, {name, f"{name}-net"}.__contains__)
         for ref in refs:
             subprocess.run(["docker", "rmi", "--force", ref], capture_output=True, check=False)
         shutil.rmtree(certs_d, ignore_errors=True)
         if made_certs_d:
             with contextlib.suppress(OSError):
                 CERTS_D.rmdir()
-        client.close()
+
+
+@pytest.fixture(scope="module", params=["2", "3"], ids=["v2", "v3"])
+def image_tag(request: pytest.FixtureRequest) -> str:
+    """The registry test image's tag: each layout (registry:2, registry:3) in turn."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def secured(
+    docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory, image_tag: str
+) -> Iterator[Secured]:
+    """The module's deployment of this layout, shared by the tests that only look at it:
+    a test that uses it must leave it as it found it."""
+    with deploy_secured(docker_client, tmp_path_factory.mktemp("rs-sec"), image_tag) as world:
+        yield world
+
+
+@pytest.fixture
+def own_secured(
+    docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory, image_tag: str
+) -> Iterator[Secured]:
+    """A deployment of this layout for one test alone, which may change it."""
+    with deploy_secured(docker_client, tmp_path_factory.mktemp("rs-sec"), image_tag) as world:
+        yield world
+
+
+@dataclass(frozen=True)
+class DockerAsUser:
+    """The docker CLI with a DOCKER_CONFIG of its own: credentials stay in ``config``."""
+
+    config: Path
+
+    def __call__(
+        self, *args: str, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            ["docker", *args],
+            input=stdin,
+            env=child_env(DOCKER_CONFIG=str(self.config)),
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT,
+            check=False,
+        )
+        if check and done.returncode != 0:
+            pytest.fail(f"`docker {' '.join(args)}` exited {done.returncode}: {done.stderr}")
+        return done
+
+
+@pytest.fixture
+def docker_as_user(tmp_path: Path) -> DockerAsUser:
+    """The docker CLI as a user who has not logged in anywhere yet."""
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    return DockerAsUser(config)
 
 
 def test_the_container_runs_hardened(secured: Secured) -> None:
@@ -350,15 +297,7 @@ def test_start_logs_the_expiring_certificate_and_no_exposure(secured: Secured) -
 
 def test_check_reports_tls_auth_hardening_and_the_warning(secured: Secured) -> None:
     """`check` against the running registry: exit 0, the summary lines, the WARNING."""
-    done = subprocess.run(
-        [*supervisor_argv(), "check", "--env-file", str(secured.env_file)],
-        env=child_env(),
-        cwd=secured.root / "work",
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT,
-        check=False,
-    )
+    done = secured.cli("check", "--env-file", str(secured.env_file))
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert f"# tls: certificate {secured.certificate} (CN=rs-sec registry;" in out
@@ -368,17 +307,17 @@ def test_check_reports_tls_auth_hardening_and_the_warning(secured: Secured) -> N
     assert f"# port {secured.port}: held by our container {secured.name}" in out
 
 
-def test_anonymous_push_is_refused(secured: Secured) -> None:
+def test_anonymous_push_is_refused(secured: Secured, docker_as_user: DockerAsUser) -> None:
     """Without `docker login`, the registry refuses the push."""
     ref = secured.local_image()
-    done = secured.docker("push", ref, check=False)
+    done = docker_as_user("push", ref, check=False)
     assert done.returncode != 0
     assert "no basic auth credentials" in done.stderr + done.stdout
 
 
-def test_push_and_pull_after_login(secured: Secured) -> None:
+def test_push_and_pull_after_login(secured: Secured, docker_as_user: DockerAsUser) -> None:
     """`docker login` (password on stdin), push, drop the local copy, pull: same image."""
-    secured.docker(
+    docker_as_user(
         "login",
         f"127.0.0.1:{secured.port}",
         "--username",
@@ -388,39 +327,36 @@ def test_push_and_pull_after_login(secured: Secured) -> None:
     )
     try:
         ref = secured.local_image()
-        image_id = secured.docker("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
-        secured.docker("push", ref)
-        secured.docker("rmi", ref)
-        secured.docker("pull", ref)
+        image_id = docker_as_user("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
+        docker_as_user("push", ref)
+        docker_as_user("rmi", ref)
+        docker_as_user("pull", ref)
         assert (
             image_id
-            == secured.docker("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
+            == docker_as_user("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
         )
     finally:
-        secured.docker("logout", f"127.0.0.1:{secured.port}", check=False)
-    config = json.loads((secured.docker_config / "config.json").read_text())
+        docker_as_user("logout", f"127.0.0.1:{secured.port}", check=False)
+    config = json.loads((docker_as_user.config / "config.json").read_text())
     assert f"127.0.0.1:{secured.port}" not in config.get("auths", {})
 
 
-def test_a_user_added_while_the_registry_runs_can_log_in_at_once(secured: Secured) -> None:
+def test_a_user_added_while_the_registry_runs_can_log_in_at_once(own_secured: Secured) -> None:
     """`registry-supervisor htpasswd` rewrites the file in place: the registry, which sees
     it through a single-file bind mount, accepts the new user without a restart."""
-    started_at = secured.client.api.inspect_container(secured.name)["State"]["StartedAt"]
+    started_at = own_secured.client.api.inspect_container(own_secured.name)["State"]["StartedAt"]
     password = f"pw-{secrets.token_hex(8)}"
-    subprocess.run(
-        [*supervisor_argv(), "htpasswd", "rs-sec-late", "--file", str(secured.root / "htpasswd")],
-        input=password + "\n",
-        env=child_env(),
-        cwd=secured.root / "work",
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT,
-        check=True,
-    )
-    with secured.session() as session:
+    own_secured.cli(
+        "htpasswd", "rs-sec-late", "--file", str(own_secured.root / "htpasswd"),
+        stdin=password + "\n", check=True,
+    )  # fmt: skip
+    with own_secured.session() as session:
         session.auth = ("rs-sec-late", password)
-        assert session.get(f"{secured.base}/v2/", timeout=5).status_code == 200
-    assert started_at == secured.client.api.inspect_container(secured.name)["State"]["StartedAt"]
+        assert session.get(f"{own_secured.base}/v2/", timeout=5).status_code == 200
+    assert (
+        started_at
+        == own_secured.client.api.inspect_container(own_secured.name)["State"]["StartedAt"]
+    )
 
 
 def test_the_http_secret_is_kept_0600_and_the_registry_uses_it(secured: Secured) -> None:
@@ -435,16 +371,16 @@ def test_the_http_secret_is_kept_0600_and_the_registry_uses_it(secured: Secured)
     assert value not in secured.stderr.read_text()
 
 
-def test_an_interrupted_upload_resumes_after_the_registry_restarts(secured: Secured) -> None:
+def test_an_interrupted_upload_resumes_after_the_registry_restarts(own_secured: Secured) -> None:
     """Half a blob is uploaded, the registry is killed and restarted by the supervisor,
     the rest is uploaded with the same state token: with a per-start random secret the
     token would no longer verify (404 BLOB_UPLOAD_INVALID)."""
     first, rest = secrets.token_bytes(4096), secrets.token_bytes(4096)
     digest = "sha256:" + hashlib.sha256(first + rest).hexdigest()
-    with secured.session() as session:
-        started = session.post(f"{secured.base}/v2/rs-sec/upload/blobs/uploads/", timeout=10)
+    with own_secured.session() as session:
+        started = session.post(f"{own_secured.base}/v2/rs-sec/upload/blobs/uploads/", timeout=10)
         assert started.status_code == 202, started.text
-        location = requests.compat.urljoin(secured.base, started.headers["Location"])
+        location = requests.compat.urljoin(own_secured.base, started.headers["Location"])
         patched = session.patch(
             location,
             data=first,
@@ -452,11 +388,11 @@ def test_an_interrupted_upload_resumes_after_the_registry_restarts(secured: Secu
             timeout=10,
         )
         assert patched.status_code == 202, patched.text
-        location = requests.compat.urljoin(secured.base, patched.headers["Location"])
+        location = requests.compat.urljoin(own_secured.base, patched.headers["Location"])
 
-        since = len(secured.events())
-        secured.client.api.kill(secured.name)
-        secured.wait_for("registry.healthy", since=since)
+        since = len(own_secured.events())
+        own_secured.client.api.kill(own_secured.name)
+        own_secured.wait_for("registry.healthy", since=since)
 
         done = session.put(
             f"{location}&digest={digest}",
@@ -465,5 +401,5 @@ def test_an_interrupted_upload_resumes_after_the_registry_restarts(secured: Secu
             timeout=10,
         )
         assert done.status_code == 201, done.text
-        blob = session.get(f"{secured.base}/v2/rs-sec/upload/blobs/{digest}", timeout=10)
+        blob = session.get(f"{own_secured.base}/v2/rs-sec/upload/blobs/{digest}", timeout=10)
         assert blob.content == first + rest

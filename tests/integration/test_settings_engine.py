@@ -17,25 +17,21 @@ after loading (as `startup()` does).
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import secrets
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from unittest import mock
 
 import docker
 import docker.errors
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.certs import self_signed_pem
+from support.docker import remove_containers
 
 from supervisor.engine.client import CANDIDATE_SUFFIX, Engine
 from supervisor.errors import ConfigError, ContainerActionFailed, ImageUnavailable
@@ -231,37 +227,6 @@ def env_file_text(env: dict[str, str]) -> str:
     return "".join(lines)
 
 
-def self_signed() -> tuple[bytes, bytes]:
-    """A certificate for localhost and its key (PEM), valid for a year."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=365))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return (
-        certificate.public_bytes(serialization.Encoding.PEM),
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
-
-
 def write_file(path: str, data: bytes) -> None:
     """Write ``data`` at ``path``, parents created; a path that cannot be made is left for
     the check to refuse."""
@@ -279,7 +244,7 @@ class World:
     root: Path
     prefix: str = field(default_factory=lambda: f"rs-pe-{secrets.token_hex(4)}")
     names: set[str] = field(default_factory=set)
-    tls: tuple[bytes, bytes] = field(default_factory=self_signed)
+    tls: tuple[bytes, bytes] = field(default_factory=self_signed_pem)
     examples: int = 0
     created: int = 0
 
@@ -316,14 +281,7 @@ class World:
             for suffix in ("", HOLDER_SUFFIX)
             for candidate in ("", CANDIDATE_SUFFIX)
         }
-        # The low-level list: the high-level one inspects every container it lists, and one
-        # another suite removes in between would raise NotFound here.
-        listed = self.client.api.containers(all=True, filters={"label": MANAGED_BY_LABEL})
-        for container in listed:
-            names = {name.lstrip("/") for name in container.get("Names") or ()}
-            if names & wanted:
-                with suppress(docker.errors.NotFound, docker.errors.APIError):
-                    self.client.api.remove_container(container["Id"], force=True)
+        remove_containers(self.client, MANAGED_BY_LABEL, wanted.__contains__)
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from support.docker import docker_cli
+from support.process import EX_CONFIG, EX_OK
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +49,7 @@ def run_other(deployment, data_dir: Path, *, suffix: str = "other") -> str:
     another name than ours; its name."""
     name = f"{deployment.name}-{suffix}"
     data_dir.mkdir(parents=True, exist_ok=True)
-    deployment.docker_cli(
+    docker_cli(
         "run", "-d", "--restart", "always", "--name", name,
         "--label", f"{OWNER_LABEL}={deployment.name}",
         "-p", f"127.0.0.1:{deployment.port}:5000",
@@ -57,7 +59,7 @@ def run_other(deployment, data_dir: Path, *, suffix: str = "other") -> str:
 
 
 def inspect(deployment, name: str) -> dict:
-    return json.loads(deployment.docker_cli("inspect", name))[0]
+    return json.loads(docker_cli("inspect", name))[0]
 
 
 def assert_taken_over(deployment, sup, name: str, scenario: str) -> dict:
@@ -84,7 +86,7 @@ def test_check_says_run_takes_over_a_registry_serving_our_data_dir(deployment):
 
     done = deployment.cli("check", "--env-file", str(deployment.env_file))
 
-    assert deployment.EX_OK == done.returncode, done.stderr
+    assert EX_OK == done.returncode, done.stderr
     plan = [line for line in done.stdout.splitlines() if line.startswith("# run will take over")]
     assert 1 == len(plan), done.stdout
     assert plan[0].startswith(f"# run will take over {name} (")
@@ -165,7 +167,7 @@ def test_check_names_a_container_with_another_data_dir_and_exits_78(deployment):
 
     done = deployment.cli("check", "--env-file", str(deployment.env_file))
 
-    assert deployment.EX_CONFIG == done.returncode, done.stdout
+    assert EX_CONFIG == done.returncode, done.stdout
     assert [
         f"registry-supervisor: MY_REG_PORT={deployment.port}: expected a free port; "
         f"127.0.0.1:{deployment.port} is held by container {name} ("
@@ -184,7 +186,7 @@ def test_check_says_no_container_holds_a_port_a_host_process_holds(deployment):
 
         done = deployment.cli("check", "--env-file", str(deployment.env_file))
 
-    assert deployment.EX_CONFIG == done.returncode, done.stdout
+    assert EX_CONFIG == done.returncode, done.stdout
     assert (
         f"registry-supervisor: MY_REG_PORT={deployment.port}: expected a free port; "
         f"127.0.0.1:{deployment.port} is in use and no container holds it: a host process "
@@ -242,7 +244,7 @@ def test_run_waits_for_a_port_another_service_holds_then_leaves_nothing(deployme
         assert ("port-busy", "port-busy") == state_file_says(deployment, "port-busy")
 
         sup.send(signal.SIGTERM)
-        assert deployment.EX_OK == sup.wait_exit()
+        assert EX_OK == sup.wait_exit()
     shutil.rmtree(notify_dir, ignore_errors=True)
     assert (None, None) == (deployment.observe(), deployment.observe(deployment.holder_name))
     assert "running" == deployment.running(name).status

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import signal
-import socket
-import tempfile
-import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from support.docker import docker_cli
+from support.notify import NotifySocket
+from support.process import EX_OK
 
 pytestmark = pytest.mark.integration
 
@@ -32,53 +30,14 @@ LONG_PROBE_TIMEOUT_S = 8
 LONG_STOP_TIMEOUT_S = 8
 
 
-class NotifySocket:
-    """An AF_UNIX datagram socket, as systemd binds it, that records each datagram and the
-    time.monotonic() of its arrival, from a thread."""
-
-    def __init__(self) -> None:
-        # AF_UNIX paths are limited to 108 bytes: pytest's tmp_path can be longer.
-        self._dir = Path(tempfile.mkdtemp(prefix="rs-notify-"))
-        self.path = self._dir / "notify"
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.bind(str(self.path))
-        self._sock.settimeout(0.1)
-        self._received: list[tuple[float, str]] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._receive, daemon=True)
-        self._thread.start()
-
-    def _receive(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self._sock.recv(4096)
-            except TimeoutError:
-                continue
-            with self._lock:
-                self._received.append((time.monotonic(), data.decode(errors="replace")))
-
-    def watchdog_pings(self, start: float, end: float) -> list[float]:
-        """Arrival times of WATCHDOG=1 between ``start`` and ``end`` (monotonic)."""
-        with self._lock:
-            received = list(self._received)
-        return [
-            at for at, text in received if "WATCHDOG=1" in text.split("\n") and start <= at <= end
-        ]
-
-    def env(self) -> dict[str, str]:
-        """NOTIFY_SOCKET and WATCHDOG_USEC for the supervisor (WATCHDOG_PID unset: it is ours)."""
-        return {"NOTIFY_SOCKET": str(self.path), "WATCHDOG_USEC": str(WATCHDOG_USEC)}
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._sock.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
+def watchdog_env(notify: NotifySocket) -> dict[str, str]:
+    """NOTIFY_SOCKET and WATCHDOG_USEC for the supervisor (WATCHDOG_PID unset: it is ours)."""
+    return {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": str(WATCHDOG_USEC)}
 
 
 @pytest.fixture
 def notify_socket() -> Iterator[NotifySocket]:
+    """A NOTIFY_SOCKET recording each datagram's time.monotonic() of arrival."""
     sock = NotifySocket()
     try:
         yield sock
@@ -101,7 +60,7 @@ def test_the_watchdog_is_fed_while_a_probe_waits_on_a_hung_registry(deployment, 
         MY_REG_HEALTH_RETRIES="2",
         MY_REG_STARTUP_GRACE="1",
     )
-    sup = deployment.start(env=notify_socket.env())
+    sup = deployment.start(env=watchdog_env(notify_socket))
     hung = deployment.running()
 
     since = sup.mark()
@@ -111,7 +70,7 @@ def test_the_watchdog_is_fed_while_a_probe_waits_on_a_hung_registry(deployment, 
     sup.wait_for_event("registry.healthy", since=since)
     end = time.monotonic()
 
-    pings = notify_socket.watchdog_pings(start, end)
+    pings = notify_socket.arrivals("WATCHDOG=1", start, end)
     gap = widest_gap(start, pings, end)
     print(f"hang: {len(pings)} pings over {end - start:.1f} s, widest gap {gap:.3f} s")
     assert gap <= BUDGET_S + ALLOWANCE_S, f"{len(pings)} pings, widest gap {gap:.3f} s"
@@ -125,7 +84,7 @@ def test_the_watchdog_is_fed_while_a_stop_waits_on_a_registry_ignoring_sigterm(
     """On SIGTERM, while `docker stop` waits MY_REG_STOP_TIMEOUT (8 s) for a SIGSTOPped
     registry, WATCHDOG=1 keeps coming every half of WATCHDOG_USEC, until a clean exit."""
     deployment.write_env(MY_REG_STOP_TIMEOUT=LONG_STOP_TIMEOUT_S, MY_REG_HEALTH_INTERVAL="60")
-    sup = deployment.start(env=notify_socket.env())
+    sup = deployment.start(env=watchdog_env(notify_socket))
     stuck = deployment.running()
 
     os.kill(stuck.pid, signal.SIGSTOP)
@@ -134,16 +93,16 @@ def test_the_watchdog_is_fed_while_a_stop_waits_on_a_registry_ignoring_sigterm(
     code = sup.wait_exit(timeout=LONG_STOP_TIMEOUT_S + 30)
     end = time.monotonic()
 
-    pings = notify_socket.watchdog_pings(start, end)
+    pings = notify_socket.arrivals("WATCHDOG=1", start, end)
     gap = widest_gap(start, pings, end)
     print(f"stop: {len(pings)} pings over {end - start:.1f} s, widest gap {gap:.3f} s")
     assert gap <= BUDGET_S + ALLOWANCE_S, f"{len(pings)} pings, widest gap {gap:.3f} s"
-    assert deployment.EX_OK == code
+    assert EX_OK == code
     assert [deployment.name, deployment.holder_name] == [
         event["name"] for event in sup.find("container.stopped")
     ]
     # 137: killed once MY_REG_STOP_TIMEOUT was over, so the stop did wait that long.
-    state = deployment.docker_cli(
+    state = docker_cli(
         "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", deployment.name
     )
     assert "exited 137" == state

@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tarfile
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEMD_IMAGE = "registry-supervisor-systemd:test"
@@ -73,12 +73,6 @@ def run(
             f"stdout: {result.stdout[-3000:]}\nstderr: {result.stderr[-3000:]}"
         )
     return result
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def http_status(url: str, timeout: float = 2.0) -> int | None:
@@ -217,9 +211,9 @@ class Deployment:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v2/"
 
-    # Host-side helpers, here so that test modules need no imports from conftest.
+    # Host-side helpers of this suite alone, here so that test modules need no imports
+    # from conftest (the shared ones are in tests/support).
     host = staticmethod(run)
-    free_port = staticmethod(free_port)
     http_status = staticmethod(http_status)
 
     def env_text(self, **overrides: str) -> str:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.net import free_port
 
 pytestmark = pytest.mark.systemd
 
@@ -35,7 +36,7 @@ def test_env_file_is_a_conffile_and_shows_every_setting_with_its_default(service
 
     # The default port may be busy here: the process environment wins over the file.
     check = machine.run(
-        "env", f"MY_REG_PORT={service.free_port()}",
+        "env", f"MY_REG_PORT={free_port()}",
         "registry-supervisor", "check", "--env-file", "/root/shipped.env",
     )  # fmt: skip
 
@@ -163,7 +164,7 @@ def test_reload_with_a_changed_port_recreates_the_container(running, wait_for):
     machine = running.machine
     invocation = machine.prop("InvocationID")
     old_url, (old_id, _) = running.url, running.identity()
-    running.port = running.free_port()
+    running.port = free_port()
     running.configure()
 
     machine.systemctl("reload", UNIT)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import structlog
+from support.certs import MakeTls
+from support.settings import settings_from, spec_hash
 
 from supervisor import risks
 from supervisor.adapters.notify import Notifier
@@ -18,16 +19,7 @@ from supervisor.errors import ConfigError
 from supervisor.layout import V2_LAYOUT
 from supervisor.loop.supervisor import Supervisor
 from supervisor.ops import htpasswd
-from supervisor.settings import Settings, load_settings
 from supervisor.spec import derive_spec
-
-MakeTls = Callable[..., tuple[Path, Path]]
-
-
-def settings_from(tmp_path: Path, text: str = "") -> Settings:
-    env_file = tmp_path / "hardening.env"
-    env_file.write_text(text)
-    return load_settings(env_file)
 
 
 def host_config(tmp_path: Path, text: str = "") -> dict[str, object]:
@@ -90,8 +82,8 @@ def test_memory_limits_docker_would_refuse_are_config_errors(tmp_path: Path, val
 )
 def test_hardening_settings_change_the_spec_hash(tmp_path: Path, line: str) -> None:
     """A changed hardening setting recreates the container on reload."""
-    base = derive_spec(settings_from(tmp_path), V2_LAYOUT).spec_hash
-    assert derive_spec(settings_from(tmp_path, line + "\n"), V2_LAYOUT).spec_hash != base
+    base = spec_hash(tmp_path)
+    assert spec_hash(tmp_path, line + "\n") != base
 
 
 # --- exposure --------------------------------------------------------------------------

@@ -4,36 +4,23 @@ from __future__ import annotations
 
 import http.server
 import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
+from support.http import V2Handler, serving
 
 from supervisor.adapters.probe import Probe, ProbeFailed
 from supervisor.health import FailureCount, is_healthy
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    status = 200
-
-    def do_GET(self) -> None:
-        self.send_response(self.status)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args: object) -> None:
-        pass
+class _Handler(V2Handler):
+    """/v2/ answering the status a test sets."""
 
 
 @pytest.fixture
 def http_server() -> Iterator[http.server.HTTPServer]:
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(_Handler) as server:
+        yield server
 
 
 @pytest.mark.parametrize("status", [200, 401, 503])

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.settings import settings_from
 
 from supervisor.errors import ConfigError
 from supervisor.layout import (
@@ -20,14 +21,7 @@ from supervisor.layout import (
     version_label,
 )
 from supervisor.ops.gc import collector_command, collector_config
-from supervisor.settings import Settings, load_settings
 from supervisor.spec import Mount, derive_spec
-
-
-def settings_from(tmp_path: Path, text: str = "") -> Settings:
-    env_file = tmp_path / "layout.env"
-    env_file.write_text(text)
-    return load_settings(env_file)
 
 
 def image(entrypoint: list[str] | None, command: list[str] | None) -> dict[str, Any]:

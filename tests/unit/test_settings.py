@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support.certs import MakeTls
 
 from supervisor.errors import ConfigError
 from supervisor.settings import LogFormat, PullPolicy, effective, load_settings, raw_setting
-
-MakeTls = Callable[..., tuple[Path, Path]]
 
 SEED_ENV = """\
 MY_REG_TAG=latest

@@ -22,6 +22,7 @@ from unittest import mock
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.process import EX_CONFIG, EX_UNAVAILABLE
 
 from supervisor.cli import main
 from supervisor.errors import ConfigError
@@ -29,7 +30,6 @@ from supervisor.settings import Settings, load_settings
 
 VARIABLES = sorted(f"MY_REG_{name.upper()}" for name in Settings.model_fields)
 PREFIX = "registry-supervisor: "
-EX_UNAVAILABLE, EX_CONFIG = 69, 78
 
 # Values that have broken loaders before: numbers out of every range, float specials,
 # unicode digits, paths that are relative, huge, NUL-bearing, or point at odd files.

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support.certs import MakeTls
+from support.settings import settings_from, spec_hash
 
 from supervisor.engine.configs import create_config, holder_create_config
 from supervisor.layout import V2_LAYOUT
-from supervisor.settings import Settings, load_settings
 from supervisor.spec import MANAGED_BY_LABEL, SPEC_HASH_LABEL, Mount, derive_spec, holder_spec
-
-
-def settings_from(tmp_path: Path, text: str = "") -> Settings:
-    env_file = tmp_path / "spec.env"
-    env_file.write_text(text)
-    return load_settings(env_file)
 
 
 def test_data_dir_is_mounted_read_write_at_var_lib_registry(tmp_path: Path) -> None:
@@ -35,7 +29,7 @@ def test_config_file_is_mounted_read_only(tmp_path: Path) -> None:
 
 
 def test_tls_dir_is_mounted_at_certs_with_the_seeds_variables(
-    tmp_path: Path, make_tls: Callable[..., tuple[Path, Path]]
+    tmp_path: Path, make_tls: MakeTls
 ) -> None:
     """TLS on: /certs mounted and REGISTRY_HTTP_TLS_* point at the files, as in the seed."""
     tls = tmp_path / "tls"
@@ -72,8 +66,8 @@ def test_hash_is_stable_for_equal_settings(tmp_path: Path) -> None:
 )
 def test_hash_changes_with_anything_that_shapes_the_container(tmp_path: Path, change: str) -> None:
     """Each setting that changes the container changes the hash."""
-    base = derive_spec(settings_from(tmp_path), V2_LAYOUT).spec_hash
-    assert derive_spec(settings_from(tmp_path, change + "\n"), V2_LAYOUT).spec_hash != base
+    base = spec_hash(tmp_path)
+    assert spec_hash(tmp_path, change + "\n") != base
 
 
 @pytest.mark.parametrize(
@@ -87,8 +81,8 @@ def test_hash_changes_with_anything_that_shapes_the_container(tmp_path: Path, ch
 )
 def test_hash_ignores_supervisor_only_settings(tmp_path: Path, change: str) -> None:
     """Probe, log and pull settings do not recreate the container."""
-    base = derive_spec(settings_from(tmp_path), V2_LAYOUT).spec_hash
-    assert derive_spec(settings_from(tmp_path, change + "\n"), V2_LAYOUT).spec_hash == base
+    base = spec_hash(tmp_path)
+    assert spec_hash(tmp_path, change + "\n") == base
 
 
 def test_container_is_labelled_with_its_hash_and_never_restarted_by_docker(tmp_path: Path) -> None:
@@ -143,7 +137,4 @@ def test_the_holder_changes_with_the_port_but_not_with_the_registry_environment(
     port = holder_spec(derive_spec(settings_from(tmp_path, "MY_REG_PORT=5009\n"), V2_LAYOUT))
     assert env.spec_hash == base
     assert port.spec_hash != base
-    assert (
-        port.spec_hash
-        != derive_spec(settings_from(tmp_path, "MY_REG_PORT=5009\n"), V2_LAYOUT).spec_hash
-    )
+    assert port.spec_hash != spec_hash(tmp_path, "MY_REG_PORT=5009\n")

@@ -7,15 +7,16 @@ probe talks to a real TLS server on loopback.
 from __future__ import annotations
 
 import gc
-import http.server
 import ssl
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from support.certs import MakeTls
+from support.http import V2Handler, serving
+from support.process import EX_CONFIG
 
 from supervisor import tls
 from supervisor.adapters.notify import Notifier
@@ -23,9 +24,6 @@ from supervisor.adapters.probe import Probe, ProbeFailed
 from supervisor.cli import main
 from supervisor.loop.supervisor import Supervisor
 from supervisor.settings import load_settings
-
-MakeTls = Callable[..., tuple[Path, Path]]
-EX_CONFIG = 78
 
 
 def tls_env(tmp_path: Path, tls_dir: Path, extra: str = "") -> Path:
@@ -187,30 +185,14 @@ def test_check_warns_about_an_expiring_certificate(
 # --- the pinned probe, against a real TLS server on loopback ----------------------------
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def tls_server(tmp_path: Path, make_tls: MakeTls) -> Iterator[tuple[int, Path]]:
     """An HTTPS server on 127.0.0.1 whose certificate names only registry.example.com."""
     crt, key = make_tls(tmp_path / "server", names=("registry.example.com",))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(crt, key)
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Handler)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_port, crt
-    server.shutdown()
-    server.server_close()
+    with serving(V2Handler, context) as server:
+        yield server.server_port, crt
 
 
 def test_the_probe_trusts_the_configured_certificate_whatever_its_names(
