@@ -52,6 +52,7 @@ from typing import Any
 
 import benchlib as b
 import footprint
+import plot
 
 FAULTS = ("kill", "exit", "removed", "stopped", "hung", "engine")
 LABELS = {
@@ -651,6 +652,7 @@ def render(path: Path) -> int:
     report = json.loads(path.read_text())
     text = markdown(report)
     (path.parent / "recovery.md").write_text(text + "\n")
+    (path.parent / "recovery.svg").write_text(plot.recovery_svg(report))
     print(text)
     return 0
 
@@ -690,7 +692,8 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "recovery.md").write_text(text + "\n")
     (args.out / "recovery.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {args.out / 'recovery.md'} and {args.out / 'recovery.json'}")
+    (args.out / "recovery.svg").write_text(plot.recovery_svg(report))
+    print(f"\nwrote {args.out / 'recovery.md'}, recovery.json and recovery.svg")
     return 0
 
 
