@@ -235,7 +235,33 @@ def test_the_probe_refuses_any_other_certificate(
     other, _key = make_tls(tmp_path / "other", names=("registry.example.com",))
     probe = Probe(f"https://127.0.0.1:{port}/v2/", other)
     try:
-        with pytest.raises(ProbeFailed, match=r"[Ff]ingerprint"):
+        with pytest.raises(ProbeFailed) as failed:
             probe(2.0)
     finally:
         probe.close()
+    served = tls.load_certificate(_crt).sha256
+    assert ("TLS handshake failed: certificate is not the pinned one", "tls", served) == (
+        str(failed.value),
+        failed.value.failure,
+        failed.value.served,
+    )
+
+
+def test_a_plain_http_server_fails_the_tls_handshake(tmp_path: Path, make_tls: MakeTls) -> None:
+    """HTTP where HTTPS is expected: OpenSSL's reason in a few words, no certificate."""
+    crt, _key = make_tls(tmp_path / "tls", names=("registry.example.com",))
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    probe = Probe(f"https://127.0.0.1:{server.server_port}/v2/", crt)
+    try:
+        with pytest.raises(ProbeFailed) as failed:
+            probe(2.0)
+    finally:
+        probe.close()
+        server.shutdown()
+        server.server_close()
+    assert ("TLS handshake failed: wrong version number", "tls", None) == (
+        str(failed.value),
+        failed.value.failure,
+        failed.value.served,
+    )
