@@ -55,6 +55,8 @@ class Metrics:
     data_dir_free_bytes: Any
     maintenance: Any
     info: Any
+    probe_failures: Any
+    degraded: Any
 
     def __init__(self, enabled: bool = True) -> None:
         self._server: WSGIServer | None = None
@@ -64,7 +66,7 @@ class Metrics:
             off = _Off()
             self.up = self.restarts = self.probe_seconds = self.since_healthy = off
             self.data_dir_bytes = self.data_dir_free_bytes = self.maintenance = off
-            self.info = off
+            self.info = self.probe_failures = self.degraded = off
             return
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -106,7 +108,20 @@ class Metrics:
             "1 while a maintenance task (garbage collection) holds the registry",
             registry=self.registry,
         )
-
+        self.probe_failures = Counter(
+            "registry_probe_failures",
+            "Failed health probes, by class: refused, timeout, reset, dependency (the "
+            "registry's own health check answered 503), tls, http (another status)",
+            ["class"],
+            registry=self.registry,
+        )
+        self.degraded = Gauge(
+            "registry_degraded",
+            "1 while the registry serves but a source fails (dependency: its own health "
+            "check), by source",
+            ["source"],
+            registry=self.registry,
+        )
         self.info = Gauge(
             "registry_info",
             "1, labelled with the registry's version (`registry --version` in its image)",

@@ -253,27 +253,46 @@ class Reconciler:
             return
         if self.look_at_gate(now):
             return  # `gc` stopped it on purpose while we asked
-        self.keeper.observe_unhealthy()
         verdict = self.health.judge(
             answer, now, starting=self.phase is Phase.STARTING, running=self.actions.both_running()
         )
+        if verdict in (Verdict.DEPENDENCY, Verdict.DEPENDENCY_RESTART):
+            restart = verdict is Verdict.DEPENDENCY_RESTART
+            self._dependency_failed(now, answer.detail, restart=restart)
+            return
+        if verdict is Verdict.REPINNED:
+            return
+        self.keeper.observe_unhealthy()
         if verdict is Verdict.DOWN:
             # A container that is not running needs a repair, not more probes. The events
             # already queued come first: a `kill` before the `die` tells a stop from a crash.
             self.look_again = True
             return
-        if verdict is Verdict.IN_GRACE:
-            return
         if verdict is Verdict.MUST_RESTART:
             self.schedule_repair(now, RepairNeeded(Reason.UNHEALTHY))
+        elif verdict is not Verdict.IN_GRACE:
+            self.change_phase(Phase.UNHEALTHY)
+
+    def _dependency_failed(self, now: float, detail: str, *, restart: bool) -> None:
+        """The registry answers 503 for its own health check (its storage, most often):
+        degraded, not hung. It serves no request meanwhile, but a restart cannot mend a
+        storage outage: only the health watch's long backoff restarts it (``restart``)."""
+        self.degrade("dependency", detail)
+        if restart:
+            self.schedule_repair(now, RepairNeeded(Reason.UNHEALTHY))
             return
-        self.change_phase(Phase.UNHEALTHY)
+        if self.phase is not Phase.DEGRADED:
+            # STARTING or UNHEALTHY: the process is up and answering, so startup is over
+            # (READY: systemd must not time the unit out over a storage outage).
+            self.change_phase(Phase.DEGRADED)
+            self.readiness.ready(now)
 
     def degrade(self, source: str, detail: str) -> None:
         """``source`` says the serving registry cannot do its job (``detail``, one phrase)."""
         if self.degraded.get(source) != detail:
             self.log.warning("registry.degraded", source=source, detail=detail)
         self.degraded[source] = detail
+        self.health.metrics.degraded.labels(source=source).set(1)
         if self.phase is Phase.HEALTHY:
             self.change_phase(Phase.DEGRADED)
 
@@ -281,11 +300,14 @@ class Reconciler:
         """``source`` works again; the registry is healthy once no source is degraded."""
         if self.degraded.pop(source, None) is not None:
             self.log.info("registry.recovered", source=source)
+            self.health.metrics.degraded.labels(source=source).set(0)
         if not self.degraded and self.phase is Phase.DEGRADED:
             self.change_phase(Phase.HEALTHY)
 
     def _healthy(self, now: float) -> None:
-        newly = self.phase not in (Phase.HEALTHY, Phase.DEGRADED)
+        # A registry degraded by its own health check served nothing: up from now on.
+        newly = self.phase not in (Phase.HEALTHY, Phase.DEGRADED) or "dependency" in self.degraded
+        self.recover("dependency")  # it answers 200/401: its own health check passes
         if newly:
             self.log.info(
                 "registry.healthy",

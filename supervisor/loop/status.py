@@ -50,6 +50,7 @@ class StatusView:
     port_busy_by: str | None
     failures: int
     retries: int
+    probe_error: str | None  # the last failed probe's phrase, until one succeeds
     maintenance_task: str | None
     started_wall: datetime
     notes: tuple[str, ...] = ()  # a TLS expiry, a low disk: appended to the line
@@ -97,6 +98,7 @@ def snapshot(
         attempt=keeper.budget.attempt,
         port_busy_by=keeper.port_busy_by,
         failures=health.failures.failures,
+        probe_error=health.last_error,
         retries=settings.health_retries,
         maintenance_task=lock.task if lock is not None else None,
         started_wall=started_wall,
@@ -135,6 +137,10 @@ def phase_line(view: StatusView) -> str:  # noqa: PLR0911 (one return per phase)
         counted = f"{restarts} restart" + ("" if restarts == 1 else "s")
         line = f"healthy: up {format_duration(now - view.healthy_since)}, {counted}"
         return f"{line} (last: {view.last_reason})" if view.last_reason else line
+    if phase is Phase.DEGRADED and view.probe_error is not None:
+        # Only the registry's own health check (503 on every path) degrades it while
+        # the probe fails: it answers, and serves nothing.
+        return f"degraded: {'; '.join(view.degraded)} (answering, serving nothing)"
     if phase is Phase.DEGRADED and view.healthy_since is not None:
         up = format_duration(now - view.healthy_since)
         return f"degraded: {'; '.join(view.degraded)} (serving, up {up})"
@@ -150,8 +156,11 @@ def phase_line(view: StatusView) -> str:  # noqa: PLR0911 (one return per phase)
         )
     if phase is Phase.PULLING:
         return f"pulling {view.image}"
+    if phase is Phase.UNHEALTHY and view.failures == 0 and view.probe_error is not None:
+        return f"unhealthy: {view.probe_error}"  # reported, not counted (a TLS failure)
     if phase is Phase.UNHEALTHY:
-        return f"unhealthy: {view.failures}/{view.retries} probes failed"
+        line = f"unhealthy: {view.failures}/{view.retries} probes failed"
+        return f"{line} ({view.probe_error})" if view.probe_error else line
     if phase is Phase.STARTING:
         return f"starting: waiting for {view.probe_url} to answer"
     if phase is Phase.MAINTENANCE and view.maintenance_task is not None:

@@ -42,6 +42,8 @@ from supervisor.settings.values import (
     parse_metrics_address,
 )
 
+CONFIRM_EXPECTED = "a number of seconds above 0, at most MY_REG_HEALTH_INTERVAL"
+
 
 class Settings(BaseSettings):
     """Everything the supervisor needs to know, validated at load."""
@@ -74,6 +76,9 @@ class Settings(BaseSettings):
     pull: PullPolicy = Field(PullPolicy.MISSING, description="one of missing, always, never")
     health_interval: Seconds = Field(5.0, description=SECONDS_ABOVE_0)
     health_timeout: Seconds = Field(1.0, description=SECONDS_ABOVE_0)
+    # After a failed probe, the next ones come this often (start to start) until one
+    # succeeds or MY_REG_HEALTH_RETRIES have failed: a hang is confirmed in seconds.
+    health_confirm_interval: Seconds = Field(0.5, description=CONFIRM_EXPECTED)
     health_retries: int = Field(3, ge=1, description="a whole number of at least 1")
     startup_grace: float = Field(
         30.0,
@@ -126,6 +131,14 @@ class Settings(BaseSettings):
         """The default order (init > environment > env file > defaults), with the env file's
         values as load_settings read them in place of pydantic-settings' own reading."""
         return init_settings, env_settings, env_file_source(settings_cls), file_secret_settings
+
+    @field_validator("health_confirm_interval")
+    @classmethod
+    def _confirm_interval(cls, value: float, info: ValidationInfo) -> float:
+        interval = info.data.get("health_interval")
+        if interval is not None and value > interval:
+            raise ValueError(f"{CONFIRM_EXPECTED} (now {interval:g})")
+        return value
 
     @field_validator("image")
     @classmethod

@@ -15,7 +15,9 @@ away. The loop's own EventWatcher reads it on its thread; ``settle()`` waits unt
 thread has passed on every event (or has ended), so a test handles them deterministically.
 
 Faults are injected by what an admin or the kernel would do: ``crash``, ``docker_stop``,
-``docker_kill``, ``docker_rm_f``, ``hang`` (the registry stops answering), ``go_down`` /
+``docker_kill``, ``docker_rm_f``, ``hang`` (the registry stops answering; ``resume``),
+``stop_listening`` (it runs and refuses), ``fail_storage`` / ``mend_storage`` (its own
+health check answers 503 on every path, across restarts), ``go_down`` /
 ``come_back`` (the engine), ``occupy_port`` (a host process). ``FakeProbe`` answers
 ``GET /v2/`` as the registry behind the published port would.
 
@@ -40,7 +42,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from supervisor.adapters.probe import ProbeFailed
+from supervisor.adapters.probe import ProbeFailed, ProbeResponse
 from supervisor.engine.client import Engine
 from supervisor.engine.configs import create_config, holder_create_config
 from supervisor.errors import (
@@ -50,6 +52,7 @@ from supervisor.errors import (
     ImageUnavailable,
     PortBusy,
 )
+from supervisor.health import FailureClass
 from supervisor.layout import ImageLayout, RegistryVersion, layout_of, parse_version
 from supervisor.observed import Observed, observe
 from supervisor.spec import ContainerSpec, HolderSpec
@@ -74,6 +77,9 @@ MUTATIONS = frozenset(
 )
 SETTLE_TIMEOUT_S = 5.0
 REFUSED = "Failed to establish a new connection: [Errno 111] Connection refused"
+# What distribution's health.Handler answers on every path while a check fails (as
+# supervisor.health.registry_error reads its JSON body).
+STORAGE_ERROR = "UNAVAILABLE: health check failed: please see /debug/health"
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,7 @@ class Call:
 class _Container:
     attrs: dict[str, Any]
     hung: bool = False  # the process runs but answers nothing
+    deaf: bool = False  # the process runs and listens nowhere (connection refused)
     # The holder's pid when this container last started in its network namespace.
     joined_pid: int | None = None
 
@@ -234,6 +241,7 @@ class FakeEngine:
         self.up = True
         self.calls: list[Call] = []
         self.probe_times: list[float] = []  # when FakeProbe was asked, on the test's clock
+        self.storage_error: str | None = None  # fail_storage: the registry's 503 error
         self.host_ports: set[int] = set()  # held by host processes (occupy_port)
         self.pullable = set(pullable)
         self.faults = _Faults()
@@ -324,6 +332,23 @@ class FakeEngine:
     def hang(self, name: str) -> None:
         """The process keeps running and stops answering, until it is started anew."""
         self._need(name).hung = True
+
+    def resume(self, name: str) -> None:
+        """A hung or deaf process answers again (SIGCONT after SIGSTOP)."""
+        container = self._need(name)
+        container.hung = container.deaf = False
+
+    def stop_listening(self, name: str) -> None:
+        """The process keeps running and closes its listener: connections are refused."""
+        self._need(name).deaf = True
+
+    def fail_storage(self, error: str = STORAGE_ERROR) -> None:
+        """The registry's storage check fails: it answers 503 and ``error`` (its JSON error,
+        as ``CODE: detail``) on every path, whichever container serves, until mended."""
+        self.storage_error = error
+
+    def mend_storage(self) -> None:
+        self.storage_error = None
 
     def go_down(self, *, stop_containers: bool = False) -> None:
         """The engine stops: every call fails, event streams end. Its containers keep
@@ -462,7 +487,7 @@ class FakeEngine:
     # -- the registry behind the port (for FakeProbe) ---------------------------------
 
     def answer(self, port: int) -> str:
-        """What a client connecting to host port ``port`` gets: "ok", "hung" or "refused".
+        """What a client connecting to host port ``port`` gets: "ok", "hung", "refused" or "503".
         No engine call: a registry serves with its engine away."""
         for holder in self._containers.values():
             if not holder.running or port not in observe(holder.attrs).published:
@@ -470,7 +495,11 @@ class FakeEngine:
             for registry in self._containers.values():
                 joined = registry.network_of == holder.id
                 if joined and registry.running and registry.joined_pid == holder.state["Pid"]:
-                    return "hung" if registry.hung else "ok"
+                    if registry.hung:
+                        return "hung"
+                    if registry.deaf:
+                        return "refused"
+                    return "503" if self.storage_error is not None else "ok"
         return "refused"
 
     # -- the engine's workings --------------------------------------------------------
@@ -619,7 +648,7 @@ class FakeEngine:
             OOMKilled=False,
             StartedAt=_wall(),
         )
-        container.hung = False
+        container.hung = container.deaf = False
         holder = self._containers.get(container.network_of or "")
         container.joined_pid = int(holder.state["Pid"]) if holder is not None else None
         self._emit(container, "start")
@@ -676,28 +705,31 @@ class FakeEngine:
 
 class FakeProbe:
     """``GET /v2/`` on the fake engine's published port, as ``Probe`` answers it: 200 while
-    the registry serves there; ProbeFailed when nothing listens (refused) or when it hangs
-    (after the full timeout, which it spends on the test's clock)."""
+    the registry serves there; 503 with the registry's error while its storage fails;
+    ProbeFailed when nothing listens (refused) or when it hangs (after the full timeout,
+    which it spends on the test's clock)."""
 
     def __init__(self, engine: FakeEngine, url: str, clock: Any) -> None:
+        self.pinned: str | None = None
         self._engine = engine
         self._clock = clock
         self.url = url
         self._port = urlsplit(url).port or 443
 
     def __call__(self, timeout: float) -> int:
+        return self.ask(timeout).status
+
+    def ask(self, timeout: float) -> ProbeResponse:
         self._engine.probe_times.append(self._clock())
         answer = self._engine.answer(self._port)
-        where = f"HTTPConnectionPool(host='127.0.0.1', port={self._port})"
         if answer == "hung":
             self._clock.advance(timeout)
-            raise ProbeFailed(f"ReadTimeout: {where}: Read timed out. (read timeout={timeout})")
+            raise ProbeFailed(f"timed out after {timeout:g}s", FailureClass.TIMEOUT)
         if answer == "refused":
-            raise ProbeFailed(
-                f"ConnectionError: {where}: Max retries exceeded with url: /v2/ "
-                f"(Caused by NewConnectionError({REFUSED!r}))"
-            )
-        return 200
+            raise ProbeFailed("connection refused", FailureClass.REFUSED)
+        if answer == "503":
+            return ProbeResponse(503, self._engine.storage_error)
+        return ProbeResponse(200)
 
     def close(self) -> None:
         pass

@@ -10,15 +10,16 @@ from collections.abc import Iterator
 
 
 class V2Handler(http.server.BaseHTTPRequestHandler):
-    """Answers every GET with ``status`` and a `{}` body, as /v2/ does; logs nothing."""
+    """Answers every GET with ``status`` and ``body`` (`{}`, as /v2/ does); logs nothing."""
 
     status = 200
+    body = b"{}"
 
     def do_GET(self) -> None:
         self.send_response(self.status)
-        self.send_header("Content-Length", "2")
+        self.send_header("Content-Length", str(len(self.body)))
         self.end_headers()
-        self.wfile.write(b"{}")
+        self.wfile.write(self.body)
 
     def log_message(self, *args: object) -> None:
         pass

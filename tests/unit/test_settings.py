@@ -43,6 +43,7 @@ def test_defaults_match_the_documented_table() -> None:
     assert (settings.tls_crt, settings.tls_key) == ("certificate.pem", "key.pem")
     assert settings.pull is PullPolicy.MISSING
     assert (settings.health_interval, settings.health_timeout, settings.health_retries) == (5, 1, 3)
+    assert settings.health_confirm_interval == 0.5
     assert settings.stop_on_exit is True
     assert settings.log_format is LogFormat.AUTO
     assert settings.registry_env == {}
@@ -127,6 +128,16 @@ def test_missing_explicit_env_file_is_a_config_error(tmp_path: Path) -> None:
         (
             "MY_REG_HEALTH_RETRIES=0",
             "MY_REG_HEALTH_RETRIES='0': expected a whole number of at least 1",
+        ),
+        (
+            "MY_REG_HEALTH_CONFIRM_INTERVAL=0",
+            "MY_REG_HEALTH_CONFIRM_INTERVAL='0': expected a number of seconds above 0, "
+            "at most MY_REG_HEALTH_INTERVAL",
+        ),
+        (
+            "MY_REG_HEALTH_CONFIRM_INTERVAL=6",
+            "MY_REG_HEALTH_CONFIRM_INTERVAL='6': expected a number of seconds above 0, "
+            "at most MY_REG_HEALTH_INTERVAL (now 5)",
         ),
         (
             "MY_REG_PULL=sometimes",

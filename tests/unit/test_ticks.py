@@ -263,22 +263,126 @@ def test_docker_stop_is_repaired_with_reason_stopped(rig: Rig) -> None:
 
 
 def test_hung_registry_is_restarted_after_health_retries_failed_probes(rig: Rig) -> None:
-    """Probes that time out, one health interval apart (start to start), three in a row
-    (MY_REG_HEALTH_RETRIES): killed and started again, reason unhealthy."""
+    """Probes that time out: the first at the normal cadence, the confirmations as soon as
+    the one before ended (each spends its 1 s timeout, more than the 0.5 s confirm
+    interval), three in a row (MY_REG_HEALTH_RETRIES): killed and started again."""
     rig.start_healthy()
     hung_at = rig.clock()
 
     rig.engine.hang(REGISTRY)
-    rig.until("restarting", every=0.5)
+    rig.step(HEALTH_INTERVAL_S)
+    rig.step()
+    rig.step()
 
-    assert [hung_at + 5.0, hung_at + 10.0, hung_at + 15.0] == rig.new_probe_times()
+    assert [hung_at + 5.0, hung_at + 6.0, hung_at + 7.0] == rig.new_probe_times()
     assert [1, 2, 3] == [e["failures"] for e in rig.new_events("probe.failed")]
+    assert ["timed out after 1s"] * 3 == [e["error"] for e in rig.new_events("probe.failed")]
     assert ["healthy", "unhealthy", "restarting"] == rig.new_phases()
     assert ["unhealthy"] == [e["reason"] for e in rig.new_events("container.restarting")]
 
     rig.until("healthy")
     assert [("restart", REGISTRY)] == rig.new_mutations()
     assert "healthy: up 0s, 1 restart (last: unhealthy)" == rig.sup.status_line(rig.clock())
+
+
+def test_failed_probes_are_confirmed_at_the_confirm_interval(rig: Rig) -> None:
+    """A running registry that refuses connections: the first failed probe at the normal
+    cadence, then confirmations 0.5 s apart (MY_REG_HEALTH_CONFIRM_INTERVAL), start to
+    start; the third failure restarts it."""
+    rig.start_healthy()
+    deaf_at = rig.clock()
+
+    rig.engine.stop_listening(REGISTRY)
+    rig.step(HEALTH_INTERVAL_S)
+    status = rig.sup.status_line(rig.clock())
+    rig.step(0.25)  # not yet due
+    rig.step(0.25)
+    rig.step(0.5)
+
+    assert [deaf_at + 5.0, deaf_at + 5.5, deaf_at + 6.0] == rig.new_probe_times()
+    failed = rig.new_events("probe.failed")
+    assert [("connection refused", "refused")] * 3 == [(e["error"], e["failure"]) for e in failed]
+    assert "unhealthy: 1/3 probes failed (connection refused)" == status
+    assert ["unhealthy"] == [e["reason"] for e in rig.new_events("container.restarting")]
+
+
+def test_one_success_returns_to_the_normal_cadence(rig: Rig) -> None:
+    """Two failed probes 0.5 s apart, then one that succeeds: healthy again, no restart,
+    and the next probe one health interval later."""
+    rig.start_healthy()
+    deaf_at = rig.clock()
+
+    rig.engine.stop_listening(REGISTRY)
+    rig.step(HEALTH_INTERVAL_S)
+    rig.step(0.5)
+    rig.engine.resume(REGISTRY)
+    rig.step(0.5)
+    rig.step(HEALTH_INTERVAL_S - 0.5)  # not yet due
+    rig.step(0.5)
+
+    assert [deaf_at + 5.0, deaf_at + 5.5, deaf_at + 6.0, deaf_at + 11.0] == rig.new_probe_times()
+    assert ["healthy", "unhealthy", "healthy"] == rig.new_phases()
+    assert [] == rig.new_mutations()
+
+
+def test_storage_failure_degrades_without_a_restart_loop(rig: Rig) -> None:
+    """The registry's own health check answers 503: phase degraded, STATUS and log name
+    its error, probes keep the normal cadence, and no restart for 300 s of it."""
+    rig.start_healthy()
+    rig.engine.fail_storage()
+
+    rig.step(HEALTH_INTERVAL_S)
+    degraded = rig.new_events("registry.degraded")
+    status = rig.sup.status_line(rig.clock())
+    for _ in range(58):
+        rig.step(HEALTH_INTERVAL_S)
+
+    error = "HTTP 503: UNAVAILABLE: health check failed: please see /debug/health"
+    assert [("dependency", error)] == [(e["source"], e["detail"]) for e in degraded]
+    assert f"degraded: {error} (answering, serving nothing)" == status
+    assert ["healthy", "degraded"] == rig.new_phases()
+    assert 59 == len(rig.new_probe_times())
+    assert [] == rig.new_mutations()
+    assert [] == rig.new_events("probe.failed")  # not counted toward a restart
+
+
+def test_storage_failure_restarts_rarely_with_a_doubling_backoff(rig: Rig) -> None:
+    """Still failing 300 s after its first 503: one restart; after it, the next one only
+    600 s later."""
+    rig.start_healthy()
+    rig.engine.fail_storage()
+    first_at = rig.clock() + HEALTH_INTERVAL_S
+
+    for _ in range(61):
+        rig.step(HEALTH_INTERVAL_S)
+    restarting = rig.new_events("health.dependency_restart")
+    rig.until("degraded")
+    rig.mark()
+    for _ in range(119):
+        rig.step(HEALTH_INTERVAL_S)
+    waited = rig.new_mutations()  # 595 s more of 503: not yet the second
+    rig.step(HEALTH_INTERVAL_S)
+    rig.until("degraded", every=0.5)  # (the restart budget's own backoff first)
+
+    assert [(300.0, 1)] == [(e["failing_s"], e["attempt"]) for e in restarting]
+    assert first_at + 300.0 <= rig.clock()
+    assert [] == waited
+    assert [2] == [e["attempt"] for e in rig.new_events("health.dependency_restart")]
+    assert [("restart", REGISTRY)] == rig.new_mutations()
+
+
+def test_storage_mended_recovers_by_itself(rig: Rig) -> None:
+    """Once /v2/ answers 200 again: healthy, `registry.recovered`, no restart."""
+    rig.start_healthy()
+    rig.engine.fail_storage()
+    rig.step(HEALTH_INTERVAL_S)
+    rig.engine.mend_storage()
+    rig.step(HEALTH_INTERVAL_S)
+
+    assert ["healthy", "degraded", "healthy"] == rig.new_phases()
+    assert ["dependency"] == [e["source"] for e in rig.new_events("registry.recovered")]
+    assert "healthy: up 0s, 0 restarts" == rig.sup.status_line(rig.clock())
+    assert [] == rig.new_mutations()
 
 
 # -- (6) engine loss -----------------------------------------------------------------

@@ -217,7 +217,30 @@ def test_the_probe_refuses_any_other_certificate(
     other, _key = make_tls(tmp_path / "other", names=("registry.example.com",))
     probe = Probe(f"https://127.0.0.1:{port}/v2/", other)
     try:
-        with pytest.raises(ProbeFailed, match=r"[Ff]ingerprint"):
+        with pytest.raises(ProbeFailed) as failed:
             probe(2.0)
     finally:
         probe.close()
+    served = tls.load_certificate(_crt).sha256
+    assert ("TLS handshake failed: certificate is not the pinned one", "tls", served) == (
+        str(failed.value),
+        failed.value.failure,
+        failed.value.served,
+    )
+
+
+def test_a_plain_http_server_fails_the_tls_handshake(tmp_path: Path, make_tls: MakeTls) -> None:
+    """HTTP where HTTPS is expected: OpenSSL's reason in a few words, no certificate."""
+    crt, _key = make_tls(tmp_path / "tls", names=("registry.example.com",))
+    with serving(V2Handler) as server:
+        probe = Probe(f"https://127.0.0.1:{server.server_port}/v2/", crt)
+        try:
+            with pytest.raises(ProbeFailed) as failed:
+                probe(2.0)
+        finally:
+            probe.close()
+    assert ("TLS handshake failed: wrong version number", "tls", None) == (
+        str(failed.value),
+        failed.value.failure,
+        failed.value.served,
+    )
