@@ -457,3 +457,23 @@ def test_sigterm_stops_the_registry_then_its_holder(rig: Rig) -> None:
     assert [("stop", REGISTRY), ("stop", HOLDER)] == rig.new_mutations()
     assert 1 == rig.notifier.count("STOPPING=1")
     assert ["SIGTERM"] == [e["signal"] for e in rig.new_events("supervisor.stopping")]
+
+
+# -- read-at-start settings ----------------------------------------------------------
+
+
+def test_a_reload_of_the_metrics_address_says_it_needs_a_restart(rig: Rig) -> None:
+    """MY_REG_METRICS_ADDR is read at start: a SIGHUP that changes it keeps the one in
+    force and says so, naming the setting, the old and the new value."""
+    rig.start_healthy()
+
+    rig.write_env(MY_REG_METRICS_ADDR="127.0.0.1:9999")
+    rig.put(signal.SIGHUP)
+    rig.step()
+
+    assert [("warning", "MY_REG_METRICS_ADDR", None, "127.0.0.1:9999")] == [
+        (e["level"], e["setting"], e["old"], e["new"])
+        for e in rig.new_events("settings.reload_needs_restart")
+    ]
+    assert rig.sup.settings.metrics_addr is None
+    assert [False] == [e["spec_changed"] for e in rig.new_events("supervisor.reloaded")]
