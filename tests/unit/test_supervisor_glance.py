@@ -278,3 +278,19 @@ def test_planned_replacements_reach_their_own_metric(
         registry.get_sample_value("registry_replacements_total", {"reason": "spec-changed"}),
         registry.get_sample_value("registry_restarts_total", {"reason": "spec-changed"}),
     )
+
+
+def test_a_reload_that_turns_log_forwarding_off_stops_the_follower(
+    supervisor: Supervisor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MY_REG_FORWARD_LOGS=false on SIGHUP ends the current follower, not only the next."""
+    closed = []
+
+    class Follower:
+        def close(self) -> None:
+            closed.append(True)
+
+    supervisor.house._follower = Follower()  # type: ignore[assignment]
+    monkeypatch.setenv("MY_REG_FORWARD_LOGS", "false")
+    supervisor.apply_settings(load_settings(None))
+    assert ([True], None) == (closed, supervisor.house._follower)
