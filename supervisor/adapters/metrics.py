@@ -49,6 +49,7 @@ class Metrics:
 
     up: Any
     restarts: Any
+    replacements: Any
     probe_seconds: Any
     since_healthy: Any
     data_dir_bytes: Any
@@ -65,6 +66,7 @@ class Metrics:
         if not enabled:
             off = _Off()
             self.up = self.restarts = self.probe_seconds = self.since_healthy = off
+            self.replacements = off
             self.data_dir_bytes = self.data_dir_free_bytes = self.maintenance = off
             self.info = self.probe_failures = self.degraded = off
             return
@@ -78,7 +80,13 @@ class Metrics:
         )
         self.restarts = Counter(
             "registry_restarts",
-            "Restarts of the registry container, by reason",
+            "Restarts of the registry container, by reason (failures: crashed, unhealthy...)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.replacements = Counter(
+            "registry_replacements",
+            "Planned replacements of the registry container (a reload's new spec), by reason",
             ["reason"],
             registry=self.registry,
         )

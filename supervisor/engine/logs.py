@@ -6,7 +6,8 @@ events with their fields as keys (dots become underscores); access-log lines (an
 ``RequestSummary`` emitted as one ``registry.requests`` event per interval; failed
 requests are ``registry.request_failed``, except HEAD (existence checks: a push asks for
 each blob before uploading it, and most answers are 404). Our own health probes are left
-out of the counts.
+out of the counts, and under auth the line the registry logs for each of them (the probe
+sends no credentials: a 401 challenge) is not forwarded either (``Line.is_probe_challenge``).
 
 ``LogFollower`` (I/O) is a daemon thread following one container's log stream. It only
 logs: it decides nothing, so it does not go through the loop's queue. The loop starts a
@@ -44,6 +45,18 @@ SUMMARY_EVERY_S = 60.0
 # What our health probe looks like in the registry's access log (GET /v2/ via requests).
 PROBE_PATH = "/v2/"
 PROBE_AGENT_PREFIX = "python-requests/"
+# What the registry logs when a request without credentials is answered 401 (captured from
+# the test images under htpasswd auth, 2.8 and 3.0, level warning):
+#   msg="error authorizing context: basic authentication challenge for realm \"r\":
+#   invalid authorization credential" http.request.method=GET http.request.uri=/v2/
+#   http.request.useragent=python-requests/2.34.2
+# and, with token auth, "...: authorization token required". A wrong password says
+# "authentication failure" instead (with an error line naming the user): a real failure,
+# always forwarded, whoever the client is.
+AUTH_CHALLENGE_PREFIX = "error authorizing context:"
+NO_CREDENTIALS = ("invalid authorization credential", "authorization token required")
+# Logged (at debug, 3.x) for every request under auth, the probe's too.
+AUTHORIZING = "authorizing request"
 
 _LOGFMT = re.compile(r'([A-Za-z_][\w.\-]*)=("(?:[^"\\]|\\.)*"|\S*)')
 _ACCESS = re.compile(
@@ -80,6 +93,25 @@ class Line:
     msg: str
     fields: dict[str, str]
     plain: bool = False  # not logfmt: a banner, or a Go panic and its goroutine trace
+
+    @property
+    def from_probe(self) -> bool:
+        """Whether the line is about a request of our health probe (GET /v2/, its agent)."""
+        return (
+            self.fields.get("http_request_method") == "GET"
+            and self.fields.get("http_request_uri") == PROBE_PATH
+            and self.fields.get("http_request_useragent", "").startswith(PROBE_AGENT_PREFIX)
+        )
+
+    @property
+    def is_probe_challenge(self) -> bool:
+        """Whether it is the registry's 401 to our probe, which has no credentials: the
+        challenge every probe gets under auth, not a failure (never forwarded)."""
+        if not self.from_probe:
+            return False
+        if self.msg == AUTHORIZING:
+            return True
+        return self.msg.startswith(AUTH_CHALLENGE_PREFIX) and self.msg.endswith(NO_CREDENTIALS)
 
 
 # How a Go program's fatal plain output begins; the trace after it is part of it.
@@ -184,6 +216,8 @@ class Forwarder:
     def _emit(self, line: Line) -> None:
         if line.msg == "response completed":
             return  # counted through its access-log line
+        if line.is_probe_challenge:
+            return  # our probe's own 401 under auth: its access line is counted
         if line.msg == "response completed with error":
             if line.fields.get("http_request_method") == "HEAD":
                 return  # an existence check (every push asks for blobs it may skip): counted

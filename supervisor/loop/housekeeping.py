@@ -62,11 +62,15 @@ class Housekeeping:
         self._follow_retry_at = 0.0
 
     def configure(self, settings: Settings) -> None:
-        """New settings: the disk threshold (looked at again now) and the state file."""
+        """New settings: the disk threshold (looked at again now), the state file, and log
+        forwarding (a follower is stopped when it is turned off)."""
         self.settings = settings
         self.disk_guard.min_free_percent = settings.min_free
         self.disk_check_at = 0.0
         self.state_file = state_file.StateFile(state_file.state_path(settings))
+        if not settings.forward_logs:
+            # A reload turned forwarding off: the follower would go on until its stream ends.
+            self.stop_following()
 
     @property
     def metrics_on(self) -> bool:

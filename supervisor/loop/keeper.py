@@ -25,6 +25,15 @@ REMOVAL_RECHECK_S = 0.05
 # A host port held by something we may not take over: looked at again this often. Freeing
 # it is someone's deliberate act, so the wait stays short.
 PORT_RETRY = BackoffPolicy(base_s=0.5, factor=2.0, cap_s=10.0)
+# Replacements the supervisor chooses to make, the old container working: a reload whose
+# spec changed, a new image under the same tag, a container `gc` left read-only. They are
+# counted apart from the failures (`restarts`), which say what happened to the registry.
+# Not planned, though not the registry's fault either: `engine-restarted` (the engine
+# stopped it: an outage we neither chose nor could drain; we cannot tell an upgrade of
+# Docker from a crash of dockerd), `removed`, `stopped`, `foreign` and `network-lost`
+# (someone else's act on our containers). `port-busy` is a wait, never a restart: it is in
+# neither count, only in the last reason.
+PLANNED_REASONS = frozenset({Reason.SPEC_CHANGED})
 
 
 @dataclass(frozen=True)
@@ -90,7 +99,9 @@ class ContainerKeeper:
         self.port_busy_by: str | None = None
         self.port_attempt = 0
         self.budget = RestartBudget(BackoffPolicy())
+        # Failures (what the registry went through) and planned replacements, by reason.
         self.restarts: Counter[Reason] = Counter()
+        self.planned: Counter[Reason] = Counter()
         self.last_reason: Reason | None = None
         self.last_reason_wall: datetime | None = None
 
@@ -165,9 +176,28 @@ class ContainerKeeper:
         return reason
 
     def count(self, reason: Reason) -> None:
-        """One more restart for ``reason`` (the status line, the state file, metrics)."""
-        self.restarts[reason] += 1
-        self._metrics.restarts.labels(reason=reason.value).inc()
+        """One more restart for ``reason`` (the status line, the state file, metrics): a
+        planned replacement (PLANNED_REASONS) or a failure."""
+        if reason in PLANNED_REASONS:
+            self.planned[reason] += 1
+            self._metrics.replacements.labels(reason=reason.value).inc()
+        else:
+            self.restarts[reason] += 1
+            self._metrics.restarts.labels(reason=reason.value).inc()
+
+    def resume(
+        self,
+        restarts: Counter[Reason],
+        planned: Counter[Reason],
+        last_reason: Reason | None,
+        last_reason_wall: datetime | None,
+    ) -> None:
+        """Continue the counts of the supervisor before us (its state file). The metrics
+        counters start from zero: a new process is a counter reset to Prometheus."""
+        self.restarts = Counter(restarts)
+        self.planned = Counter(planned)
+        self.last_reason = last_reason
+        self.last_reason_wall = last_reason_wall
 
     def schedule(self, now: float, need: RepairNeeded, *, after_failure: bool = False) -> None:
         """Count a restart, log it once, and set when it happens (backoff)."""

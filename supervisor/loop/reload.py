@@ -43,6 +43,22 @@ ROLLBACK_REASONS = frozenset(
     }
 )
 
+# Settings read once, at start, which a reload cannot apply: field -> its variable. The
+# metrics endpoint listens where it started (and a supervisor started without one has no
+# exporter loaded at all). A reload keeps the value in force and says so; a restart of
+# `run` applies it. Every other setting is applied by a reload (the log format and level,
+# MY_REG_STATE_DIR, MY_REG_FORWARD_LOGS included); the env file's path is `run`'s argument.
+READ_AT_START = {"metrics_addr": "MY_REG_METRICS_ADDR"}
+
+
+def needs_restart(old: Settings, new: Settings) -> list[tuple[str, str, object, object]]:
+    """The read-at-start settings that differ: (field, variable, old, new) each (pure)."""
+    return [
+        (field, variable, getattr(old, field), getattr(new, field))
+        for field, variable in READ_AT_START.items()
+        if getattr(old, field) != getattr(new, field)
+    ]
+
 
 @dataclass(frozen=True)
 class ReloadPlan:
@@ -95,6 +111,7 @@ class Reloader:
             deferred = self._deferral(in_maintenance)
             if deferred is not None:
                 return deferred
+            new = self._keep_read_at_start(desired.settings, new)
             if new.dir != desired.settings.dir:
                 make_data_dir(new)  # before the check: the Mounts API wants a source
             image_id = self._preflight(desired, new, new_spec, in_maintenance)
@@ -107,6 +124,21 @@ class Reloader:
             # Lost mid-check: nothing changed; the loop drops the link, then defers.
             return Deferred("engine-down", engine_error=str(err))
         return ReloadPlan(new, new_spec, image_id, info)
+
+    def _keep_read_at_start(self, old: Settings, new: Settings) -> Settings:
+        """``new`` with the values in force of the settings only a restart applies, each
+        change logged as ``settings.reload_needs_restart``."""
+        kept = {}
+        for field, variable, before, after in needs_restart(old, new):
+            self.log.warning(
+                "settings.reload_needs_restart",
+                setting=variable,
+                old=before,
+                new=after,
+                hint="restart `registry-supervisor run` (systemctl restart) to apply it",
+            )
+            kept[field] = before
+        return new.model_copy(update=kept) if kept else new
 
     def _deferral(self, in_maintenance: bool) -> Deferred | None:
         """Whether the reload must wait: with the engine away it cannot be checked (nor

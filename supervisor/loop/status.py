@@ -6,13 +6,13 @@ Both are built from one ``StatusView``, a snapshot of the loop's components
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from supervisor import tls
+from supervisor.loop.keeper import PLANNED_REASONS
 from supervisor.phase import Phase
 from supervisor.reconcile import Reason
 from supervisor.statedir import state_file
@@ -41,7 +41,8 @@ class StatusView:
     address: str  # bind:port
     healthy_since: float | None
     healthy_since_wall: datetime | None
-    restarts: Counter[Reason]
+    restarts: Counter[Reason]  # failures
+    planned: Counter[Reason]  # planned replacements (keeper.PLANNED_REASONS)
     last_reason: Reason | None
     last_reason_wall: datetime | None
     pending_reason: Reason | None
@@ -91,6 +92,7 @@ def snapshot(
         healthy_since=health.healthy_since,
         healthy_since_wall=health.healthy_since_wall,
         restarts=keeper.restarts,
+        planned=keeper.planned,
         last_reason=keeper.last_reason,
         last_reason_wall=keeper.last_reason_wall,
         pending_reason=keeper.pending_reason,
@@ -129,13 +131,18 @@ def status_line(view: StatusView) -> str:
     return "; ".join((phase_line(view), *view.notes))
 
 
+def counted(view: StatusView) -> str:
+    """The counts: `2 restarts`, or `1 restart, 2 planned` once a replacement was planned."""
+    restarts, planned = sum(view.restarts.values()), sum(view.planned.values())
+    line = f"{restarts} restart" + ("" if restarts == 1 else "s")
+    return f"{line}, {planned} planned" if planned else line
+
+
 def phase_line(view: StatusView) -> str:  # noqa: PLR0911 (one return per phase)
     """What the phase means right now, in a few words."""
     now, phase = view.now, view.phase
-    restarts = sum(view.restarts.values())
     if phase is Phase.HEALTHY and view.healthy_since is not None:
-        counted = f"{restarts} restart" + ("" if restarts == 1 else "s")
-        line = f"healthy: up {format_duration(now - view.healthy_since)}, {counted}"
+        line = f"healthy: up {format_duration(now - view.healthy_since)}, {counted(view)}"
         return f"{line} (last: {view.last_reason})" if view.last_reason else line
     if phase is Phase.DEGRADED and view.probe_error is not None:
         # Only the registry's own health check (503 on every path) degrades it while
@@ -172,18 +179,30 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat(timespec="seconds") if moment is not None else None
 
 
-def state_content(view: StatusView, updated_wall: datetime) -> dict[str, Any]:
-    """What the state file holds (see supervisor/statedir/state_file.py)."""
-    healthy = view.phase is Phase.HEALTHY
+def _by_reason(counts: Counter[Reason]) -> dict[str, int]:
+    return {reason.value: count for reason, count in sorted(counts.items()) if count}
+
+
+def state_content(
+    view: StatusView, updated_wall: datetime, *, stopped: bool = False
+) -> dict[str, Any]:
+    """What the state file holds (see supervisor/statedir/state_file.py). ``stopped``: the
+    last content of a supervisor that stops cleanly (phase `stopped`, no pid)."""
+    healthy = view.phase is Phase.HEALTHY and not stopped
+    writer = state_file.writer_evidence()
+    if stopped:
+        writer = dict.fromkeys(writer)
     return {
         "version": state_file.STATE_VERSION,
-        "pid": os.getpid(),
+        **writer,
         "container": view.container,
         "container_id": view.container_id,
-        "phase": view.phase.value,
+        "phase": state_file.STOPPED if stopped else view.phase.value,
         "supervisor_started_at": _iso(view.started_wall),
+        "stopped_at": _iso(updated_wall) if stopped else None,
         "healthy_since": _iso(view.healthy_since_wall) if healthy else None,
-        "restarts": {reason.value: count for reason, count in sorted(view.restarts.items())},
+        "restarts": _by_reason(view.restarts),
+        "planned": _by_reason(view.planned),
         "last_reason": view.last_reason.value if view.last_reason else None,
         "last_reason_at": _iso(view.last_reason_wall),
         "image_id": view.image_id,
@@ -194,3 +213,46 @@ def state_content(view: StatusView, updated_wall: datetime) -> dict[str, Any]:
         ),
         "updated_at": _iso(updated_wall),
     }
+
+
+@dataclass(frozen=True)
+class Carried:
+    """The counts a supervisor takes over from the state file of the one before it."""
+
+    restarts: Counter[Reason]
+    planned: Counter[Reason]
+    last_reason: Reason | None
+    last_reason_wall: datetime | None
+
+
+_NAMES = frozenset(reason.value for reason in Reason)
+
+
+def _reasons(raw: object) -> Counter[Reason]:
+    """name -> count, whatever a hand edit or another release left: unknown names dropped."""
+    counts: Counter[Reason] = Counter()
+    if isinstance(raw, dict):
+        for name, count in raw.items():
+            if name in _NAMES and isinstance(count, int) and not isinstance(count, bool):
+                counts[Reason(name)] += max(0, count)
+    return counts
+
+
+def carried(content: dict[str, Any]) -> Carried:
+    """The counts and the last reason in a state file's ``content`` (pure). A file of
+    version 1 counted planned replacements among the restarts: they are moved apart."""
+    restarts, planned = _reasons(content.get("restarts")), _reasons(content.get("planned"))
+    for reason in PLANNED_REASONS & restarts.keys():
+        planned[reason] += restarts.pop(reason)
+    last = content.get("last_reason")
+    moment = content.get("last_reason_at")
+    try:
+        wall = datetime.fromisoformat(moment) if isinstance(moment, str) else None
+    except ValueError:
+        wall = None
+    return Carried(
+        restarts=restarts,
+        planned=planned,
+        last_reason=Reason(last) if last in _NAMES else None,
+        last_reason_wall=wall if wall is None or wall.tzinfo else wall.replace(tzinfo=UTC),
+    )

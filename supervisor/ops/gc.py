@@ -86,6 +86,11 @@ class GcResult:
     outcome: str  # "ok" or "failed: ..."
     # Sum of the eligible blobs' files in the data dir: what a real run frees (about).
     eligible_bytes: int | None = None
+    # Registry containers this gc created (read-only, then normal: planned replacements,
+    # which the supervisor, standing aside, does not count), and the sum over every gc
+    # since the first that counted them (carried from the previous record).
+    mode_switches: int = 0
+    mode_switches_total: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """The result as gc's JSON record and `gc --json` give it."""
@@ -210,6 +215,7 @@ class GarbageCollection:
         # Set from the collector's creation until it is known to be gone: while set, the
         # registry stays read-only and the lock is kept.
         self.collector_may_run = False
+        self.mode_switches = 0
         self.log = structlog.get_logger().bind(container=settings.name, image=self.spec.image)
 
     def run(self) -> GcResult:
@@ -314,6 +320,8 @@ class GarbageCollection:
             registry_was_running=running,
             outcome=outcome,
             eligible_bytes=eligible_bytes,
+            mode_switches=self.mode_switches,
+            mode_switches_total=self._switches_before() + self.mode_switches,
         )
         try:
             state_file.write_json(state_file.gc_path(self.settings), result.as_dict())
@@ -331,6 +339,13 @@ class GarbageCollection:
             duration_s=result.duration_s,
         )
         return result
+
+    def _switches_before(self) -> int:
+        """Mode switches of every earlier gc, from the last record (0 without one)."""
+        total = (state_file.read_json(state_file.gc_path(self.settings)) or {}).get(
+            "mode_switches_total"
+        )
+        return total if isinstance(total, int) and not isinstance(total, bool) else 0
 
     def _restore(self, holder_id: str) -> None:
         """Back to the normal container, unless the collector may still be sweeping."""
@@ -384,6 +399,7 @@ class GarbageCollection:
         if observed is not None:
             self.engine.retire(observed, self.settings.stop_timeout)
         created = self.engine.create_started(spec, holder_id)
+        self.mode_switches += 1
         self.log.info("gc.registry_recreated", mode=mode, container_id=created.short_id)
         self._wait_answering(mode)
 

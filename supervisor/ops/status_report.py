@@ -37,12 +37,12 @@ def _parse(moment: object) -> datetime | None:
 
 
 def supervisor_state(settings: Settings) -> dict[str, Any] | None:
-    """The state file, with ``running`` telling whether its writer still lives."""
+    """The state file, with ``running`` telling whether its writer still lives (its pid,
+    with the same start time: a reused pid is not it; no pid after a clean stop)."""
     content = state_file.read_json(state_file.state_path(settings))
     if content is None:
         return None
-    pid = content.get("pid")
-    content["running"] = isinstance(pid, int) and maintenance.alive(pid)
+    content["running"] = state_file.writer_lives(content)
     return content
 
 
@@ -102,6 +102,20 @@ def _counts(raw: object) -> dict[str, int]:
     }
 
 
+# The key under which `status` adds gc's mode switches to the supervisor's planned counts.
+GC_MODE_SWITCH = "gc-mode-switch"
+
+
+def planned(supervised: dict[str, Any] | None, last_gc: dict[str, Any] | None) -> dict[str, int]:
+    """Planned replacements by reason: the supervisor's (a reload's `spec-changed`) and the
+    registry recreations `gc` made (read-only, then normal), which gc counts in its record."""
+    counts = _counts((supervised or {}).get("planned"))
+    switches = (last_gc or {}).get("mode_switches_total")
+    if isinstance(switches, int) and not isinstance(switches, bool) and switches > 0:
+        counts[GC_MODE_SWITCH] = switches
+    return dict(sorted(counts.items()))
+
+
 def gather(
     settings: Settings,
     container_started_at: str | None,
@@ -111,15 +125,17 @@ def gather(
     """Everything `status` adds to the container and health facts (``held``: the
     maintenance lock, if it holds)."""
     supervised = supervisor_state(settings)
+    last_gc = state_file.read_json(state_file.gc_path(settings))
     return {
         "uptime_s": uptime_s(supervised, container_started_at, now),
         "supervisor": supervised,
         "restarts": _counts((supervised or {}).get("restarts")),
+        "planned": planned(supervised, last_gc),
         "last_reason": (supervised or {}).get("last_reason"),
         "last_reason_at": (supervised or {}).get("last_reason_at"),
         "data_dir": data_dir(settings),
         "certificate": certificate(settings, now),
-        "last_gc": state_file.read_json(state_file.gc_path(settings)),
+        "last_gc": last_gc,
         "maintenance": None if held is None else {"task": held.task, "pid": held.pid},
     }
 
@@ -209,13 +225,7 @@ def glance_lines(report: dict[str, Any]) -> list[str]:
     lines.append(f"uptime:    {format_duration(uptime) if uptime is not None else '-'}")
     if report.get("image_id"):
         lines.append(f"image id:  {report['image_id']}")
-    restarts: dict[str, int] = report.get("restarts") or {}
-    total = sum(restarts.values())
-    by_reason = ", ".join(f"{reason} {count}" for reason, count in sorted(restarts.items()))
-    line = f"restarts:  {total}" + (f" ({by_reason})" if by_reason else "")
-    if report.get("last_reason"):
-        line += f"; last: {report['last_reason']} at {report.get('last_reason_at')}"
-    lines.append(line)
+    lines += count_lines(report)
     data = report["data_dir"]
     size = disk.human_bytes(data["size_bytes"]) + ("" if data["size_complete"] else "+")
     line = f"data dir:  {data['path']}: {size} in {data['files']} files"
@@ -243,15 +253,42 @@ def glance_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"last gc:   {gc.get('finished_at')}: {kind} ({gc.get('outcome')})")
     else:
         lines.append("last gc:   never")
-    supervised = report.get("supervisor")
-    if supervised is None:
-        lines.append("supervisor: no state file yet")
-    else:
-        running = "running" if supervised.get("running") else "not running"
-        lines.append(
-            f"supervisor: {running} (pid {supervised.get('pid')}, {supervised.get('phase')}, "
-            f"state of {supervised.get('updated_at')})"
-        )
+    lines.append(supervisor_line(report.get("supervisor")))
     if report.get("maintenance"):
         lines.append(f"maintenance: {report['maintenance']['task']} in progress")
     return lines
+
+
+def count_lines(report: dict[str, Any]) -> list[str]:
+    """`restarts:` (failures) and `planned:` (replacements on purpose), the last reason on
+    the line of its kind (pure)."""
+    last = report.get("last_reason")
+    planned_counts: dict[str, int] = report.get("planned") or {}
+    last_key = "planned" if last in planned_counts else "restarts"
+    lines = []
+    for label, key in (("restarts: ", "restarts"), ("planned:  ", "planned")):
+        counts: dict[str, int] = report.get(key) or {}
+        if key == "planned" and not counts:
+            continue
+        by_reason = ", ".join(f"{reason} {count}" for reason, count in sorted(counts.items()))
+        line = f"{label} {sum(counts.values())}" + (f" ({by_reason})" if by_reason else "")
+        if last and key == last_key:
+            line += f"; last: {last} at {report.get('last_reason_at')}"
+        lines.append(line)
+    return lines
+
+
+def supervisor_line(supervised: dict[str, Any] | None) -> str:
+    """Whether the supervisor runs, and what its state file last said (pure): a file whose
+    writer is gone says so, never a stale `healthy` as if it were current."""
+    if supervised is None:
+        return "supervisor: no state file yet"
+    phase, updated = supervised.get("phase"), supervised.get("updated_at")
+    if supervised.get("running"):
+        return f"supervisor: running (pid {supervised.get('pid')}, {phase}, state of {updated})"
+    if phase == state_file.STOPPED:
+        return f"supervisor: stopped (at {supervised.get('stopped_at') or updated})"
+    return (
+        f"supervisor: not running (pid {supervised.get('pid')} gone without stopping; "
+        f"last seen {phase} at {updated})"
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import time
 
@@ -179,3 +181,86 @@ def test_sighup_with_invalid_settings_keeps_the_running_registry(deployment):
     assert container_events(sup, since) == []
     assert before == deployment.running()
     assert deployment.v2_status() == 200
+
+
+# -- what `status` says about the supervisor ------------------------------------------------
+
+STATUS_TIMEOUT = 20.0
+
+
+def status(deployment, *, as_json=False):
+    args = ("status", "--json") if as_json else ("status",)
+    done = deployment.cli(*args, "--env-file", str(deployment.env_file))
+    return done.returncode, json.loads(done.stdout) if as_json else done.stdout
+
+
+def wait_for_status(deployment, predicate, what):
+    """Poll `status --json` until predicate(report) holds; fail saying what was awaited."""
+    deadline = time.monotonic() + STATUS_TIMEOUT
+    while True:
+        _code, report = status(deployment, as_json=True)
+        if predicate(report):
+            return report
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {STATUS_TIMEOUT} s waiting for {what}; last: {report}")
+        time.sleep(0.25)
+
+
+def test_status_after_a_clean_stop_says_stopped(deployment, tmp_path):
+    """After SIGTERM the state file says `stopped` and names no pid: `status` says the
+    supervisor stopped, not the `healthy` it was."""
+    deployment.write_env(MY_REG_STATE_DIR=str(tmp_path / "state"))
+    sup = deployment.start()
+    wait_for_status(
+        deployment, lambda r: (r["supervisor"] or {}).get("phase") == "healthy", "healthy"
+    )
+
+    sup.send(signal.SIGTERM)
+    assert sup.wait_exit() == deployment.EX_OK
+
+    code, report = status(deployment, as_json=True)
+    supervised = report["supervisor"]
+    assert (3, "stopped", None, False) == (
+        code,
+        supervised["phase"],
+        supervised["pid"],
+        supervised["running"],
+    )
+    _code, human = status(deployment)
+    assert f"supervisor: stopped (at {supervised['stopped_at']})" in human.splitlines()
+
+
+def test_counts_and_the_last_reason_survive_a_supervisor_restart(deployment, tmp_path):
+    """A crash (a failure) and a reload (planned), then a new supervisor: it continues both
+    counts and the last reason, and `status` shows them apart."""
+    deployment.write_env(MY_REG_STATE_DIR=str(tmp_path / "state"))
+    first = deployment.start()
+    since = first.mark()
+    os.kill(deployment.running().pid, signal.SIGKILL)
+    first.wait_for_event("registry.healthy", since=since)
+    deployment.write_env(MY_REG_STOP_TIMEOUT="3")
+    since = first.mark()
+    first.send(signal.SIGHUP)
+    first.wait_for_event("settings.reload_confirmed", since=since)
+    first.send(signal.SIGTERM)
+    assert first.wait_exit() == deployment.EX_OK
+
+    second = deployment.start()
+
+    resumed = second.wait_for_event("state.resumed")
+    assert (1, 1, "spec-changed") == (
+        resumed["restarts"],
+        resumed["planned"],
+        resumed["last_reason"],
+    )
+    report = wait_for_status(
+        deployment, lambda r: (r["supervisor"] or {}).get("running"), "the second supervisor"
+    )
+    assert ({"crashed": 1}, {"spec-changed": 1}, "spec-changed") == (
+        report["restarts"],
+        report["planned"],
+        report["last_reason"],
+    )
+    _code, human = status(deployment)
+    assert "restarts:  1 (crashed 1)" in human.splitlines()
+    assert "planned:   1 (spec-changed 1); last: spec-changed at " in human

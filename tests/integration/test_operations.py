@@ -97,7 +97,8 @@ def test_status_shows_restarts_by_reason_disk_and_the_disk_guard(deployment, tmp
 @pytest.mark.both_layouts
 def test_gc_frees_deleted_blobs_keeps_other_images_and_counts_no_restart(deployment, tmp_path):
     """gc with the supervisor running: the deleted image's blobs are gone, the other image
-    still pulls, bytes freed are reported and recorded, and no restart is counted."""
+    still pulls, bytes freed are reported and recorded, and no restart is counted: its mode
+    switches are planned replacements."""
     deployment.write_env(
         MY_REG_STATE_DIR=str(tmp_path / "state"), REGISTRY_STORAGE_DELETE_ENABLED="true"
     )
@@ -129,6 +130,9 @@ def test_gc_frees_deleted_blobs_keeps_other_images_and_counts_no_restart(deploym
     )
     assert result["freed_bytes"] == report["last_gc"]["freed_bytes"]
     assert {} == report["restarts"]
+    # Its two recreations (read-only, normal) are planned replacements, counted by gc.
+    assert (2, 2) == (result["mode_switches"], result["mode_switches_total"])
+    assert {"gc-mode-switch": 2} == report["planned"]
 
 
 @pytest.mark.both_layouts

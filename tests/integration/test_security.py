@@ -28,6 +28,7 @@ import secrets
 import shutil
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -339,6 +340,60 @@ def test_push_and_pull_after_login(secured: Secured, docker_as_user: DockerAsUse
         docker_as_user("logout", f"127.0.0.1:{secured.port}", check=False)
     config = json.loads((docker_as_user.config / "config.json").read_text())
     assert f"127.0.0.1:{secured.port}" not in config.get("auths", {})
+
+
+PROBES_SEEN = 5
+PROBES_TIMEOUT = 30.0
+
+
+def probe_lines(secured: Secured, docker_cli: DockerAsUser, since: str) -> int:
+    """The registry's access-log lines for our probe (401 under auth) since ``since``."""
+    done = docker_cli("logs", "--since", since, secured.name)
+    return sum(
+        '"GET /v2/ HTTP/1.1" 401' in line and "python-requests/" in line
+        for line in (done.stdout + done.stderr).splitlines()
+    )
+
+
+def wait_for_registry_log(secured: Secured, text: str, since: int) -> dict[str, Any]:
+    """The first forwarded registry line after ``since`` whose message holds ``text``."""
+    deadline = time.monotonic() + PROBES_TIMEOUT
+    while True:
+        for record in secured.events()[since:]:
+            if record["event"] == "registry.log" and text in record.get("msg", ""):
+                return record
+        assert time.monotonic() < deadline, f"no forwarded registry line with {text!r}"
+        time.sleep(0.05)
+
+
+def test_the_probes_own_401s_are_not_forwarded_but_a_wrong_password_is(
+    secured: Secured, docker_as_user: DockerAsUser
+) -> None:
+    """Under auth every probe (no credentials) gets a 401 and the registry logs a challenge:
+    none is forwarded. A docker login with a wrong password still is."""
+    since = f"{time.time():.6f}"  # a filter for `docker logs --since`, nothing compared
+    deadline = time.monotonic() + PROBES_TIMEOUT
+    while probe_lines(secured, docker_as_user, since) < PROBES_SEEN:
+        assert time.monotonic() < deadline, f"fewer than {PROBES_SEEN} probes logged"
+        time.sleep(0.2)
+    mark = len(secured.events())
+
+    done = docker_as_user(
+        "login", f"127.0.0.1:{secured.port}", "--username", USER, "--password-stdin",
+        stdin="not-the-password", check=False,
+    )  # fmt: skip
+
+    assert done.returncode != 0
+    # Forwarded in order: once the login's failure is in, every probe line before it was read.
+    failed = wait_for_registry_log(secured, "authentication failure", since=mark)
+    assert failed["http_request_useragent"].startswith("docker/")
+    from_probe = [
+        e
+        for e in secured.events()
+        if e["event"] == "registry.log"
+        and e.get("http_request_useragent", "").startswith("python-requests/")
+    ]
+    assert [] == from_probe
 
 
 def test_a_user_added_while_the_registry_runs_can_log_in_at_once(own_secured: Secured) -> None:

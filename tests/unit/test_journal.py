@@ -122,3 +122,75 @@ def test_a_panic_and_its_trace_are_errors_until_the_registry_logs_again() -> Non
                  "goroutine 1 [running]:", "main.main()", LISTENING):  # fmt: skip
         forwarder.feed(text, 0.0)
     assert ["info", "error", "error", "error", "info"] == [level for level, _, _ in logger.records]
+
+
+# Lines the test images (2.8 and 3.0) log under htpasswd auth, captured from a real
+# registry: the probe's challenge (no credentials), then a docker login with a wrong
+# password (its challenge, then the failure and its error).
+PROBE_CHALLENGE = (
+    'time="2026-12-02T00:32:32.668328099Z" level=warning msg="error authorizing context: '
+    'basic authentication challenge for realm \\"r\\": invalid authorization credential" '
+    'go.version=go1.19.8 http.request.host="127.0.0.1:32768" '
+    "http.request.id=efd444ef-7215-4c15-bbc7-8255dfeae7d5 http.request.method=GET "
+    'http.request.remoteaddr="172.17.0.1:45700" http.request.uri=/v2/ '
+    "http.request.useragent=python-requests/2.34.2"
+)
+PROBE_AUTHORIZING = (
+    'time="2026-12-02T00:32:33.057610588Z" level=debug msg="authorizing request" '
+    'go.version=go1.19.8 http.request.host="127.0.0.1:32769" '
+    "http.request.id=efbd72a6-1494-4c96-847f-c29b6f2bebb2 http.request.method=GET "
+    'http.request.remoteaddr="172.17.0.1:57840" http.request.uri=/v2/ '
+    "http.request.useragent=python-requests/2.34.2"
+)
+DOCKER_AGENT = 'http.request.useragent="docker/20.10.24+dfsg1 go/go1.19.8 os/linux arch/amd64"'
+LOGIN_CHALLENGE = (
+    'time="2026-12-02T00:32:32.800662088Z" level=warning msg="error authorizing context: '
+    'basic authentication challenge for realm \\"r\\": invalid authorization credential" '
+    "http.request.method=GET http.request.uri=/v2/ " + DOCKER_AGENT
+)
+LOGIN_FAILED = (
+    'time="2026-12-02T00:32:32.861923666Z" level=error msg="error authenticating user '
+    '\\"alice\\": authentication failure" http.request.method=GET http.request.uri=/v2/ '
+    + DOCKER_AGENT
+)
+LOGIN_CONTEXT = (
+    'time="2026-12-02T00:32:32.86203964Z" level=warning msg="error authorizing context: '
+    'basic authentication challenge for realm \\"r\\": authentication failure" '
+    "http.request.method=GET http.request.uri=/v2/ " + DOCKER_AGENT
+)
+
+
+def forwarded(*lines: str) -> list[tuple[str, str]]:
+    logger = ListLogger()
+    forwarder = Forwarder(logger, every_s=3600)
+    for line in lines:
+        forwarder.feed(line, 0.0)
+    return [(level, fields.get("msg", "")[:40]) for level, _event, fields in logger.records]
+
+
+def test_the_probes_own_401_under_auth_is_not_forwarded() -> None:
+    """The registry's challenge to our credential-less probe (and its 3.x debug line) is
+    not a registry warning: nothing is forwarded for it."""
+    assert [] == forwarded(PROBE_CHALLENGE, PROBE_AUTHORIZING, PROBE_CHALLENGE)
+
+
+def test_a_wrong_password_of_a_real_client_is_still_forwarded() -> None:
+    """A docker login's challenge and its failed authentication are forwarded as before."""
+    assert [
+        ("warning", "error authorizing context: basic authent"),
+        ("error", 'error authenticating user "alice": authe'),
+        ("warning", "error authorizing context: basic authent"),
+    ] == forwarded(LOGIN_CHALLENGE, LOGIN_FAILED, LOGIN_CONTEXT)
+
+
+def test_a_python_client_with_wrong_credentials_is_forwarded() -> None:
+    """The probe's user agent alone does not hide a failure: only the no-credential
+    challenge on GET /v2/ is the probe's."""
+    line = LOGIN_CONTEXT.replace(DOCKER_AGENT, "http.request.useragent=python-requests/2.34.2")
+    assert [("warning", "error authorizing context: basic authent")] == forwarded(line)
+
+
+def test_a_challenge_on_another_path_is_forwarded() -> None:
+    """A credential-less request for a repository is a client's, not the probe's."""
+    line = PROBE_CHALLENGE.replace("http.request.uri=/v2/", "http.request.uri=/v2/_catalog")
+    assert [("warning", "error authorizing context: basic authent")] == forwarded(line)

@@ -15,11 +15,11 @@ from supervisor.adapters.notify import Notifier
 from supervisor.errors import ConfigError
 from supervisor.loop.keeper import RepairNeeded
 from supervisor.loop.supervisor import Supervisor
-from supervisor.ops.status_report import glance_lines
+from supervisor.ops.status_report import count_lines, glance_lines, planned, supervisor_line
 from supervisor.phase import Phase
 from supervisor.reconcile import Reason
 from supervisor.settings import load_settings
-from supervisor.statedir import maintenance
+from supervisor.statedir import maintenance, state_file
 
 
 @pytest.fixture
@@ -202,3 +202,95 @@ def test_restart_counts_reach_the_metrics(tmp_path: Path, monkeypatch: pytest.Mo
         "registry_restarts_total", {"reason": "oom"}
     )
     assert 1.0 == value
+
+
+def test_planned_replacements_are_their_own_line_with_gcs_mode_switches() -> None:
+    """`status` shows failures and planned replacements apart (gc's recreations among the
+    planned), the last reason on the line of its kind."""
+    supervised = {"planned": {"spec-changed": 2}}
+    report = {
+        "restarts": {"crashed": 1},
+        "planned": planned(supervised, {"mode_switches": 2, "mode_switches_total": 4}),
+        "last_reason": "spec-changed",
+        "last_reason_at": "2026-01-01T00:00:00+00:00",
+    }
+    assert [
+        "restarts:  1 (crashed 1)",
+        "planned:   6 (gc-mode-switch 4, spec-changed 2); last: spec-changed at "
+        "2026-01-01T00:00:00+00:00",
+    ] == count_lines(report)
+
+
+def test_no_planned_line_without_planned_replacements() -> None:
+    """Without a reload or a gc, `status` prints the restarts line alone, as before."""
+    report = {"restarts": {}, "planned": planned(None, None), "last_reason": "port-busy"}
+    assert ["restarts:  0; last: port-busy at None"] == count_lines(report)
+
+
+def test_a_cleanly_stopped_supervisor_says_stopped() -> None:
+    """The last state of a clean stop: `stopped`, not the phase it had before."""
+    supervised = {
+        "running": False,
+        "pid": None,
+        "phase": "stopped",
+        "stopped_at": "2026-01-01T00:00:00+00:00",
+    }
+    assert "supervisor: stopped (at 2026-01-01T00:00:00+00:00)" == supervisor_line(supervised)
+
+
+def test_a_dead_supervisors_last_phase_is_not_shown_as_current() -> None:
+    """A state file whose writer died (SIGKILL) says so, and when its phase was seen."""
+    supervised = {
+        "running": False,
+        "pid": 4242,
+        "phase": "healthy",
+        "updated_at": "2026-01-01T00:00:00+00:00",
+    }
+    assert (
+        "supervisor: not running (pid 4242 gone without stopping; last seen healthy at "
+        "2026-01-01T00:00:00+00:00)"
+    ) == supervisor_line(supervised)
+
+
+def test_the_state_file_names_its_writer_by_pid_and_start_time() -> None:
+    """This process is the writer of its own evidence; the same pid with another start
+    time (a reused pid) is not, nor a state file without a pid."""
+    mine = state_file.writer_evidence()
+    assert (True, False, False) == (
+        state_file.writer_lives(mine),
+        state_file.writer_lives({**mine, "start_ticks": (mine["start_ticks"] or 0) + 1}),
+        state_file.writer_lives({**mine, "pid": None}),
+    )
+
+
+def test_planned_replacements_reach_their_own_metric(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload's replacement counts in registry_replacements_total, not in the restarts."""
+    monkeypatch.setenv("MY_REG_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("MY_REG_METRICS_ADDR", "9341")  # never served: serve() is not called
+    supervisor = Supervisor(load_settings(None), None, Notifier(), clock=lambda: 1000.0)
+    supervisor.health.close()
+    supervisor.reconciler.schedule_repair(1000.0, RepairNeeded(Reason.SPEC_CHANGED))
+    registry = supervisor.metrics.registry
+    assert registry is not None
+    assert (1.0, None) == (
+        registry.get_sample_value("registry_replacements_total", {"reason": "spec-changed"}),
+        registry.get_sample_value("registry_restarts_total", {"reason": "spec-changed"}),
+    )
+
+
+def test_a_reload_that_turns_log_forwarding_off_stops_the_follower(
+    supervisor: Supervisor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MY_REG_FORWARD_LOGS=false on SIGHUP ends the current follower, not only the next."""
+    closed = []
+
+    class Follower:
+        def close(self) -> None:
+            closed.append(True)
+
+    supervisor.house._follower = Follower()  # type: ignore[assignment]
+    monkeypatch.setenv("MY_REG_FORWARD_LOGS", "false")
+    supervisor.apply_settings(load_settings(None))
+    assert ([True], None) == (closed, supervisor.house._follower)

@@ -772,3 +772,158 @@ def test_gc_taking_the_lock_as_a_deferred_reload_runs_does_not_crash_the_loop(
     rig.step()  # today: IllegalTransition (maintenance -> healthy); before issue 12: healthy
     assert "maintenance" == rig.sup.phase.value
     maintenance.release(*held[0])
+
+
+# -- honest counts ---------------------------------------------------------------------
+
+
+def state(rig: Rig) -> dict[str, Any]:
+    """The state file as `status` reads it."""
+    path = Path(rig.settings["MY_REG_STATE_DIR"]) / f"state-{REGISTRY}.json"
+    content: dict[str, Any] = json.loads(path.read_text())
+    return content
+
+
+def reload_with(rig: Rig, **changes: str) -> None:
+    rig.write_env(**changes)
+    rig.put(signal.SIGHUP)
+    rig.until("healthy")
+
+
+def test_reloads_are_counted_as_planned_not_as_restarts(rig: Rig) -> None:
+    """Two SIGHUPs that change the spec: 0 restarts, 2 planned, in STATUS and the state file."""
+    rig.start_healthy()
+
+    reload_with(rig, MY_REG_STOP_TIMEOUT="20")
+    reload_with(rig, MY_REG_STOP_TIMEOUT="21")
+    rig.step(60.0)  # past the state file's rate limit
+    rig.until("healthy")
+
+    line = rig.sup.status_line(rig.clock())
+    assert line.startswith("healthy: up ") and line.endswith(
+        ", 0 restarts, 2 planned (last: spec-changed)"
+    ), line
+    content = state(rig)
+    assert ({}, {"spec-changed": 2}, "spec-changed") == (
+        content["restarts"],
+        content["planned"],
+        content["last_reason"],
+    )
+
+
+def test_failures_and_planned_replacements_are_shown_apart(rig: Rig) -> None:
+    """A crash after a reload: 1 restart, 1 planned, the last reason the crash."""
+    rig.start_healthy()
+
+    reload_with(rig, MY_REG_STOP_TIMEOUT="20")
+    rig.engine.crash(REGISTRY, exit_code=2)
+    rig.until("healthy")
+
+    assert "healthy: up 0s, 1 restart, 1 planned (last: crashed)" == rig.sup.status_line(
+        rig.clock()
+    )
+
+
+def test_counts_and_the_last_reason_survive_a_supervisor_restart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A new supervisor on the same state dir continues the counts of the one before it."""
+    first = Rig(tmp_path, capsys)
+    first.start_healthy()
+    first.engine.crash(REGISTRY, exit_code=2)
+    first.until("healthy")
+    reload_with(first, MY_REG_STOP_TIMEOUT="20")
+    first.sup.shutdown()
+    first.engine.close_streams()
+
+    second = Rig(tmp_path, capsys)
+    second.engine = first.engine  # the same containers, stopped by the first
+    second.start_healthy()
+
+    resumed = [e for e in second.events() if e["event"] == "state.resumed"]
+    assert [(1, 1, "spec-changed")] == [
+        (e["restarts"], e["planned"], e["last_reason"]) for e in resumed
+    ]
+    # The first supervisor stopped the registry: starting it again is no restart.
+    assert "healthy: up 0s, 1 restart, 1 planned (last: spec-changed)" == (
+        second.sup.status_line(second.clock())
+    )
+    second.engine.close_streams()
+
+
+@pytest.mark.parametrize("text", ["", "{not json", "[]", '{"version": 2, "container": "other"}'])
+def test_a_corrupt_or_foreign_state_file_is_a_fresh_start(rig: Rig, text: str) -> None:
+    """An unreadable state file, or another container's: counts from zero, one warning."""
+    path = Path(rig.settings["MY_REG_STATE_DIR"]) / f"state-{REGISTRY}.json"
+    path.parent.mkdir(mode=0o700)
+    path.write_text(text)
+
+    rig.start_healthy()
+
+    assert "healthy: up 0s, 0 restarts" == rig.sup.status_line(rig.clock())
+    assert [("warning", str(path))] == [
+        (e["level"], e["path"]) for e in rig.events() if e["event"] == "state.not_resumed"
+    ]
+
+
+def test_a_version_1_state_file_has_its_reloads_moved_to_planned(rig: Rig) -> None:
+    """A file of an earlier release counted spec-changed among the restarts."""
+    path = Path(rig.settings["MY_REG_STATE_DIR"]) / f"state-{REGISTRY}.json"
+    path.parent.mkdir(mode=0o700)
+    path.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "container": REGISTRY,
+                "restarts": {"spec-changed": 2, "crashed": 1, "bogus": 4},
+                "last_reason": "crashed",
+                "last_reason_at": "2026-01-01T00:00:00+00:00",
+            }
+        )
+    )
+
+    rig.start_healthy()
+
+    assert "healthy: up 0s, 1 restart, 2 planned (last: crashed)" == rig.sup.status_line(
+        rig.clock()
+    )
+
+
+def test_a_clean_stop_leaves_the_state_stopped_without_a_pid(rig: Rig) -> None:
+    """SIGTERM: the last state says `stopped`, names no pid, and keeps the counts."""
+    rig.start_healthy()
+    rig.engine.docker_stop(REGISTRY)
+    rig.until("healthy")
+
+    rig.put(signal.SIGTERM)
+    rig.sup.handle_pending()
+    rig.sup.shutdown()
+
+    content = state(rig)
+    assert ("stopped", None, None, {"stopped": 1}) == (
+        content["phase"],
+        content["pid"],
+        content["healthy_since"],
+        content["restarts"],
+    )
+    assert content["stopped_at"] is not None
+
+
+# -- read-at-start settings ----------------------------------------------------------
+
+
+def test_a_reload_of_the_metrics_address_says_it_needs_a_restart(rig: Rig) -> None:
+    """MY_REG_METRICS_ADDR is read at start: a SIGHUP that changes it keeps the one in
+    force and says so, naming the setting, the old and the new value."""
+    rig.start_healthy()
+
+    rig.write_env(MY_REG_METRICS_ADDR="127.0.0.1:9999")
+    rig.put(signal.SIGHUP)
+    rig.step()
+
+    assert [("warning", "MY_REG_METRICS_ADDR", None, "127.0.0.1:9999")] == [
+        (e["level"], e["setting"], e["old"], e["new"])
+        for e in rig.new_events("settings.reload_needs_restart")
+    ]
+    assert rig.sup.settings.metrics_addr is None
+    assert [False] == [e["spec_changed"] for e in rig.new_events("supervisor.reloaded")]
