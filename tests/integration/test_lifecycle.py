@@ -216,7 +216,7 @@ def test_status_after_a_clean_stop_says_stopped(deployment, tmp_path):
     )
 
     sup.send(signal.SIGTERM)
-    assert sup.wait_exit() == deployment.EX_OK
+    assert sup.wait_exit() == EX_OK
 
     code, report = status(deployment, as_json=True)
     supervised = report["supervisor"]
@@ -243,7 +243,7 @@ def test_counts_and_the_last_reason_survive_a_supervisor_restart(deployment, tmp
     first.send(signal.SIGHUP)
     first.wait_for_event("settings.reload_confirmed", since=since)
     first.send(signal.SIGTERM)
-    assert first.wait_exit() == deployment.EX_OK
+    assert first.wait_exit() == EX_OK
 
     second = deployment.start()
 
