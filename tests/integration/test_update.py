@@ -72,6 +72,12 @@ class Source:
         return tag
 
     def close(self) -> None:
+        # A push leaves a digest reference (`<image>@sha256:…`) on the image pushed: the
+        # test image's stays behind its tag unless it is removed by that reference.
+        digests = docker_cli("image", "inspect", "--format", "{{json .RepoDigests}}", TEST_IMAGE)
+        for ref in json.loads(digests) or ():
+            if ref.startswith(f"{self.image}@"):
+                docker_cli("rmi", ref)
         for built in self.built:
             subprocess.run(
                 ["docker", "rmi", "--force", built],
