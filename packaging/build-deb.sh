@@ -106,6 +106,9 @@ install -m 0644 "$here/registry-supervisor.service" "$root/lib/systemd/system/"
 # Scheduled garbage collection: shipped, not enabled (systemctl enable --now ...gc.timer).
 install -m 0644 "$here/registry-supervisor-gc.service" "$here/registry-supervisor-gc.timer" \
     "$root/lib/systemd/system/"
+# Scheduled image update: shipped, not enabled (systemctl enable --now ...update.timer).
+install -m 0644 "$here/registry-supervisor-update.service" \
+    "$here/registry-supervisor-update.timer" "$root/lib/systemd/system/"
 # 0600: the admin adds REGISTRY_* secrets to it (dpkg-deb keeps the tree's modes).
 install -m 0600 "$here/registry.env" "$root/etc/$PKG/registry.env"
 ln -s "/opt/$PKG/current/bin/$PKG" "$root/usr/bin/$PKG"

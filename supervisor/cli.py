@@ -1,4 +1,4 @@
-"""Command line: run | check | status | gc | htpasswd. Parses arguments, dispatches,
+"""Command line: run | check | status | gc | update | htpasswd. Parses arguments, dispatches,
 prints for humans and maps errors to exit codes: the only place that does either.
 
 What each command does lives elsewhere: `run` in supervisor/loop/, the others in
@@ -40,6 +40,9 @@ PROG = "registry-supervisor"
 STATUS_NOT_HEALTHY = 3
 # `gc`: the collection failed (the registry is restored to normal mode first).
 GC_FAILED = 1
+# `update`: the new image failed the gate and the previous one is back, or the update
+# could not be tried (nothing changed); one line on stderr says which.
+UPDATE_FAILED = 1
 # `htpasswd`: Ctrl-C at the password prompt (128 + SIGINT, as a shell reports it).
 INTERRUPTED = 130
 
@@ -80,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
         help="also delete manifests that no tag references (and their blobs)",
     )
     gc.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    update = commands.add_parser(
+        "update",
+        parents=[common],
+        help="pull the configured tag; keep a new image only if the registry passes the gate",
+    )
+    update.add_argument("--json", action="store_true", help="print the result as one JSON object")
     users = commands.add_parser(
         "htpasswd",
         parents=[common],
@@ -115,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 (one per co
             return _check(settings)
         if args.command == "gc":
             return _gc(settings, args)
+        if args.command == "update":
+            return _update(settings, as_json=args.json)
         return _status(settings, as_json=args.json)
     except ConfigError as err:
         _print_problems(err.problems)
@@ -211,6 +222,38 @@ def _gc(settings: Settings, args: argparse.Namespace) -> int:
     switched = result.registry_was_running and not result.dry_run
     back = "; registry back in normal mode" if switched else ""
     print(f"took {result.duration_s:.1f} s{back}")
+    return ExitCode.OK
+
+
+def _update(settings: Settings, *, as_json: bool) -> int:
+    from supervisor.ops.update import Update
+
+    # The HTTP secret is part of the spec: the container must come back as `run` makes it.
+    settings = with_http_secret(settings)
+    with closing(Engine()) as engine:
+        try:
+            with _interruptible():
+                result = Update(settings, engine).run()
+        except MaintenanceFailed as err:
+            print(f"{PROG}: update: {err}", file=sys.stderr)
+            return UPDATE_FAILED
+        except KeyboardInterrupt:
+            print(f"{PROG}: update: interrupted; the previous image is back", file=sys.stderr)
+            return INTERRUPTED
+    if as_json:
+        print(json.dumps(result.as_dict(), indent=2))
+    elif result.outcome == "up-to-date":
+        print(f"{result.image}: up to date ({result.image_id}); nothing changed")
+    elif result.outcome == "updated":
+        print(f"{result.image}: updated {result.previous_image_id} -> {result.image_id}")
+        print(f"gate passed: healthy; manifest check: {result.manifest_check}")
+    if result.outcome == "rolled-back":
+        print(
+            f"{PROG}: update: {result.image_id} failed the gate ({result.why}); rolled back to "
+            f"{result.previous_image_id}, and {result.image} names it again",
+            file=sys.stderr,
+        )
+        return UPDATE_FAILED
     return ExitCode.OK
 
 

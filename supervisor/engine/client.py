@@ -206,6 +206,16 @@ class Engine:
         except (ContainerGone, ContainerActionFailed) as err:
             raise ImageUnavailable(str(err)) from err
 
+    def tag(self, image_id: str, ref: str) -> None:
+        """`docker tag IMAGE_ID REPOSITORY:TAG`: ``ref`` names ``image_id`` from now on
+        (the image it named before stays, by its id)."""
+        repository, _, tag = ref.rpartition(":")
+        try:
+            with _translated("tag"):
+                self._client.api.tag(image_id, repository, tag, force=True)
+        except ContainerGone as err:  # the image id is gone
+            raise ImageUnavailable(f"{image_id}: {err}") from err
+
     def create(self, spec: ContainerSpec, holder_id: str) -> Observed:
         """Create the registry in the network namespace of the holder ``holder_id``."""
         return self._created(self._create(create_config(spec, holder_id)))

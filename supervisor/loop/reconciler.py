@@ -13,7 +13,13 @@ from collections.abc import Callable
 from typing import Any
 
 from supervisor.engine.events import ContainerEvent
-from supervisor.errors import EngineRefused, EngineUnavailable, PortBusy
+from supervisor.errors import (
+    ConfigError,
+    EngineRefused,
+    EngineUnavailable,
+    ImageUnavailable,
+    PortBusy,
+)
 from supervisor.loop.container_actions import ContainerActions, Desired, Tracked
 from supervisor.loop.engine_link import EngineLink, Unreachable
 from supervisor.loop.health_watch import HealthWatch, Verdict
@@ -180,6 +186,12 @@ class Reconciler:
             self.readiness.extend(outcome.delay_s)
             return
         self.desired.spec = derive_spec(self.desired.settings, self.images.layout)
+        before = self.reloader.take_image_before()
+        if before is not None and before.image_id not in (None, outcome.image_id):
+            # A reload (MY_REG_PULL=always) found a new image id: kept only if it passes
+            # the gate, like a reload with new settings (see _apply).
+            self.reloader.keep_for_rollback(before.settings, before.image_id, before.info)
+            self.reloader.gate_new_image(before.settings)
         if self.tracked.container_id is None:
             self.keeper.reconcile_now(self.clock())
         else:
@@ -305,6 +317,8 @@ class Reconciler:
             self.change_phase(Phase.HEALTHY)
 
     def _healthy(self, now: float) -> None:
+        if self.reloader.gate_pending and self._fails_gate(now):
+            return
         # A registry degraded by its own health check served nothing: up from now on.
         newly = self.phase not in (Phase.HEALTHY, Phase.DEGRADED) or "dependency" in self.degraded
         self.recover("dependency")  # it answers 200/401: its own health check passes
@@ -321,6 +335,22 @@ class Reconciler:
         self.keeper.observe_healthy(now)
         self.reloader.confirm(self.desired.spec.spec_hash)
         self.readiness.ready(now)
+
+    def _fails_gate(self, now: float) -> bool:
+        """A reload's new image answers /v2/: it stays only if the gate's checks pass
+        (supervisor/adapters/manifests.py); else back to what worked. Whether it failed."""
+        why = self.reloader.gate_failure(self.desired.settings)
+        if why is None:
+            return False
+        rollback = self.reloader.roll_back_now(
+            Reason.SPEC_CHANGED, self.desired.spec.spec_hash, failed_check=why
+        )
+        if rollback is None:
+            return False
+        self._roll_back(rollback)
+        self.keeper.cancel()
+        self.schedule_repair(now, RepairNeeded(Reason.SPEC_CHANGED))
+        return True
 
     # -- reload --------------------------------------------------------------------------
 
@@ -339,7 +369,7 @@ class Reconciler:
 
     def _apply(self, plan: ReloadPlan) -> None:
         old_settings, old_spec = self.desired.settings, self.desired.spec
-        old_image_id = self.images.image_id
+        old_image_id, old_info = self.images.image_id, self.images.info
         new = plan.settings
         changed = plan.spec.spec_hash != old_spec.spec_hash
         self.images.use(plan.info)
@@ -348,13 +378,18 @@ class Reconciler:
             self.images.image_id = plan.image_id
         elif new.image_ref != old_settings.image_ref or new.pull is PullPolicy.ALWAYS:
             self.images.forget()  # looked at anew (_ensure_image)
+            if self.readiness.sent:  # a new image id found then is gated (_ensure_image)
+                self.reloader.remember_image_before(old_settings, old_image_id, old_info)
         if self.link.connected and new.name != old_settings.name:
             self.actions.retire_all(old_spec)
         self.log.info("supervisor.reloaded", spec_changed=changed, spec_hash=plan.spec.spec_hash)
         self._warn_risks()
         if changed and self.link.connected and self.images.image_id is not None:
             if self.readiness.sent:
-                self.reloader.keep_for_rollback(old_settings, old_image_id)
+                self.reloader.keep_for_rollback(old_settings, old_image_id, old_info)
+                if old_image_id not in (None, self.images.image_id):
+                    # A new image id: kept only if it also passes the gate (_healthy).
+                    self.reloader.gate_new_image(old_settings)
             self.keeper.cancel()
             self.schedule_repair(self.clock(), RepairNeeded(Reason.SPEC_CHANGED))
 
@@ -362,15 +397,32 @@ class Reconciler:
         """The reloaded spec did not work: back to the settings that did."""
         failed_spec = self.desired.spec
         image_id = rollback.image_id
+        if image_id is not None and image_id != self.images.image_id:
+            self._retag(rollback.settings.image_ref, image_id)
         if self.images.info is not None and self.images.info.id != image_id:
-            # The old image's layout is looked up again with it (_ensure_image).
-            self.images.forget()
-            image_id = None
+            if rollback.info is not None and rollback.info.id == image_id:
+                # Back to the image that worked as it was known: no new look, and no pull
+                # (MY_REG_PULL=always would fetch the refused image again).
+                self.images.use(rollback.info)
+            else:
+                # The old image's layout is looked up again with it (_ensure_image).
+                self.images.forget()
+                image_id = None
         self._apply_settings(rollback.settings)
         self.images.image_id = image_id
         self.keeper.failed_starts = 0
         if self.link.connected and failed_spec.name != rollback.settings.name:
             self.actions.retire_all(failed_spec)
+
+    def _retag(self, ref: str, image_id: str) -> None:
+        """Point ``ref`` at the image that worked again: the container is created by the
+        tag, and a supervisor started afresh resolves it (never the refused image)."""
+        try:
+            if self.link.docker.image_id(ref) != image_id:
+                self.link.docker.tag(image_id, ref)
+                self.log.warning("image.retagged", image_id=image_id, ref=ref)
+        except ImageUnavailable as err:
+            self.log.warning("image.retag_failed", image_id=image_id, ref=ref, error=str(err))
 
     # -- maintenance ---------------------------------------------------------------------
 
@@ -394,6 +446,31 @@ class Reconciler:
         if not self.link.connected or self.images.image_id is None:
             return
         try:
+            self._resolve_tag_again()
             self.check_container(now)
         except EngineUnavailable as err:
             self.engine_lost(str(err))
+
+    def _resolve_tag_again(self) -> None:
+        """`registry-supervisor update` may have moved the tag (to the new image, or back
+        after a rollback): take the image it names now, looked up locally, never pulled,
+        so that the container `update` left is adopted rather than "repaired" back to the
+        image id resolved before."""
+        settings, ref = self.desired.settings, self.desired.spec.image
+        try:
+            present = self.link.docker.image_id(ref)
+        except ImageUnavailable:
+            present = None
+        if present == self.images.image_id:
+            return
+        try:
+            info = None if present is None else self.images.inspect(settings, present)
+        except ConfigError as err:
+            self.log.error("image.unusable", image_id=present, problems=err.problems)
+            info = None
+        if present is None or info is None:
+            self.images.forget()  # looked for again, per MY_REG_PULL (_ensure_image)
+            return
+        self.images.use(info)
+        self.images.image_id = present
+        self.desired.spec = derive_spec(settings, self.images.layout)

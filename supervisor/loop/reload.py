@@ -4,15 +4,21 @@ A reload never takes down a working registry: settings that do not validate, an 
 is not there, or a container the engine refuses to create are rejected before anything is
 touched (``settings.reload_rejected``); a new container that then fails before it was once
 healthy is rolled back to the settings that worked (the loop asks ``roll_back_for``).
-The reloader plans; the loop applies the plan.
+A reload that brings a new image id (a new MY_REG_TAG, MY_REG_PULL=always) is gated like
+`registry-supervisor update`: before the change one manifest the registry serves is
+remembered, and once the new container is healthy the gate's checks
+(supervisor/adapters/manifests.py ``gate_checks``) must pass, or it is rolled back too
+(``gate_failure``). The reloader plans; the loop applies the plan.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from supervisor.adapters.manifests import Baseline, RegistryReader, first_failure, gate_checks
 from supervisor.engine.image_info import ImageInfo
 from supervisor.errors import (
     ConfigError,
@@ -26,10 +32,13 @@ from supervisor.loop.container_actions import Desired
 from supervisor.loop.data_dir import make_data_dir
 from supervisor.loop.engine_link import EngineLink
 from supervisor.loop.image import ImageKeeper
+from supervisor.loop.watchdog import WatchdogFeeder
 from supervisor.reconcile import Reason
 from supervisor.settings import Settings, load_settings
 from supervisor.spec import ContainerSpec, derive_spec, holder_spec
 from supervisor.statedir.http_secret import with_http_secret
+
+T = TypeVar("T")
 
 # A reloaded container that goes down for one of these before it was once healthy is
 # rolled back to the previous settings.
@@ -81,25 +90,55 @@ class Deferred:
 
 @dataclass(frozen=True)
 class RollBack:
-    """Go back to these settings (and image): the reloaded ones did not work."""
+    """Go back to these settings (and image): the reloaded ones did not work. ``info``: the
+    image's description, kept so that going back needs no new look (nor a pull)."""
 
     settings: Settings
     image_id: str | None
+    info: ImageInfo | None = None
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What worked before a reload: its settings, image id and image description."""
+
+    settings: Settings
+    image_id: str | None
+    info: ImageInfo | None = None
+
+
+def _reader(settings: Settings) -> RegistryReader:
+    """The distribution-API reader of the registry these settings publish."""
+    return RegistryReader.for_probe_url(
+        settings.probe_url, settings.tls_certificate, auth_on=settings.auth_htpasswd is not None
+    )
 
 
 class Reloader:
     """Plans reloads, and keeps the settings to go back to until a reload is confirmed."""
 
     def __init__(
-        self, env_file: Path | None, link: EngineLink, images: ImageKeeper, log: Any
+        self,
+        env_file: Path | None,
+        link: EngineLink,
+        images: ImageKeeper,
+        log: Any,
+        feeder: WatchdogFeeder | None = None,
     ) -> None:
         self._env_file = env_file
         self._link = link
         self._images = images
+        self._feeder = feeder
         self.log = log
         # After a reload that changed the spec: the settings (and image id) to go back to
         # if the new container fails before it was once healthy.
-        self.rollback_to: tuple[Settings, str | None] | None = None
+        self.rollback_to: Kept | None = None
+        # A reload that forgot the image (MY_REG_PULL=always, a new reference): what ran
+        # before, until the image is looked at again (``take_image_before``).
+        self.image_before: Kept | None = None
+        # A reload that brought a new image id: what the old one served, checked once the
+        # new container is healthy (None: no gate pending).
+        self.baseline: Baseline | None = None
         # A SIGHUP that came while it could not be checked (engine down, `gc` running).
         self.pending = False
 
@@ -205,12 +244,71 @@ class Reloader:
             raise ConfigError([f"the engine could not check the new container: {err}"]) from None
         return present
 
-    def keep_for_rollback(self, settings: Settings, image_id: str | None) -> None:
+    def keep_for_rollback(
+        self, settings: Settings, image_id: str | None, info: ImageInfo | None = None
+    ) -> None:
         """The settings that worked, kept until the reloaded container has been healthy.
 
         A second reload before that keeps the first settings known to work."""
         if self.rollback_to is None:
-            self.rollback_to = (settings, image_id)
+            self.rollback_to = Kept(settings, image_id, info)
+
+    def remember_image_before(
+        self, settings: Settings, image_id: str | None, info: ImageInfo | None
+    ) -> None:
+        """The image is looked at anew after this reload: what ran before, in case the look
+        finds another image id (``take_image_before``)."""
+        if self.image_before is None:
+            self.image_before = Kept(settings, image_id, info)
+
+    def take_image_before(self) -> Kept | None:
+        """What ran before a reload that forgot the image (then no longer remembered)."""
+        before, self.image_before = self.image_before, None
+        return before
+
+    def gate_new_image(self, serving: Settings) -> None:
+        """A new image id is about to replace the registry ``serving`` publishes: remember
+        one manifest it serves, for the gate (``gate_failure``). A second reload before the
+        gate ran keeps the first baseline (the image that worked)."""
+        if self.baseline is not None:
+            return
+        reader = _reader(serving)
+        timeout = serving.health_timeout
+        try:
+            # Catalog, tags and one HEAD, each bounded by MY_REG_HEALTH_TIMEOUT (connect
+            # and read): off the loop when that could outlast the watchdog.
+            baseline = self._blocking(6 * timeout, lambda: reader.remember(timeout))
+        finally:
+            reader.close()
+        if baseline.manifest is None:
+            self.log.info("update.manifest_check_skipped", note=baseline.note)
+        self.baseline = baseline
+
+    @property
+    def gate_pending(self) -> bool:
+        """Whether a new image's gate checks wait for its container to be healthy."""
+        return self.baseline is not None and self.rollback_to is not None
+
+    def gate_failure(self, settings: Settings) -> str | None:
+        """Run the gate's checks once against the healthy new container: why it fails, or
+        None (then nothing is pending any more; ``confirm`` keeps the reload)."""
+        baseline, self.baseline = self.baseline, None
+        if baseline is None:
+            return None
+        reader = _reader(settings)
+        timeout = settings.health_timeout
+        checks = gate_checks(reader, baseline)
+        try:
+            return self._blocking(
+                2 * timeout * max(1, len(checks)), lambda: first_failure(checks, timeout)
+            )
+        finally:
+            reader.close()
+
+    def _blocking(self, bound_s: float, call: Callable[[], T]) -> T:
+        if self._feeder is None:
+            return call()
+        return self._feeder.blocking("image-gate", bound_s, call)
 
     def roll_back_for(self, reason: Reason, failed_hash: str) -> RollBack | None:
         """Whether going down for ``reason`` rolls the reload back (it is then no longer
@@ -219,22 +317,27 @@ class Reloader:
             return None
         return self.roll_back_now(reason, failed_hash)
 
-    def roll_back_now(self, reason: Reason, failed_hash: str) -> RollBack | None:
-        """The settings to go back to, whatever the reason (a reload onto a taken port)."""
+    def roll_back_now(
+        self, reason: Reason, failed_hash: str, *, failed_check: str | None = None
+    ) -> RollBack | None:
+        """The settings to go back to, whatever the reason (a reload onto a taken port, a
+        new image that failed the gate's ``failed_check``)."""
         if self.rollback_to is None:
             return None
-        (settings, image_id), self.rollback_to = self.rollback_to, None
+        kept, self.rollback_to = self.rollback_to, None
+        self.baseline = None
+        what = failed_check or reason.value
         self.log.error(
             "settings.reload_rejected",
-            problems=[
-                f"the new container did not work ({reason.value}); back to the previous settings"
-            ],
+            problems=[f"the new container did not work ({what}); back to the previous settings"],
             spec_hash=failed_hash,
+            **({"failed_check": failed_check} if failed_check else {}),
         )
-        return RollBack(settings, image_id)
+        return RollBack(kept.settings, kept.image_id, kept.info)
 
     def confirm(self, spec_hash: str) -> None:
         """The reloaded container served once: its settings stay."""
+        self.baseline = None
         if self.rollback_to is not None:
             self.rollback_to = None
             self.log.info("settings.reload_confirmed", spec_hash=spec_hash)

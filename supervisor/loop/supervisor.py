@@ -107,7 +107,7 @@ class Supervisor:
             keeper=self.keeper,
             health=self.health,
             gate=self.gate,
-            reloader=Reloader(env_file, self.link, self.images, self.log),
+            reloader=Reloader(env_file, self.link, self.images, self.log, self.feeder),
             readiness=self.readiness,
             clock=clock,
             apply_settings=self.apply_settings,

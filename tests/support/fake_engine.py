@@ -257,10 +257,13 @@ class FakeEngine:
 
     # -- what a test sets up and looks at -------------------------------------------------
 
-    def add_image(self, ref: str, major: int = 2) -> str:
-        """Make ``ref`` a local image of that major's official layout; its id."""
+    def add_image(self, ref: str, major: int = 2, image_id: str | None = None) -> str:
+        """Make ``ref`` a local image of that major's official layout (of id ``image_id``,
+        default the template's: a pull that moves the tag); its id."""
         attrs: dict[str, Any] = json.loads(IMAGE_TEMPLATES[major].read_text())
         attrs["RepoTags"] = [ref]
+        if image_id is not None:
+            attrs["Id"] = image_id
         self._images[ref] = self._images[attrs["Id"]] = attrs
         self._versions[attrs["Id"]] = VERSION_OUTPUT[major]
         return str(attrs["Id"])
@@ -401,6 +404,12 @@ class FakeEngine:
         self._call("registry_version", image_id)
         output = self._versions.get(image_id)
         return parse_version(output) if output is not None else None
+
+    def tag(self, image_id: str, ref: str) -> None:
+        self._call("tag", ref)
+        if image_id not in self._images:
+            raise ImageUnavailable(f"{image_id}: No such image")
+        self._images[ref] = self._images[image_id]
 
     def pull(self, ref: str, progress: Callable[[], None]) -> None:
         self._call("pull", ref)

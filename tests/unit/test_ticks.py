@@ -548,6 +548,38 @@ def test_registry_restarted_by_gc_is_adopted_after_maintenance(rig: Rig) -> None
     assert "healthy: up 0s, 0 restarts" == rig.sup.status_line(rig.clock())
 
 
+def update_recreates(rig: Rig, image_id: str) -> None:
+    """What `registry-supervisor update` does under the lock: the tag moved to ``image_id``
+    (its pull), the registry recreated by the tag in the same holder."""
+    ref = rig.sup.desired.spec.image
+    rig.engine.add_image(ref, image_id=image_id)
+    old = rig.engine.container(REGISTRY)
+    holder = rig.engine.container(HOLDER)
+    assert old is not None and holder is not None
+    rig.engine.stop(old.id, 1)
+    rig.engine.remove(old.id)
+    created = rig.engine.create(rig.sup.desired.spec, holder.id)
+    rig.engine.start(created.id)
+    rig.mark()  # from here on, what the supervisor does
+
+
+def test_container_update_left_on_a_new_image_is_adopted_after_maintenance(rig: Rig) -> None:
+    """`update` moved the tag and recreated the registry on the new image: once the lock is
+    released the tag is resolved again and the container adopted, not put back."""
+    rig.start_healthy()
+    path, lock = hold_lock(rig)
+    rig.step(1.0)
+    new_id = "sha256:" + "c" * 64
+    update_recreates(rig, new_id)
+    rig.step(1.0)
+
+    maintenance.release(path, lock)
+    rig.until("healthy", every=0.5)
+
+    assert ([], []) == (rig.new_mutations(), rig.new_events("container.restarting"))
+    assert new_id == rig.sup.images.image_id
+
+
 # -- shutdown ------------------------------------------------------------------------
 
 
