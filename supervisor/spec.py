@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 
 from supervisor.layout import REGISTRY_CONTAINER_PORT, REGISTRY_DATA_PATH, ImageLayout
-from supervisor.settings import Settings
+from supervisor.settings import DRAIN_VARIABLE, Settings
 
 MANAGED_BY_LABEL = "registry-supervisor.managed-by"
 MANAGED_BY_VALUE = "registry-supervisor"
@@ -34,6 +34,11 @@ CERTS_MOUNT = "/certs"
 HTPASSWD_MOUNT = "/auth/htpasswd"
 # Shown in the client's login prompt; a REGISTRY_AUTH_HTPASSWD_REALM the user sets wins.
 DEFAULT_REALM = "registry"
+# The registry's drain on SIGTERM when nobody set one: long enough for a manifest or a
+# layer in flight, and short of MY_REG_STOP_TIMEOUT by a margin, so `docker stop` never
+# SIGKILLs a registry that is still draining.
+DEFAULT_DRAIN_S = 5
+DRAIN_MARGIN_S = 2
 # With a read-only root filesystem the registry still gets a scratch /tmp.
 TMPFS = {"/tmp": "rw,noexec,nosuid,nodev,size=64m"}  # noqa: S108 (inside the container)
 
@@ -69,12 +74,20 @@ class ContainerSpec:
     no_new_privileges: bool = False
     cap_drop_all: bool = False
     memory: int | None = None
+    # Variables the supervisor adds by default (the drain timeout), outside the hash: see
+    # spec_hash(). A variable the user sets is in ``environment`` instead.
+    default_environment: tuple[tuple[str, str], ...] = ()
     spec_hash: str = field(default="", compare=False)
 
     @property
     def labels(self) -> dict[str, str]:
         """The labels that mark the container ours and current (its spec hash)."""
         return {MANAGED_BY_LABEL: MANAGED_BY_VALUE, SPEC_HASH_LABEL: self.spec_hash}
+
+    @property
+    def container_environment(self) -> dict[str, str]:
+        """The environment the container gets: the hashed one and our defaults."""
+        return {**dict(self.default_environment), **dict(self.environment)}
 
     @property
     def holder_name(self) -> str:
@@ -130,6 +143,24 @@ def holder_spec(spec: ContainerSpec) -> HolderSpec:
 V3_DEFAULT_LOG_LEVEL = "info"
 
 
+def default_drain_timeout(settings: Settings) -> str | None:
+    """REGISTRY_HTTP_DRAINTIMEOUT for the container when nobody set one (pure): None when
+    the user set it (any case, as the registry reads names), when MY_REG_CONF is set (a
+    config file may set http.draintimeout, which a variable would override), or when
+    MY_REG_STOP_TIMEOUT leaves no room for a drain before the SIGKILL.
+
+    Without it the registry installs no SIGTERM handler: `docker stop` ends it at once and
+    cuts every request in flight. With it the registry closes its listener and finishes
+    the requests it has (up to the timeout) before it exits.
+    """
+    if settings.conf is not None:
+        return None
+    if any(key.upper() == DRAIN_VARIABLE for key in settings.registry_env):
+        return None
+    seconds = min(DEFAULT_DRAIN_S, settings.stop_timeout - DRAIN_MARGIN_S)
+    return f"{seconds}s" if seconds > 0 else None
+
+
 def derive_spec(settings: Settings, layout: ImageLayout | None) -> ContainerSpec:
     """The desired container for these settings on an image of this layout (pure: no I/O).
 
@@ -161,6 +192,7 @@ def derive_spec(settings: Settings, layout: ImageLayout | None) -> ContainerSpec
         environment["REGISTRY_AUTH"] = "htpasswd"
         environment.setdefault("REGISTRY_AUTH_HTPASSWD_REALM", DEFAULT_REALM)
         environment["REGISTRY_AUTH_HTPASSWD_PATH"] = HTPASSWD_MOUNT
+    drain = default_drain_timeout(settings)
     spec = ContainerSpec(
         name=settings.name,
         image=settings.image_ref,
@@ -173,12 +205,20 @@ def derive_spec(settings: Settings, layout: ImageLayout | None) -> ContainerSpec
         no_new_privileges=settings.no_new_privileges,
         cap_drop_all=settings.cap_drop_all,
         memory=settings.memory_bytes,
+        default_environment=() if drain is None else ((DRAIN_VARIABLE, drain),),
     )
     return replace(spec, spec_hash=spec_hash(spec))
 
 
 def spec_hash(spec: ContainerSpec) -> str:
-    """A stable digest of the spec (the hash field itself excluded)."""
+    """A stable digest of the spec (the hash field itself and our default variables
+    excluded)."""
+    # HAZARD: ``default_environment`` stays out on purpose. A container whose hash differs
+    # is replaced, so hashing the drain default (added in 0.2) would restart every
+    # registry in the field on upgrade. A container adopted from an earlier release keeps
+    # running without a drain until it is replaced for another reason (a changed spec, an
+    # update, gc); every container created since gets it. A REGISTRY_HTTP_DRAINTIMEOUT the
+    # user sets is in ``environment``, hashed like any REGISTRY_* variable.
     payload = {
         "name": spec.name,
         "image": spec.image,

@@ -34,7 +34,7 @@ def create_config(spec: ContainerSpec, holder_id: str | None) -> dict[str, Any]:
         "name": spec.name,
         "detach": True,
         "labels": spec.labels,
-        "environment": dict(spec.environment),
+        "environment": spec.container_environment,
         "stop_signal": "SIGTERM",
         "stop_timeout": spec.stop_timeout,
         "host_config": {

@@ -66,9 +66,9 @@ def check(settings: Settings) -> Iterator[str]:
     ending with ``# ok``. Raises (ConfigError, EngineUnavailable, ...) where `run` could
     not start: the lines before it stand, so the caller prints each as it comes."""
     # What the container really gets: the spec's environment (TLS, auth, the stored
-    # HTTP secret), not only the REGISTRY_* variables as given.
+    # HTTP secret, the drain timeout by default), not only the REGISTRY_* variables as given.
     spec = derive_spec(with_stored_secret(settings), None)
-    for key, value in effective(settings, dict(spec.environment)).items():
+    for key, value in effective(settings, spec.container_environment).items():
         yield f"{key}={value}"
     certificate = risks.certificate(settings)
     now = datetime.now(UTC)

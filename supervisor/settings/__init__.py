@@ -14,7 +14,12 @@ ones below it):
 ``from supervisor.settings import X`` is the interface; the modules are its layout.
 """
 
-from supervisor.settings.conflicts import CONTAINER_DATA, CONTAINER_PORT, GUARDED_SECTIONS
+from supervisor.settings.conflicts import (
+    CONTAINER_DATA,
+    CONTAINER_PORT,
+    DRAIN_VARIABLE,
+    GUARDED_SECTIONS,
+)
 from supervisor.settings.image_ref import REPOSITORY_MAX, TAG_EXPECTED
 from supervisor.settings.load import effective, load_settings
 from supervisor.settings.model import Settings
@@ -44,6 +49,7 @@ __all__ = [
     "CONTAINER_PORT",
     "DEFAULT_ENV_FILE",
     "DOCKER_ROOT",
+    "DRAIN_VARIABLE",
     "ENV_PREFIX",
     "GUARDED_SECTIONS",
     "INTERNAL",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from supervisor.layout import REGISTRY_CONTAINER_PORT, REGISTRY_DATA_PATH
 from supervisor.settings.paths import is_within, resolved
-from supervisor.settings.values import parse_metrics_address, shown
+from supervisor.settings.values import go_duration_seconds, parse_metrics_address, shown
 
 if TYPE_CHECKING:  # the model is built before these checks run: no import at run time
     from supervisor.settings.model import Settings
@@ -25,6 +25,10 @@ CONTAINER_PORT = REGISTRY_CONTAINER_PORT
 CONTAINER_DATA = PurePosixPath(REGISTRY_DATA_PATH)
 _ANY_HOST = frozenset({"", "0.0.0.0", "::", "[::]"})  # noqa: S104 (inside the container)
 
+
+# The registry drains for this long on SIGTERM (http.draintimeout); `docker stop` kills it
+# MY_REG_STOP_TIMEOUT after the SIGTERM. spec.py sets a default below that when unset.
+DRAIN_VARIABLE = "REGISTRY_HTTP_DRAINTIMEOUT"
 
 # Whole sections the supervisor checks key by key: given as one YAML value (the registry's
 # env parser accepts `REGISTRY_HTTP={addr: ":6000"}`), they would slip past those checks.
@@ -113,6 +117,9 @@ def _http_conflicts(settings: Settings, env: _RegistryEnv) -> list[str]:
     net = env.get("REGISTRY_HTTP_NET")
     if net is not None and net[1].strip().lower() != "tcp":
         problems.append(f"{_given(*net)}: expected tcp (or unset)")
+    drain = env.get(DRAIN_VARIABLE)
+    if drain is not None:
+        problems += _drain_conflicts(settings, *drain)
     prefix = env.get("REGISTRY_HTTP_PREFIX")
     if prefix is not None and prefix[1].strip() not in ("", "/"):
         problems.append(
@@ -120,6 +127,22 @@ def _http_conflicts(settings: Settings, env: _RegistryEnv) -> list[str]:
             "clients expect it there"
         )
     return problems + _address_conflicts(settings) + _directory_conflicts(settings)
+
+
+def _drain_conflicts(settings: Settings, key: str, value: str) -> list[str]:
+    seconds = go_duration_seconds(value)
+    if seconds is None or seconds < 0:
+        return [
+            f"{_given(key, value)}: expected a Go duration such as 5s or 1m (a bare number is "
+            "nanoseconds to the registry), or 0 for no drain"
+        ]
+    if seconds > 0 and seconds >= settings.stop_timeout:
+        return [
+            f"{_given(key, value)}: expected a drain shorter than MY_REG_STOP_TIMEOUT="
+            f"{settings.stop_timeout} s: `docker stop` kills the registry then, cutting the "
+            "requests it drains; lower it or raise MY_REG_STOP_TIMEOUT"
+        ]
+    return []
 
 
 def _tls_and_auth_conflicts(settings: Settings, env: _RegistryEnv) -> list[str]:

@@ -31,6 +31,19 @@ METRICS_DEFAULT_HOST = "127.0.0.1"
 MAX_SECONDS = 86400
 Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False)]
 SECONDS_ABOVE_0 = "a number of seconds above 0, at most 86400"
+# A Go duration (time.ParseDuration), as the registry reads REGISTRY_HTTP_DRAINTIMEOUT:
+# "5s", "1m30s", "250ms", "1.5s"; "0" alone may go without a unit.
+_GO_DURATION_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)", re.ASCII)
+_GO_DURATION_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "\u00b5s": 1e-6,
+    "\u03bcs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
 # Values longer than this are shortened in error lines (a 5000-character path helps nobody).
 SHOWN_VALUE_MAX = 80
 
@@ -78,6 +91,27 @@ def memory_size_bytes(text: str) -> int | None:
     if match is None:
         return None
     return int(match[1]) * _MEMORY_UNITS[match[2].lower()]
+
+
+def go_duration_seconds(text: str) -> float | None:
+    """A Go duration (``5s``, ``1m30s``, ``0``) in seconds; None if it is not one.
+
+    A bare number other than 0 is not one: the registry's YAML decoder reads it as
+    nanoseconds (``5`` is 5 ns), which is never what was meant.
+    """
+    value = text.strip()
+    sign = -1.0 if value.startswith("-") else 1.0
+    value = value.removeprefix("-").removeprefix("+")
+    if value == "0":
+        return 0.0
+    total, position = 0.0, 0
+    while position < len(value):
+        match = _GO_DURATION_PART.match(value, position)
+        if match is None or match[1] in ("", "."):
+            return None
+        total += float(match[1]) * _GO_DURATION_UNITS[match[2]]
+        position = match.end()
+    return sign * total if value else None
 
 
 def shown(variable: str, value: object) -> object:

@@ -307,7 +307,7 @@ def test_collector_shares_mounts_and_env_but_publishes_nothing() -> None:
         (m["Source"], m["Target"], m["ReadOnly"]) for m in config["host_config"]["mounts"]
     ]
     assert (["/bin/registry"], "my_registry-gc") == (config["entrypoint"], config["name"])
-    assert dict(spec.environment) == config["environment"]
+    assert spec.container_environment == config["environment"]
     assert "registry-supervisor.spec-hash" not in config["labels"]
     dry_run = collector_config(spec, V2_LAYOUT, ["garbage-collect", "--dry-run", "/x.yml"])
     assert "my_registry-gc-dry" == dry_run["name"]  # may run beside a real collection
