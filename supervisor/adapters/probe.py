@@ -7,30 +7,16 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
 
 import requests
-import requests.adapters
 import urllib3
 
-from supervisor import tls
+from supervisor.adapters.pinned_tls import loopback_session
 from supervisor.errors import SupervisorError
 
 
 class ProbeFailed(SupervisorError):
     """No HTTP answer: refused, reset or timed out."""
-
-
-class _PinnedAdapter(requests.adapters.HTTPAdapter):
-    """HTTPS that trusts exactly one certificate, by its SHA-256 fingerprint."""
-
-    def __init__(self, fingerprint: str) -> None:
-        self._fingerprint = fingerprint
-        super().__init__()
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["assert_fingerprint"] = self._fingerprint
-        super().init_poolmanager(*args, **kwargs)
 
 
 class Probe:
@@ -45,20 +31,7 @@ class Probe:
 
     def __init__(self, url: str, certificate: Path | None = None) -> None:
         self.url = url
-        self._session = requests.Session()
-        # The environment must not steer a loopback probe: HTTPS_PROXY would send it
-        # elsewhere, and REQUESTS_CA_BUNDLE silently overrides `verify` below.
-        self._session.trust_env = False
-        self._unpinned: str | None = None
-        # Without a pin there is no TLS to verify (http), or nothing to verify it against.
-        self._session.verify = False
-        if certificate is not None:
-            try:
-                fingerprint = tls.load_certificate(certificate).sha256
-            except ValueError as err:
-                self._unpinned = f"cannot pin the TLS certificate: {err}"
-            else:
-                self._session.mount("https://", _PinnedAdapter(fingerprint))
+        self._session, self._unpinned = loopback_session(certificate)
 
     def __call__(self, timeout: float) -> int:
         if self._unpinned is not None:
