@@ -55,6 +55,8 @@ class Metrics:
     data_dir_free_bytes: Any
     maintenance: Any
     info: Any
+    canary_ok: Any
+    canary_failures: Any
 
     def __init__(self, enabled: bool = True) -> None:
         self._server: WSGIServer | None = None
@@ -64,7 +66,7 @@ class Metrics:
             off = _Off()
             self.up = self.restarts = self.probe_seconds = self.since_healthy = off
             self.data_dir_bytes = self.data_dir_free_bytes = self.maintenance = off
-            self.info = off
+            self.info = self.canary_ok = self.canary_failures = off
             return
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -104,6 +106,17 @@ class Metrics:
         self.maintenance = Gauge(
             "registry_maintenance",
             "1 while a maintenance task (garbage collection) holds the registry",
+            registry=self.registry,
+        )
+        self.canary_ok = Gauge(
+            "registry_canary_ok",
+            "1 after the push canary's last round worked, 0 after it failed; NaN before the"
+            " first round or while the canary is off",
+            registry=self.registry,
+        )
+        self.canary_failures = Counter(
+            "registry_canary_failures",
+            "Push canary rounds where the registry answered and the write did not work",
             registry=self.registry,
         )
 

@@ -68,6 +68,7 @@ class Rig:
             clock=self.clock,
             engine_factory=lambda: self.engine,
             probe_factory=self.engine.probe_factory(self.clock),
+            registry_api_factory=self.engine.registry_api_factory(self.clock),
         )
 
     def write_env(self, **changes: str) -> None:
@@ -102,6 +103,7 @@ class Rig:
         self.sup.startup()
         self._seen()
         self.until("healthy")
+        self.step()  # the push canary's first round, once the registry serves
         self.mark()
 
     def put(self, message: Any) -> None:
