@@ -57,6 +57,7 @@ class Metrics:
     info: Any
     canary_ok: Any
     canary_failures: Any
+    canary_rounds: Any
 
     def __init__(self, enabled: bool = True) -> None:
         self._server: WSGIServer | None = None
@@ -66,7 +67,7 @@ class Metrics:
             off = _Off()
             self.up = self.restarts = self.probe_seconds = self.since_healthy = off
             self.data_dir_bytes = self.data_dir_free_bytes = self.maintenance = off
-            self.info = self.canary_ok = self.canary_failures = off
+            self.info = self.canary_ok = self.canary_failures = self.canary_rounds = off
             return
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -117,6 +118,12 @@ class Metrics:
         self.canary_failures = Counter(
             "registry_canary_failures",
             "Push canary rounds where the registry answered and the write did not work",
+            registry=self.registry,
+        )
+        self.canary_rounds = Counter(
+            "registry_canary_rounds",
+            "Push canary rounds, by result (passed, failed, inconclusive)",
+            ["result"],
             registry=self.registry,
         )
 

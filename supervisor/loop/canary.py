@@ -134,15 +134,21 @@ class Canary:
             else:
                 api.session(canary.REPOSITORY, canary.BLOB, timeout)
 
+        outcome: Outcome
         try:
             # At most four requests, and a cancel after a failed one.
             self._feeder.blocking("canary", 5 * timeout, call)
         except (PushFailed, CanaryUnreachable) as err:
-            return self._not_passed(err, mode)
+            outcome = self._not_passed(err, mode)
+        else:
+            outcome = self._passed(mode)
         finally:
             if mode is canary.Mode.SESSION:
                 self._remove_cancelled_session(api.upload_id)
-        return self._passed(mode)
+        result = type(outcome).__name__.lower()
+        self._metrics.canary_rounds.labels(result=result).inc()
+        self.log.debug("canary.round", result=result, mode=mode.value)
+        return outcome
 
     def _not_passed(self, err: PushFailed | CanaryUnreachable, mode: canary.Mode) -> Outcome:
         retry_s = min(canary.RETRY_S, self.settings.canary_interval)
