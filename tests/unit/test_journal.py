@@ -122,3 +122,10 @@ def test_a_panic_and_its_trace_are_errors_until_the_registry_logs_again() -> Non
                  "goroutine 1 [running]:", "main.main()", LISTENING):  # fmt: skip
         forwarder.feed(text, 0.0)
     assert ["info", "error", "error", "error", "info"] == [level for level, _, _ in logger.records]
+
+
+def test_push_canary_requests_are_counted_with_the_probes() -> None:
+    """The canary's uploads to its reserved repository are ours, not client traffic."""
+    ours = Access("PATCH", "/v2/registry-supervisor-canary/blobs/uploads/x", 202, 0, "python-requests/2.31.0")
+    client = Access("PATCH", "/v2/registry-supervisor-canary/blobs/uploads/x", 202, 0, "docker/20.10")
+    assert (True, False) == (ours.is_probe, client.is_probe)
