@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -60,6 +61,25 @@ class RegistryApi:
 
     def commit(self, repository: str, blob: bytes, digest: str, timeout: float) -> None:
         """POST an upload, PUT the blob by its digest, GET it back and compare the bytes."""
+        with self._round():
+            self._commit(repository, blob, digest, timeout)
+
+    def session(self, repository: str, blob: bytes, timeout: float) -> None:
+        """POST an upload, PATCH the blob into it, GET its status (the stored size) and
+        DELETE it; a round that fails after the POST still tries the DELETE."""
+        with self._round():
+            self._session_round(repository, blob, timeout)
+
+    @contextlib.contextmanager
+    def _round(self) -> Iterator[None]:
+        """Rounds are minutes apart: no connection is kept open between them (nor left to
+        a registry that restarts meanwhile)."""
+        try:
+            yield
+        finally:
+            self._session.close()  # the pools go; the session makes new ones next round
+
+    def _commit(self, repository: str, blob: bytes, digest: str, timeout: float) -> None:
         location = self._start(repository, timeout)
         put = self._request(
             "PUT blob",
@@ -81,9 +101,7 @@ class RegistryApi:
         if got.status_code == 200 and got.content != blob:
             raise PushFailed(failure("GET blob", None, "content mismatch"))
 
-    def session(self, repository: str, blob: bytes, timeout: float) -> None:
-        """POST an upload, PATCH the blob into it, GET its status (the stored size) and
-        DELETE it; a round that fails after the POST still tries the DELETE."""
+    def _session_round(self, repository: str, blob: bytes, timeout: float) -> None:
         self.upload_id = None
         location = self._start(repository, timeout)
         try:
