@@ -25,7 +25,7 @@ import requests
 import requests.adapters
 import urllib3
 
-from supervisor import tls
+from supervisor.adapters.pinned_tls import loopback_session
 
 # Every manifest format a registry may hold under a tag: OCI and Docker v2, single images
 # and indexes (lists). Without them a registry converts or refuses (schema1 fallback).
@@ -112,18 +112,6 @@ def first_failure(checks: Iterable[GateCheck], timeout: float) -> str | None:
 # -- I/O -----------------------------------------------------------------------------------
 
 
-class _PinnedAdapter(requests.adapters.HTTPAdapter):
-    """HTTPS that trusts exactly one certificate, by its SHA-256 fingerprint (as the probe)."""
-
-    def __init__(self, fingerprint: str) -> None:
-        self._fingerprint = fingerprint
-        super().__init__()
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["assert_fingerprint"] = self._fingerprint
-        super().init_poolmanager(*args, **kwargs)
-
-
 class RegistryReader:
     """Reads of the distribution API at ``base_url`` (``http://127.0.0.1:5001/``), as the
     probe asks: loopback, no proxy from the environment, TLS pinned to ``certificate``."""
@@ -138,19 +126,12 @@ class RegistryReader:
     ) -> None:
         self.base_url = base_url.rstrip("/") + "/"
         self.auth_on = auth_on
-        self._session = requests.Session()
-        self._session.trust_env = False
-        self._session.verify = False
+        # A certificate that cannot be pinned: every read fails, saying why (an HTTPS
+        # answer is never trusted unpinned).
+        self._session, self._unpinned = loopback_session(certificate)
         if credentials is not None:
             self._session.auth = credentials
         self._credentials = credentials
-        if certificate is not None:
-            try:
-                fingerprint = tls.load_certificate(certificate).sha256
-            except ValueError:
-                pass  # every read then fails, and says so
-            else:
-                self._session.mount("https://", _PinnedAdapter(fingerprint))
 
     @classmethod
     def for_probe_url(
@@ -167,6 +148,8 @@ class RegistryReader:
         )
 
     def _request(self, method: str, path: str, timeout: float, **kwargs: Any) -> requests.Response:
+        if self._unpinned is not None:
+            raise ReaderFailed(self._unpinned)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)

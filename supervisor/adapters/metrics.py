@@ -58,6 +58,9 @@ class Metrics:
     info: Any
     probe_failures: Any
     degraded: Any
+    canary_ok: Any
+    canary_failures: Any
+    canary_rounds: Any
 
     def __init__(self, enabled: bool = True) -> None:
         self._server: WSGIServer | None = None
@@ -69,6 +72,7 @@ class Metrics:
             self.replacements = off
             self.data_dir_bytes = self.data_dir_free_bytes = self.maintenance = off
             self.info = self.probe_failures = self.degraded = off
+            self.canary_ok = self.canary_failures = self.canary_rounds = off
             return
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -130,6 +134,24 @@ class Metrics:
             ["source"],
             registry=self.registry,
         )
+        self.canary_ok = Gauge(
+            "registry_canary_ok",
+            "1 after the push canary's last round worked, 0 after it failed; NaN before the"
+            " first round or while the canary is off",
+            registry=self.registry,
+        )
+        self.canary_failures = Counter(
+            "registry_canary_failures",
+            "Push canary rounds where the registry answered and the write did not work",
+            registry=self.registry,
+        )
+        self.canary_rounds = Counter(
+            "registry_canary_rounds",
+            "Push canary rounds, by result (passed, failed, inconclusive)",
+            ["result"],
+            registry=self.registry,
+        )
+
         self.info = Gauge(
             "registry_info",
             "1, labelled with the registry's version (`registry --version` in its image)",

@@ -14,7 +14,6 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -22,6 +21,7 @@ import requests.adapters
 import urllib3
 
 from supervisor import tls
+from supervisor.adapters.pinned_tls import PinnedAdapter
 from supervisor.errors import SupervisorError
 from supervisor.health import FailureClass, registry_error
 
@@ -53,18 +53,6 @@ class ProbeResponse:
     error: str | None = None
 
 
-class _PinnedAdapter(requests.adapters.HTTPAdapter):
-    """HTTPS that trusts exactly one certificate, by its SHA-256 fingerprint."""
-
-    def __init__(self, fingerprint: str) -> None:
-        self._fingerprint = fingerprint
-        super().__init__()
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["assert_fingerprint"] = self._fingerprint
-        super().init_poolmanager(*args, **kwargs)
-
-
 class Probe:
     """``GET /v2/`` over one kept-alive session.
 
@@ -91,7 +79,7 @@ class Probe:
             except ValueError as err:
                 self._unpinned = f"TLS certificate cannot be pinned: {err}"
             else:
-                self._session.mount("https://", _PinnedAdapter(self.pinned))
+                self._session.mount("https://", PinnedAdapter(self.pinned))
 
     def __call__(self, timeout: float) -> int:
         """The status code of ``GET /v2/``; ProbeFailed without an answer."""

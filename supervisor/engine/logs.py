@@ -30,6 +30,8 @@ import docker
 import docker.errors
 import requests
 
+from supervisor import canary
+
 # Keys every registry line carries that say nothing about the event.
 DROPPED_KEYS = frozenset({"time", "go.version", "instance.id", "service", "version"})
 LEVELS = {
@@ -57,6 +59,8 @@ AUTH_CHALLENGE_PREFIX = "error authorizing context:"
 NO_CREDENTIALS = ("invalid authorization credential", "authorization token required")
 # Logged (at debug, 3.x) for every request under auth, the probe's too.
 AUTHORIZING = "authorizing request"
+# The push canary's requests (supervisor/canary.py) are ours too: counted with the probes.
+CANARY_PATH_PREFIX = f"/v2/{canary.REPOSITORY}/"
 
 _LOGFMT = re.compile(r'([A-Za-z_][\w.\-]*)=("(?:[^"\\]|\\.)*"|\S*)')
 _ACCESS = re.compile(
@@ -77,12 +81,12 @@ class Access:
 
     @property
     def is_probe(self) -> bool:
-        """Whether it is our own health probe (counted apart, never forwarded)."""
-        return (
-            self.method == "GET"
-            and self.path == PROBE_PATH
-            and self.agent.startswith(PROBE_AGENT_PREFIX)
+        """Whether it is our own health probe, or a push canary request (counted apart,
+        never forwarded)."""
+        ours = (self.method == "GET" and self.path == PROBE_PATH) or self.path.startswith(
+            CANARY_PATH_PREFIX
         )
+        return ours and self.agent.startswith(PROBE_AGENT_PREFIX)
 
 
 @dataclass(frozen=True)

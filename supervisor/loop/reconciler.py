@@ -20,6 +20,7 @@ from supervisor.errors import (
     ImageUnavailable,
     PortBusy,
 )
+from supervisor.loop import canary as canary_loop
 from supervisor.loop.container_actions import ContainerActions, Desired, Tracked
 from supervisor.loop.engine_link import EngineLink, Unreachable
 from supervisor.loop.health_watch import HealthWatch, Verdict
@@ -58,6 +59,7 @@ class Reconciler:
         clock: Callable[[], float],
         apply_settings: Callable[[Settings], None],
         warn_risks: Callable[[], None],
+        canary: canary_loop.Canary | None = None,
     ) -> None:
         self.desired = desired
         self.link = link
@@ -69,6 +71,7 @@ class Reconciler:
         self.gate = gate
         self.reloader = reloader
         self.readiness = readiness
+        self.canary = canary
         self.clock = clock
         # Settings reach every component through the supervisor, which built them.
         self._apply_settings = apply_settings
@@ -105,6 +108,9 @@ class Reconciler:
             deadlines.append(self.images.retry_at)
         if self.keeper.repair_at is not None:
             deadlines.append(self.keeper.repair_at)
+        runnable = self._runnable_canary()
+        if runnable is not None:
+            deadlines.append(runnable.next_at)
         return min(deadlines)
 
     def tick(self, now: float) -> bool:
@@ -128,6 +134,8 @@ class Reconciler:
                 self._repair(now)
             elif self.probing and self.health.due(now):
                 self._probe(now)
+            elif (runnable := self._runnable_canary()) is not None and runnable.due(now):
+                self._run_canary(now, runnable)
         except (EngineUnavailable, EngineRefused) as err:
             # A refusal here is a bug of ours or an engine we do not know: reconnect with
             # the backoff rather than repeat the request in a hot loop.
@@ -253,6 +261,8 @@ class Reconciler:
         """A container was just (re)started or adopted: probe fast, grace from now."""
         self.keeper.forget_events()
         self.health.starting(now)
+        if self.canary is not None:
+            self.canary.starting(now)
         self.change_phase(Phase.STARTING)
 
     # -- health --------------------------------------------------------------------------
@@ -298,6 +308,34 @@ class Reconciler:
             # (READY: systemd must not time the unit out over a storage outage).
             self.change_phase(Phase.DEGRADED)
             self.readiness.ready(now)
+
+    # -- push canary ---------------------------------------------------------------------
+
+    def _runnable_canary(self) -> canary_loop.Canary | None:
+        """The canary, if it may run: only while the registry serves and nothing else
+        degrades it (a failing storage check fails pushes anyway), with no repair pending,
+        so that a round never delays one."""
+        may = (
+            self.canary is not None
+            and self.canary.on
+            and self.phase in (Phase.HEALTHY, Phase.DEGRADED)
+            and set(self.degraded) <= {canary_loop.SOURCE}
+            and self.probing
+            and self.keeper.repair_at is None
+            and not self.look_again
+        )
+        return self.canary if may else None
+
+    def _run_canary(self, now: float, canary: canary_loop.Canary) -> None:
+        info = self.images.info
+        outcome = canary.run(now, info.version if info is not None else None)
+        if self.look_at_gate(self.clock()):
+            return  # `gc` made the registry read-only while we wrote: no verdict
+        if isinstance(outcome, canary_loop.Failed):
+            # Never a restart: a restart cannot fix storage that refuses writes.
+            self.degrade(canary_loop.SOURCE, f"pushes failing ({outcome.reason})")
+        elif isinstance(outcome, canary_loop.Passed) or not canary.on:
+            self.recover(canary_loop.SOURCE)
 
     def degrade(self, source: str, detail: str) -> None:
         """``source`` says the serving registry cannot do its job (``detail``, one phrase)."""
@@ -374,6 +412,8 @@ class Reconciler:
         changed = plan.spec.spec_hash != old_spec.spec_hash
         self.images.use(plan.info)
         self._apply_settings(new)
+        if self.canary is not None and not self.canary.on:
+            self.recover(canary_loop.SOURCE)  # turned off: it no longer says anything
         if plan.image_id is not None:
             self.images.image_id = plan.image_id
         elif new.image_ref != old_settings.image_ref or new.pull is PullPolicy.ALWAYS:

@@ -29,9 +29,11 @@ from supervisor import risks
 from supervisor.adapters import metrics
 from supervisor.adapters.notify import Notifier
 from supervisor.adapters.probe import Probe
+from supervisor.adapters.registry_api import RegistryApi
 from supervisor.engine.client import API_TIMEOUT_S, Engine
 from supervisor.engine.events import ContainerEvent, EngineLost
 from supervisor.loop import status
+from supervisor.loop.canary import ApiFactory, Canary
 from supervisor.loop.container_actions import ContainerActions, Desired, Tracked
 from supervisor.loop.data_dir import make_data_dir
 from supervisor.loop.engine_link import EngineLink
@@ -68,8 +70,9 @@ class Supervisor:
         *,
         engine_factory: Callable[[], Engine] = Engine,
         probe_factory: Callable[[str, Path | None], Probe] = Probe,
+        registry_api_factory: ApiFactory = RegistryApi,
     ) -> None:
-        # Both factories are injected so that tests drive whole ticks with fakes.
+        # The factories are injected so that tests drive whole ticks with fakes.
         spec = derive_spec(settings, None)
         self.desired = Desired(settings, spec, holder_spec(spec))
         self.notifier = notifier
@@ -97,6 +100,9 @@ class Supervisor:
         self.health = HealthWatch(
             settings, probe_factory, self.metrics, self.feeder, clock, log=self.log
         )
+        self.canary = Canary(
+            settings, registry_api_factory, self.metrics, self.feeder, clock, log=self.log
+        )
         self.gate = MaintenanceGate(maintenance_path(settings), self.link, self.log)
         self.house = Housekeeping(settings, self.link, self.metrics, self.messages.put, self.log)
         self.readiness = Readiness(notifier, self.status_line)
@@ -112,6 +118,7 @@ class Supervisor:
             clock=clock,
             apply_settings=self.apply_settings,
             warn_risks=self._warn_risks,
+            canary=self.canary,
         )
         self.certificate = risks.certificate(settings)
         self.exit_signal: int | None = None
@@ -156,7 +163,9 @@ class Supervisor:
         parts = (self.images, self.keeper, self.keeper.actions, self.gate, self.house)
         for part in (*parts, self.link, self.health, self.reconciler, self.reconciler.reloader):
             part.log = self.log
+        self.canary.log = self.log
         self.health.configure(new)
+        self.canary.configure(new)
         self.certificate = risks.certificate(new)
         self.house.configure(new)
         self.gate.path = maintenance_path(new)
@@ -293,6 +302,7 @@ class Supervisor:
     def _close(self) -> None:
         self.link.close()
         self.health.close()
+        self.canary.close()
         self.metrics.close()
         self.house.stop_following()
 

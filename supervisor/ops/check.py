@@ -13,7 +13,7 @@ from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
-from supervisor import risks, takeover
+from supervisor import canary, risks, takeover
 from supervisor.engine import image_info as images
 from supervisor.engine.client import Engine
 from supervisor.errors import ConfigError, ImageUnavailable
@@ -75,6 +75,8 @@ def check(settings: Settings) -> Iterator[str]:
     for line in risks.describe(settings, certificate, now):
         yield f"# {line}"
     yield f"# http secret: {describe_secret(settings)}"
+    if canary.off_reason(settings) is not None:
+        yield f"# canary: {canary.describe(settings, None)}"
     for warning in risks.warnings(settings, certificate, now):
         yield f"# WARNING: {warning.text}"
     with closing(Engine()) as engine:
@@ -106,6 +108,8 @@ def _check_engine(settings: Settings, spec: ContainerSpec, engine: Engine) -> It
         yield f"# {line}"
     if image_id is not None:
         spec = yield from _check_image(settings, engine, image_id)
+    elif canary.off_reason(settings) is None:
+        yield f"# canary: {canary.describe(settings, None)}"
     holder = engine.inspect(spec.holder_name)
     registry = engine.inspect(settings.name)
     for line in _container_plan(spec, image_id, holder, registry):
@@ -185,6 +189,9 @@ def _check_image(
         raise ConfigError([f"image {settings.image_ref}: removed while it was checked"])
     for line in _image_lines(settings, info):
         yield f"# {line}"
+    if canary.off_reason(settings) is None:
+        # Only now: how a round writes depends on the registry version.
+        yield f"# canary: {canary.describe(settings, info.version)}"
     findings = version_findings(settings.registry_env, info.version)
     for finding in findings:
         if not finding.error:

@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from supervisor import htpasswd_file, tls
+from supervisor import credentials_file, htpasswd_file, tls
 from supervisor.settings.image_ref import TAG_EXPECTED, check_repository, check_tag
 from supervisor.settings.paths import (
     data_dir_problem,
@@ -107,6 +107,17 @@ class Settings(BaseSettings):
     no_new_privileges: bool = Field(True, description="true or false")
     cap_drop_all: bool = Field(True, description="true or false")
     memory: str | None = Field(None, description=MEMORY_EXPECTED)
+    # The push canary (supervisor/canary.py): seconds between rounds, 0 = off.
+    canary_interval: float = Field(
+        300.0,
+        ge=0,
+        le=MAX_SECONDS,
+        allow_inf_nan=False,
+        description="a number of seconds from 0 to 86400 (0: off)",
+    )
+    canary_credentials: Path | None = Field(
+        None, description="an absolute path to a file of one user:password line"
+    )
     # Re-emit the registry container's log lines as our structured events (one journal).
     forward_logs: bool = Field(True, description="true or false")
     # Prometheus exporter; unset: off. A port alone listens on 127.0.0.1.
@@ -236,6 +247,21 @@ class Settings(BaseSettings):
             htpasswd_file.check_file(value)
         except htpasswd_file.HtpasswdError as err:
             raise ValueError(f"an htpasswd file of bcrypt entries ({value}: {err})") from None
+        return value
+
+    @field_validator("canary_credentials")
+    @classmethod
+    def _canary_credentials(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        if not value.is_absolute():
+            raise ValueError("an absolute path to a file of one user:password line")
+        try:
+            credentials_file.read(value)
+        except credentials_file.CredentialsError as err:
+            raise ValueError(
+                f"a file of one user:password line, owned by root, mode 0600 ({value}: {err})"
+            ) from None
         return value
 
     @field_validator("memory")

@@ -43,6 +43,7 @@ from urllib.parse import urlsplit
 import requests
 
 from supervisor.adapters.probe import ProbeFailed, ProbeResponse
+from supervisor.adapters.registry_api import CanaryUnreachable, PushFailed, PushTimedOut
 from supervisor.engine.client import Engine
 from supervisor.engine.configs import create_config, holder_create_config
 from supervisor.errors import (
@@ -245,6 +246,10 @@ class FakeEngine:
         self.host_ports: set[int] = set()  # held by host processes (occupy_port)
         self.pullable = set(pullable)
         self.faults = _Faults()
+        # The registry's writes (FakeRegistryApi): None while they work, else the
+        # (step, HTTP status) that fails; and each canary round asked, on the clock.
+        self.push_fault: tuple[str, int] | None = None
+        self.canary_rounds: list[tuple[float, str]] = []
         self.api = FakeApi(self)
         self._images: dict[str, dict[str, Any]] = {}
         self._versions: dict[str, str] = {}
@@ -284,6 +289,11 @@ class FakeEngine:
     def probe_factory(self, clock: Any) -> Callable[[str, Path | None], FakeProbe]:
         """What the Supervisor's ``probe_factory`` is given: probes of this engine's port."""
         return lambda url, _certificate: FakeProbe(self, url, clock)
+
+    def registry_api_factory(self, clock: Any) -> Callable[..., FakeRegistryApi]:
+        """What the Supervisor's ``registry_api_factory`` is given: the canary's API on
+        this engine's port."""
+        return lambda url, _certificate, _credentials: FakeRegistryApi(self, url, clock)
 
     def settle(self) -> None:
         """Wait until the loop's event watcher has queued every event sent so far."""
@@ -739,6 +749,40 @@ class FakeProbe:
         if answer == "503":
             return ProbeResponse(503, self._engine.storage_error)
         return ProbeResponse(200)
+
+    def close(self) -> None:
+        pass
+
+
+class FakeRegistryApi:
+    """The canary's blob uploads, as ``RegistryApi`` does them, against the fake registry:
+    refused when nothing listens there, PushFailed at ``engine.push_fault`` (a step and an
+    HTTP status), else they work."""
+
+    def __init__(self, engine: FakeEngine, url: str, clock: Any) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._port = urlsplit(url).port or 443
+        self.upload_id: str | None = None
+
+    def _round(self, mode: str, steps: tuple[str, ...], timeout: float) -> None:
+        self._engine.canary_rounds.append((self._clock(), mode))
+        answer = self._engine.answer(self._port)
+        if answer == "refused":
+            raise CanaryUnreachable(f"ConnectionError on {steps[0]}")
+        if answer == "hung":
+            self._clock.advance(timeout)
+            raise PushTimedOut(f"timeout on {steps[0]}")
+        fault = self._engine.push_fault
+        if fault is not None and fault[0] in steps:
+            raise PushFailed(f"HTTP {fault[1]} on {fault[0]}", fault[1])
+
+    def commit(self, repository: str, blob: bytes, digest: str, timeout: float) -> None:
+        self._round("commit", ("POST upload", "PUT blob", "GET blob"), timeout)
+
+    def session(self, repository: str, blob: bytes, timeout: float) -> None:
+        steps = ("POST upload", "PATCH upload", "GET upload", "DELETE upload")
+        self._round("session", steps, timeout)
 
     def close(self) -> None:
         pass

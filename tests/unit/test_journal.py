@@ -194,3 +194,14 @@ def test_a_challenge_on_another_path_is_forwarded() -> None:
     """A credential-less request for a repository is a client's, not the probe's."""
     line = PROBE_CHALLENGE.replace("http.request.uri=/v2/", "http.request.uri=/v2/_catalog")
     assert [("warning", "error authorizing context: basic authent")] == forwarded(line)
+
+
+def test_push_canary_requests_are_counted_with_the_probes() -> None:
+    """The canary's uploads to its reserved repository are ours, not client traffic."""
+    ours = Access(
+        "PATCH", "/v2/registry-supervisor-canary/blobs/uploads/x", 202, 0, "python-requests/2.31.0"
+    )
+    client = Access(
+        "PATCH", "/v2/registry-supervisor-canary/blobs/uploads/x", 202, 0, "docker/20.10"
+    )
+    assert (True, False) == (ours.is_probe, client.is_probe)

@@ -32,11 +32,12 @@ PURE = frozenset(
         "errors",
         "phase",
         "permissions",
+        "canary",
     }
 )
 # File-reading helpers that pure modules may use (settings validates the certificate and
 # the htpasswd file at load): they read files and import no banned library either.
-FILE_HELPERS = frozenset({"tls", "htpasswd_file"})
+FILE_HELPERS = frozenset({"tls", "htpasswd_file", "credentials_file"})
 BANNED_LIBRARIES = ("docker", "requests", "urllib3", "structlog", "prometheus_client", "sdnotify")
 ROOMS = ("engine", "adapters", "loop", "statedir", "ops")
 # The one use of ops/ on `run`'s path: the disk guard's gc estimate, imported inside the

@@ -70,6 +70,7 @@ class Rig:
             clock=self.clock,
             engine_factory=lambda: self.engine,
             probe_factory=self.engine.probe_factory(self.clock),
+            registry_api_factory=self.engine.registry_api_factory(self.clock),
         )
 
     def write_env(self, **changes: str) -> None:
@@ -104,6 +105,7 @@ class Rig:
         self.sup.startup()
         self._seen()
         self.until("healthy")
+        self.step()  # the push canary's first round, once the registry serves
         self.mark()
 
     def put(self, message: Any) -> None:
@@ -959,3 +961,67 @@ def test_a_reload_of_the_metrics_address_says_it_needs_a_restart(rig: Rig) -> No
     ]
     assert rig.sup.settings.metrics_addr is None
     assert [False] == [e["spec_changed"] for e in rig.new_events("supervisor.reloaded")]
+
+
+# -- the push canary -------------------------------------------------------------------------
+
+# Steps between probes, so that a due canary round gets its tick (a probe due goes first).
+CANARY_STEP_S = HEALTH_INTERVAL_S / 2
+
+
+def test_a_failing_canary_degrades_the_registry_without_a_restart(rig: Rig) -> None:
+    """Pushes fail while /v2/ answers: degraded, STATUS says what fails, nothing restarted;
+    the canary tries again sooner (30 s) than its interval (300 s)."""
+    rig.start_healthy()
+    rig.engine.push_fault = ("PATCH upload", 500)
+
+    rig.until("degraded", every=CANARY_STEP_S, limit=200)
+    failed_at = rig.engine.canary_rounds[-1][0]
+    for _ in range(16):
+        rig.step(CANARY_STEP_S)
+
+    assert "degraded: pushes failing (HTTP 500 on PATCH upload)" in rig.notifier.statuses()[-1]
+    retried_at = next(at for at, _ in rig.engine.canary_rounds if at > failed_at)
+    assert failed_at + 30.0 <= retried_at < failed_at + 30.0 + 2 * CANARY_STEP_S
+    assert [] == rig.new_mutations()
+    assert "registry.degraded" in rig.new_event_names()
+
+
+def test_a_canary_that_passes_again_recovers_by_itself(rig: Rig) -> None:
+    """Once pushes work again, the next round makes the registry healthy."""
+    rig.start_healthy()
+    rig.engine.push_fault = ("POST upload", 500)
+    rig.until("degraded", every=CANARY_STEP_S, limit=200)
+
+    rig.engine.push_fault = None
+    rig.until("healthy", every=CANARY_STEP_S, limit=20)
+
+    assert ["healthy", "degraded", "healthy"] == rig.new_phases()
+    assert 1 == len(rig.new_events("registry.recovered"))
+    assert [] == rig.new_mutations()
+
+
+def test_a_registry_on_3x_gets_commit_rounds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The mode follows the version the image's registry reports."""
+    rig = Rig(tmp_path, capsys)
+    rig.engine = FakeEngine(rig.clock, major=3)
+    try:
+        rig.start_healthy()
+        assert "commit" == rig.engine.canary_rounds[-1][1]
+    finally:
+        rig.engine.close_streams()
+
+
+def test_the_canary_is_not_run_while_a_repair_is_due(rig: Rig) -> None:
+    """A crashed registry is repaired first; the canary runs only once it serves again."""
+    rig.start_healthy()
+    rounds = len(rig.engine.canary_rounds)
+    rig.engine.crash(REGISTRY)
+
+    rig.until("healthy", limit=20)
+
+    starts = rig.new_calls("start")
+    assert starts, "no repair"
+    assert all(at >= starts[-1] for at, _ in rig.engine.canary_rounds[rounds:])
