@@ -109,6 +109,9 @@ install -m 0644 "$here/registry-supervisor-gc.service" "$here/registry-superviso
 # Scheduled image update: shipped, not enabled (systemctl enable --now ...update.timer).
 install -m 0644 "$here/registry-supervisor-update.service" \
     "$here/registry-supervisor-update.timer" "$root/lib/systemd/system/"
+# The Grafana dashboard for MY_REG_METRICS_ADDR: imported by the admin, never by us.
+install -d -m 0755 "$root/usr/share/$PKG/grafana"
+install -m 0644 "$here/grafana/registry-supervisor.json" "$root/usr/share/$PKG/grafana/"
 # 0600: the admin adds REGISTRY_* secrets to it (dpkg-deb keeps the tree's modes).
 install -m 0600 "$here/registry.env" "$root/etc/$PKG/registry.env"
 ln -s "/opt/$PKG/current/bin/$PKG" "$root/usr/bin/$PKG"

@@ -233,13 +233,16 @@ class RegistryReader:
         self._session.close()
 
 
-def gate_checks(reader: RegistryReader, baseline: Baseline) -> tuple[GateCheck, ...]:
+def gate_checks(
+    reader: RegistryReader,
+    baseline: Baseline,
+    canary_round: Callable[[float], str | None] | None = None,
+) -> tuple[GateCheck, ...]:
     """What a new image must pass once its ``/v2/`` answers, in order (the health check
-    itself comes first, in the caller's wait).
-
-    The push canary (loop/canary.py, when it lands) slots in here as one more entry,
-    ``GateCheck("canary", <one canary round, bounded by timeout>)``: `update` and the
-    loop's reload gate both take their checks from this one function.
+    itself comes first, in the caller's wait): the remembered manifest is still pullable,
+    then one push canary round (supervisor/adapters/registry_api.py ``canary_round``; it
+    passes while the canary is off). `update` and the loop's reload gate both take their
+    checks from this one function.
     """
     checks: list[GateCheck] = []
     manifest = baseline.manifest
@@ -247,4 +250,6 @@ def gate_checks(reader: RegistryReader, baseline: Baseline) -> tuple[GateCheck, 
         checks.append(
             GateCheck("manifest", lambda timeout: reader.still_pullable(manifest, timeout))
         )
+    if canary_round is not None:
+        checks.append(GateCheck("canary", canary_round))
     return tuple(checks)

@@ -9,6 +9,7 @@ work, CanaryUnreachable when it did not answer at all; the loop owns the verdict
 from __future__ import annotations
 
 import contextlib
+import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,10 +18,13 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 import urllib3
 
+from supervisor import canary, credentials_file
 from supervisor.adapters.pinned_tls import loopback_session
 from supervisor.canary import failure
 from supervisor.credentials_file import Credentials
 from supervisor.errors import SupervisorError
+from supervisor.layout import RegistryVersion
+from supervisor.settings import Settings
 
 _BLOB_TYPE = {"Content-Type": "application/octet-stream"}
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -169,3 +173,51 @@ class RegistryApi:
     def close(self) -> None:
         """Close the HTTP session and its connection."""
         self._session.close()
+
+
+# Where 2.x keeps the upload sessions of the canary's repository, under MY_REG_DIR.
+CANARY_UPLOADS = Path("docker/registry/v2/repositories", canary.REPOSITORY, "_uploads")
+
+
+def remove_cancelled_session(data_dir: Path, upload_id: str | None) -> str | None:
+    """2.x leaves a cancelled upload's directory (its hash state, no ``startedat``),
+    which its upload purger never removes: remove that one directory, the canary's own,
+    from MY_REG_DIR (nothing else is ever removed). One with ``startedat`` was not
+    cancelled: the purger's. Why it could not be removed, or None."""
+    if upload_id is None or not canary.UPLOAD_ID.fullmatch(upload_id):
+        return None
+    left = data_dir / CANARY_UPLOADS / upload_id
+    try:
+        if left.is_symlink() or not left.is_dir() or (left / "startedat").exists():
+            return None
+        shutil.rmtree(left)
+    except OSError as err:
+        return f"{left}: {err.strerror}"
+    return None
+
+
+def canary_round(settings: Settings, version: RegistryVersion | None, timeout: float) -> str | None:
+    """One canary round, as a gate check runs it: None when pushes work (or the canary is
+    off: nothing to check), else the one phrase saying why they do not."""
+    if canary.off_reason(settings) is not None:
+        return None
+    try:
+        credentials = (
+            None
+            if settings.canary_credentials is None
+            else credentials_file.read(settings.canary_credentials)
+        )
+    except credentials_file.CredentialsError as err:
+        return f"MY_REG_CANARY_CREDENTIALS: {err}"
+    api = RegistryApi(settings.probe_url, settings.tls_certificate, credentials)
+    try:
+        if canary.mode_for(version) is canary.Mode.COMMIT:
+            api.commit(canary.REPOSITORY, canary.BLOB, canary.DIGEST, timeout)
+        else:
+            api.session(canary.REPOSITORY, canary.BLOB, timeout)
+    except (PushFailed, CanaryUnreachable) as err:
+        return str(err)
+    finally:
+        remove_cancelled_session(settings.dir, api.upload_id)
+        api.close()
+    return None

@@ -9,7 +9,6 @@ What a round writes, and what it proves, is supervisor/canary.py's.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from supervisor.adapters.registry_api import (
     PushFailed,
     PushTimedOut,
     RegistryApi,
+    remove_cancelled_session,
 )
 from supervisor.credentials_file import Credentials
 from supervisor.layout import RegistryVersion
@@ -34,7 +34,6 @@ SOURCE = "canary"
 # Rounds in a row that time out before the canary calls it a failure.
 TIMEOUTS_TO_FAIL = 2
 # Where a 2.x registry keeps the canary's upload sessions, under MY_REG_DIR.
-_UPLOADS = Path("docker/registry/v2/repositories", canary.REPOSITORY, "_uploads")
 
 
 @dataclass(frozen=True)
@@ -207,15 +206,9 @@ class Canary:
         """2.x leaves a cancelled upload's directory (its hash state, no ``startedat``),
         which its upload purger never removes: remove that one directory, ours, from
         MY_REG_DIR. One with ``startedat`` was not cancelled: the purger's (a week)."""
-        if upload_id is None or not canary.UPLOAD_ID.fullmatch(upload_id):
-            return
-        left = self.settings.dir / _UPLOADS / upload_id
-        try:
-            if left.is_symlink() or not left.is_dir() or (left / "startedat").exists():
-                return
-            shutil.rmtree(left)
-        except OSError as err:
-            self.log.debug("canary.session_left", path=str(left), error=str(err))
+        error = remove_cancelled_session(self.settings.dir, upload_id)
+        if error is not None:
+            self.log.debug("canary.session_left", error=error)
 
     def close(self) -> None:
         """Close the API session (the canary is off until configured again)."""

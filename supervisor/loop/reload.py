@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from supervisor.adapters.manifests import Baseline, RegistryReader, first_failure, gate_checks
+from supervisor.adapters.registry_api import canary_round
 from supervisor.engine.image_info import ImageInfo
 from supervisor.errors import (
     ConfigError,
@@ -297,7 +298,9 @@ class Reloader:
             return None
         reader = _reader(settings)
         timeout = settings.health_timeout
-        checks = gate_checks(reader, baseline)
+        info = self._images.info
+        version = info.version if info is not None else None
+        checks = gate_checks(reader, baseline, lambda bound: canary_round(settings, version, bound))
         try:
             return self._blocking(
                 2 * timeout * max(1, len(checks)), lambda: first_failure(checks, timeout)

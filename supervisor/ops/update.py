@@ -36,6 +36,7 @@ from supervisor.adapters.manifests import (
     gate_checks,
 )
 from supervisor.adapters.probe import Probe, ProbeFailed
+from supervisor.adapters.registry_api import canary_round
 from supervisor.engine.client import Engine
 from supervisor.errors import (
     ContainerActionFailed,
@@ -44,7 +45,7 @@ from supervisor.errors import (
     MaintenanceFailed,
 )
 from supervisor.health import is_healthy
-from supervisor.layout import ImageLayout, version_findings
+from supervisor.layout import ImageLayout, RegistryVersion, version_findings
 from supervisor.observed import Observed
 from supervisor.settings import Settings
 from supervisor.spec import derive_spec
@@ -121,6 +122,9 @@ class Update:
         self.clock = clock
         self.ref = settings.image_ref
         self.log = structlog.get_logger().bind(container=settings.name, image=self.ref)
+        # The new image's registry version, once read: the canary writes as its catalog
+        # allows (supervisor/canary.py).
+        self.new_version: RegistryVersion | None = None
 
     def run(self) -> UpdateResult:
         """Pull, and if the image changed, recreate the registry on it and keep it only if
@@ -266,6 +270,7 @@ class Update:
     def _check_new(self, image_id: str, layout: ImageLayout) -> str | None:
         """A setting the new registry version refuses: why it cannot be kept (no start)."""
         version = self.engine.registry_version(image_id, layout)
+        self.new_version = version  # the canary writes as this version's catalog allows
         errors = [f.text for f in version_findings(self.settings.registry_env, version) if f.error]
         return "; ".join(errors) if errors else None
 
@@ -290,7 +295,11 @@ class Update:
         if why is not None:
             return why
         remaining = max(0.1, deadline - self.clock())
-        return first_failure(gate_checks(reader, baseline), min(settings.health_timeout, remaining))
+        version = self.new_version
+        checks = gate_checks(
+            reader, baseline, lambda timeout: canary_round(settings, version, timeout)
+        )
+        return first_failure(checks, min(settings.health_timeout, remaining))
 
     def _wait_healthy(self, deadline: float) -> str | None:
         """Poll ``/v2/`` until it answers healthy; why it did not by ``deadline``."""
