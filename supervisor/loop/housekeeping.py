@@ -17,6 +17,7 @@ from supervisor.adapters import disk
 from supervisor.adapters.metrics import Metrics
 from supervisor.engine import logs
 from supervisor.errors import EngineUnavailable, SupervisorError
+from supervisor.loop import status
 from supervisor.loop.engine_link import EngineLink
 from supervisor.settings import Settings
 from supervisor.statedir import state_file
@@ -158,6 +159,33 @@ class Housekeeping:
             self._state_failed = True
         else:
             self._state_failed = False
+
+    def save_final_state(self, now: float, content: Mapping[str, Any]) -> None:
+        """Write the state file now, due or not (the last one, at a clean stop)."""
+        try:
+            self.state_file.write(now, content)
+        except OSError as err:
+            self.log.warning("state.write_failed", path=str(self.state_file.path), error=str(err))
+
+    def previous_counts(self) -> status.Carried | None:
+        """The restart counts and the last reason of the supervisor before us, from its
+        state file when it was of the same container (logged); None: start from zero."""
+        path = state_file.state_path(self.settings)
+        previous = state_file.read_previous(path, self.settings.name)
+        if previous.content is None:
+            # Absent is a first start; anything else loses the counts kept: a warning.
+            level = "info" if previous.problem == "absent" else "warning"
+            getattr(self.log, level)("state.not_resumed", path=str(path), why=previous.problem)
+            return None
+        counts = status.carried(previous.content)
+        self.log.info(
+            "state.resumed",
+            path=str(path),
+            restarts=sum(counts.restarts.values()),
+            planned=sum(counts.planned.values()),
+            last_reason=counts.last_reason.value if counts.last_reason else None,
+        )
+        return counts
 
     # -- the registry's logs -------------------------------------------------------------
 

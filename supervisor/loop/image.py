@@ -154,6 +154,29 @@ class ImageKeeper:
         for finding in findings:
             self.log.warning("settings.version_mismatch", detail=finding.text, version=info.label)
 
+    def resolve_again(self, settings: Settings, ref: str) -> bool:
+        """`registry-supervisor update` may have moved the tag (to the new image, or back
+        after a rollback): take the image it names now, looked up locally, never pulled,
+        so that the container `update` left is adopted rather than "repaired" back to the
+        image id resolved before. Whether the current image changed."""
+        try:
+            present = self._link.docker.image_id(ref)
+        except ImageUnavailable:
+            present = None
+        if present == self.image_id:
+            return False
+        try:
+            info = None if present is None else self.inspect(settings, present)
+        except ConfigError as err:
+            self.log.error("image.unusable", image_id=present, problems=err.problems)
+            info = None
+        if present is None or info is None:
+            self.forget()  # looked for again, per MY_REG_PULL (the reconciler's ensure)
+            return True
+        self.use(info)
+        self.image_id = present
+        return True
+
     def _missing(self, now: float, detail: str) -> ImageMissing:
         self.attempt += 1
         delay = IMAGE_RETRY.delay(self.attempt + 1)

@@ -14,16 +14,14 @@ from typing import Any
 
 from supervisor.engine.events import ContainerEvent
 from supervisor.errors import (
-    ConfigError,
     EngineRefused,
     EngineUnavailable,
-    ImageUnavailable,
     PortBusy,
 )
 from supervisor.loop import canary as canary_loop
 from supervisor.loop.container_actions import ContainerActions, Desired, Tracked
 from supervisor.loop.engine_link import EngineLink, Unreachable
-from supervisor.loop.health_watch import HealthWatch, Verdict
+from supervisor.loop.health_watch import HealthWatch
 from supervisor.loop.image import ImageKeeper, ImageMissing
 from supervisor.loop.keeper import (
     ContainerKeeper,
@@ -34,11 +32,13 @@ from supervisor.loop.keeper import (
     RepairNeeded,
 )
 from supervisor.loop.maintenance_gate import MAINTENANCE_POLL_S, Change, MaintenanceGate
-from supervisor.loop.reload import Deferred, Reloader, ReloadPlan, RollBack
+from supervisor.loop.reload import Reloader
+from supervisor.loop.reload_flow import ReloadFlow
+from supervisor.loop.serving import Serving
 from supervisor.loop.startup import Readiness
 from supervisor.phase import Phase, check_transition
 from supervisor.reconcile import Reason
-from supervisor.settings import PullPolicy, Settings
+from supervisor.settings import Settings
 from supervisor.spec import derive_spec
 
 
@@ -74,15 +74,15 @@ class Reconciler:
         self.canary = canary
         self.clock = clock
         # Settings reach every component through the supervisor, which built them.
-        self._apply_settings = apply_settings
-        self._warn_risks = warn_risks
+        self.apply_settings = apply_settings
+        self.warn_risks = warn_risks
         self.phase = Phase.ENGINE_DOWN
         # A failed probe found the container down: look at it once queued events are in.
         self.look_again = False
-        # What makes a serving registry degraded, by source (the probe's dependency check,
-        # the push canary): a detail each, shown in STATUS; empty while all is well.
-        self.degraded: dict[str, str] = {}
         self.log: Any = keeper.log
+        # The reconciler's two flows, split out by concern (each calls back into this).
+        self.serving = Serving(self)
+        self.reloads = ReloadFlow(self)
 
     def change_phase(self, new: Phase) -> None:
         """The one way the phase moves; an illegal transition is a bug (IllegalTransition)."""
@@ -108,7 +108,7 @@ class Reconciler:
             deadlines.append(self.images.retry_at)
         if self.keeper.repair_at is not None:
             deadlines.append(self.keeper.repair_at)
-        runnable = self._runnable_canary()
+        runnable = self.serving.runnable_canary()
         if runnable is not None:
             deadlines.append(runnable.next_at)
         return min(deadlines)
@@ -119,7 +119,7 @@ class Reconciler:
         if self.look_at_gate(now):
             return False
         if self.link.connected and self.reloader.take_pending():
-            self.reload()
+            self.reloads.reload()
             if self.gate.active:
                 return False  # `gc` took the lock while the reload looked
         try:
@@ -133,9 +133,9 @@ class Reconciler:
             elif self.keeper.repair_due(now):
                 self._repair(now)
             elif self.probing and self.health.due(now):
-                self._probe(now)
-            elif (runnable := self._runnable_canary()) is not None and runnable.due(now):
-                self._run_canary(now, runnable)
+                self.serving.probe(now)
+            elif (runnable := self.serving.runnable_canary()) is not None and runnable.due(now):
+                self.serving.run_canary(now, runnable)
         except (EngineUnavailable, EngineRefused) as err:
             # A refusal here is a bug of ours or an engine we do not know: reconnect with
             # the backoff rather than repeat the request in a hot loop.
@@ -228,7 +228,7 @@ class Reconciler:
         if rollback is not None:
             # The reloaded container failed before it ever served: the old spec did.
             self.keeper.count(need.reason)
-            self._roll_back(rollback)
+            self.reloads.roll_back(rollback)
             need = RepairNeeded(Reason.SPEC_CHANGED, need.exit_code, need.part)
             after_failure = False
         self.keeper.schedule(now, need, after_failure=after_failure)
@@ -249,7 +249,7 @@ class Reconciler:
         rollback = self.reloader.roll_back_now(Reason.PORT_BUSY, self.desired.spec.spec_hash)
         if rollback is not None:
             # A reload onto a port that is taken: the settings that worked had one.
-            self._roll_back(rollback)
+            self.reloads.roll_back(rollback)
             self.keeper.cancel()
             self.schedule_repair(now, RepairNeeded(Reason.SPEC_CHANGED))
             return
@@ -265,204 +265,24 @@ class Reconciler:
             self.canary.starting(now)
         self.change_phase(Phase.STARTING)
 
-    # -- health --------------------------------------------------------------------------
+    # -- the flows' faces ---------------------------------------------------------------
 
-    def _probe(self, now: float) -> None:
-        answer = self.health.probe(now)
-        now = self.clock()
-        if answer.healthy:
-            self._healthy(now)
-            return
-        if self.look_at_gate(now):
-            return  # `gc` stopped it on purpose while we asked
-        verdict = self.health.judge(
-            answer, now, starting=self.phase is Phase.STARTING, running=self.actions.both_running()
-        )
-        if verdict in (Verdict.DEPENDENCY, Verdict.DEPENDENCY_RESTART):
-            restart = verdict is Verdict.DEPENDENCY_RESTART
-            self._dependency_failed(now, answer.detail, restart=restart)
-            return
-        if verdict is Verdict.REPINNED:
-            return
-        self.keeper.observe_unhealthy()
-        if verdict is Verdict.DOWN:
-            # A container that is not running needs a repair, not more probes. The events
-            # already queued come first: a `kill` before the `die` tells a stop from a crash.
-            self.look_again = True
-            return
-        if verdict is Verdict.MUST_RESTART:
-            self.schedule_repair(now, RepairNeeded(Reason.UNHEALTHY))
-        elif verdict is not Verdict.IN_GRACE:
-            self.change_phase(Phase.UNHEALTHY)
-
-    def _dependency_failed(self, now: float, detail: str, *, restart: bool) -> None:
-        """The registry answers 503 for its own health check (its storage, most often):
-        degraded, not hung. It serves no request meanwhile, but a restart cannot mend a
-        storage outage: only the health watch's long backoff restarts it (``restart``)."""
-        self.degrade("dependency", detail)
-        if restart:
-            self.schedule_repair(now, RepairNeeded(Reason.UNHEALTHY))
-            return
-        if self.phase is not Phase.DEGRADED:
-            # STARTING or UNHEALTHY: the process is up and answering, so startup is over
-            # (READY: systemd must not time the unit out over a storage outage).
-            self.change_phase(Phase.DEGRADED)
-            self.readiness.ready(now)
-
-    # -- push canary ---------------------------------------------------------------------
-
-    def _runnable_canary(self) -> canary_loop.Canary | None:
-        """The canary, if it may run: only while the registry serves and nothing else
-        degrades it (a failing storage check fails pushes anyway), with no repair pending,
-        so that a round never delays one."""
-        may = (
-            self.canary is not None
-            and self.canary.on
-            and self.phase in (Phase.HEALTHY, Phase.DEGRADED)
-            and set(self.degraded) <= {canary_loop.SOURCE}
-            and self.probing
-            and self.keeper.repair_at is None
-            and not self.look_again
-        )
-        return self.canary if may else None
-
-    def _run_canary(self, now: float, canary: canary_loop.Canary) -> None:
-        info = self.images.info
-        outcome = canary.run(now, info.version if info is not None else None)
-        if self.look_at_gate(self.clock()):
-            return  # `gc` made the registry read-only while we wrote: no verdict
-        if isinstance(outcome, canary_loop.Failed):
-            # Never a restart: a restart cannot fix storage that refuses writes.
-            self.degrade(canary_loop.SOURCE, f"pushes failing ({outcome.reason})")
-        elif isinstance(outcome, canary_loop.Passed) or not canary.on:
-            self.recover(canary_loop.SOURCE)
+    @property
+    def degraded(self) -> dict[str, str]:
+        """What degrades the serving registry, by source (supervisor/loop/serving.py)."""
+        return self.serving.degraded
 
     def degrade(self, source: str, detail: str) -> None:
-        """``source`` says the serving registry cannot do its job (``detail``, one phrase)."""
-        if self.degraded.get(source) != detail:
-            self.log.warning("registry.degraded", source=source, detail=detail)
-        self.degraded[source] = detail
-        self.health.metrics.degraded.labels(source=source).set(1)
-        if self.phase is Phase.HEALTHY:
-            self.change_phase(Phase.DEGRADED)
+        """``source`` says the serving registry cannot do its job (``detail``)."""
+        self.serving.degrade(source, detail)
 
     def recover(self, source: str) -> None:
-        """``source`` works again; the registry is healthy once no source is degraded."""
-        if self.degraded.pop(source, None) is not None:
-            self.log.info("registry.recovered", source=source)
-            self.health.metrics.degraded.labels(source=source).set(0)
-        if not self.degraded and self.phase is Phase.DEGRADED:
-            self.change_phase(Phase.HEALTHY)
-
-    def _healthy(self, now: float) -> None:
-        if self.reloader.gate_pending and self._fails_gate(now):
-            return
-        # A registry degraded by its own health check served nothing: up from now on.
-        newly = self.phase not in (Phase.HEALTHY, Phase.DEGRADED) or "dependency" in self.degraded
-        self.recover("dependency")  # it answers 200/401: its own health check passes
-        if newly:
-            self.log.info(
-                "registry.healthy",
-                container_id=(self.tracked.container_id or "")[:12],
-                after_s=round(now - self.health.started_at, 3),
-                restarts=sum(self.keeper.restarts.values()),
-            )
-            self.change_phase(Phase.DEGRADED if self.degraded else Phase.HEALTHY)
-        self.health.served(now, newly=newly)
-        self.link.registry_healthy()
-        self.keeper.observe_healthy(now)
-        self.reloader.confirm(self.desired.spec.spec_hash)
-        self.readiness.ready(now)
-
-    def _fails_gate(self, now: float) -> bool:
-        """A reload's new image answers /v2/: it stays only if the gate's checks pass
-        (supervisor/adapters/manifests.py); else back to what worked. Whether it failed."""
-        why = self.reloader.gate_failure(self.desired.settings)
-        if why is None:
-            return False
-        rollback = self.reloader.roll_back_now(
-            Reason.SPEC_CHANGED, self.desired.spec.spec_hash, failed_check=why
-        )
-        if rollback is None:
-            return False
-        self._roll_back(rollback)
-        self.keeper.cancel()
-        self.schedule_repair(now, RepairNeeded(Reason.SPEC_CHANGED))
-        return True
-
-    # -- reload --------------------------------------------------------------------------
+        """``source`` works again."""
+        self.serving.recover(source)
 
     def reload(self) -> None:
-        """SIGHUP: re-read settings; replace the container only if its spec changed
-        (supervisor/loop/reload.py says what a reload never does)."""
-        with self.readiness.reloading():
-            self.log.info("supervisor.reloading")
-            in_maintenance = self.look_at_gate(self.clock())
-            plan = self.reloader.plan(self.desired, in_maintenance=in_maintenance)
-            if isinstance(plan, Deferred) and plan.engine_error is not None:
-                self.engine_lost(plan.engine_error)
-                self.reloader.defer("maintenance" if self.gate.active else "engine-down")
-            elif isinstance(plan, ReloadPlan):
-                self._apply(plan)
-
-    def _apply(self, plan: ReloadPlan) -> None:
-        old_settings, old_spec = self.desired.settings, self.desired.spec
-        old_image_id, old_info = self.images.image_id, self.images.info
-        new = plan.settings
-        changed = plan.spec.spec_hash != old_spec.spec_hash
-        self.images.use(plan.info)
-        self._apply_settings(new)
-        if self.canary is not None and not self.canary.on:
-            self.recover(canary_loop.SOURCE)  # turned off: it no longer says anything
-        if plan.image_id is not None:
-            self.images.image_id = plan.image_id
-        elif new.image_ref != old_settings.image_ref or new.pull is PullPolicy.ALWAYS:
-            self.images.forget()  # looked at anew (_ensure_image)
-            if self.readiness.sent:  # a new image id found then is gated (_ensure_image)
-                self.reloader.remember_image_before(old_settings, old_image_id, old_info)
-        if self.link.connected and new.name != old_settings.name:
-            self.actions.retire_all(old_spec)
-        self.log.info("supervisor.reloaded", spec_changed=changed, spec_hash=plan.spec.spec_hash)
-        self._warn_risks()
-        if changed and self.link.connected and self.images.image_id is not None:
-            if self.readiness.sent:
-                self.reloader.keep_for_rollback(old_settings, old_image_id, old_info)
-                if old_image_id not in (None, self.images.image_id):
-                    # A new image id: kept only if it also passes the gate (_healthy).
-                    self.reloader.gate_new_image(old_settings)
-            self.keeper.cancel()
-            self.schedule_repair(self.clock(), RepairNeeded(Reason.SPEC_CHANGED))
-
-    def _roll_back(self, rollback: RollBack) -> None:
-        """The reloaded spec did not work: back to the settings that did."""
-        failed_spec = self.desired.spec
-        image_id = rollback.image_id
-        if image_id is not None and image_id != self.images.image_id:
-            self._retag(rollback.settings.image_ref, image_id)
-        if self.images.info is not None and self.images.info.id != image_id:
-            if rollback.info is not None and rollback.info.id == image_id:
-                # Back to the image that worked as it was known: no new look, and no pull
-                # (MY_REG_PULL=always would fetch the refused image again).
-                self.images.use(rollback.info)
-            else:
-                # The old image's layout is looked up again with it (_ensure_image).
-                self.images.forget()
-                image_id = None
-        self._apply_settings(rollback.settings)
-        self.images.image_id = image_id
-        self.keeper.failed_starts = 0
-        if self.link.connected and failed_spec.name != rollback.settings.name:
-            self.actions.retire_all(failed_spec)
-
-    def _retag(self, ref: str, image_id: str) -> None:
-        """Point ``ref`` at the image that worked again: the container is created by the
-        tag, and a supervisor started afresh resolves it (never the refused image)."""
-        try:
-            if self.link.docker.image_id(ref) != image_id:
-                self.link.docker.tag(image_id, ref)
-                self.log.warning("image.retagged", image_id=image_id, ref=ref)
-        except ImageUnavailable as err:
-            self.log.warning("image.retag_failed", image_id=image_id, ref=ref, error=str(err))
+        """SIGHUP (supervisor/loop/reload_flow.py)."""
+        self.reloads.reload()
 
     # -- maintenance ---------------------------------------------------------------------
 
@@ -486,31 +306,8 @@ class Reconciler:
         if not self.link.connected or self.images.image_id is None:
             return
         try:
-            self._resolve_tag_again()
+            if self.images.resolve_again(self.desired.settings, self.desired.spec.image):
+                self.desired.spec = derive_spec(self.desired.settings, self.images.layout)
             self.check_container(now)
         except EngineUnavailable as err:
             self.engine_lost(str(err))
-
-    def _resolve_tag_again(self) -> None:
-        """`registry-supervisor update` may have moved the tag (to the new image, or back
-        after a rollback): take the image it names now, looked up locally, never pulled,
-        so that the container `update` left is adopted rather than "repaired" back to the
-        image id resolved before."""
-        settings, ref = self.desired.settings, self.desired.spec.image
-        try:
-            present = self.link.docker.image_id(ref)
-        except ImageUnavailable:
-            present = None
-        if present == self.images.image_id:
-            return
-        try:
-            info = None if present is None else self.images.inspect(settings, present)
-        except ConfigError as err:
-            self.log.error("image.unusable", image_id=present, problems=err.problems)
-            info = None
-        if present is None or info is None:
-            self.images.forget()  # looked for again, per MY_REG_PULL (_ensure_image)
-            return
-        self.images.use(info)
-        self.images.image_id = present
-        self.desired.spec = derive_spec(settings, self.images.layout)

@@ -46,11 +46,10 @@ from supervisor.loop.reconciler import Reconciler
 from supervisor.loop.reload import Reloader
 from supervisor.loop.signals import Inbox, Message, captured_signals
 from supervisor.loop.startup import Readiness
-from supervisor.loop.watchdog import SLACK_S, WatchdogFeeder
+from supervisor.loop.watchdog import WatchdogFeeder
 from supervisor.phase import Phase
 from supervisor.settings import Settings
 from supervisor.spec import ContainerSpec, HolderSpec, derive_spec, holder_spec
-from supervisor.statedir import state_file
 from supervisor.statedir.maintenance import maintenance_path
 
 # The state file is not written while a repair is due this soon (or right after a
@@ -204,15 +203,7 @@ class Supervisor:
             notify=self.notifier.enabled,
             watchdog_s=every,
         )
-        if every is not None and every < API_TIMEOUT_S + SLACK_S:
-            # Probes and stops are fed off the loop whatever their length; one engine call
-            # is not, and a hung engine may take API_TIMEOUT_S to give up.
-            self.log.warning(
-                "watchdog.shorter_than_engine_timeout",
-                watchdog_sec=round(2 * every, 3),
-                engine_timeout_s=API_TIMEOUT_S,
-                hint=f"WatchdogSec={2 * (API_TIMEOUT_S + 1)}s or more (the unit ships 30s)",
-            )
+        self.feeder.warn_if_too_short(self.log)
         self._warn_risks()
         self._resume_counts()
         make_data_dir(settings)
@@ -220,26 +211,12 @@ class Supervisor:
         self.notifier.status("starting")
 
     def _resume_counts(self) -> None:
-        """Continue the restart counts and the last reason of the supervisor before us,
-        from its state file when it was of the same container; else start from zero."""
-        path = state_file.state_path(self.settings)
-        previous = state_file.read_previous(path, self.settings.name)
-        if previous.content is None:
-            # Absent is a first start; anything else loses the counts kept: a warning.
-            level = "info" if previous.problem == "absent" else "warning"
-            getattr(self.log, level)("state.not_resumed", path=str(path), why=previous.problem)
-            return
-        counts = status.carried(previous.content)
-        self.keeper.resume(
-            counts.restarts, counts.planned, counts.last_reason, counts.last_reason_wall
-        )
-        self.log.info(
-            "state.resumed",
-            path=str(path),
-            restarts=sum(counts.restarts.values()),
-            planned=sum(counts.planned.values()),
-            last_reason=counts.last_reason.value if counts.last_reason else None,
-        )
+        """Continue the counts of the supervisor before us (its state file), if any."""
+        counts = self.house.previous_counts()
+        if counts is not None:
+            self.keeper.resume(
+                counts.restarts, counts.planned, counts.last_reason, counts.last_reason_wall
+            )
 
     def _serve_metrics(self) -> None:
         address = self.settings.metrics_addr
@@ -291,13 +268,10 @@ class Supervisor:
     def _save_final_state(self) -> None:
         """The last state: phase `stopped`, no pid (`status` must not show a stale
         `healthy`), the counts kept for the next supervisor. Written now, due or not."""
-        content = status.state_content(self.view(self.clock()), datetime.now(UTC), stopped=True)
-        try:
-            self.house.state_file.write(self.clock(), content)
-        except OSError as err:
-            self.log.warning(
-                "state.write_failed", path=str(self.house.state_file.path), error=str(err)
-            )
+        view = self.view(self.clock())
+        self.house.save_final_state(
+            self.clock(), status.state_content(view, datetime.now(UTC), stopped=True)
+        )
 
     def _close(self) -> None:
         self.link.close()

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, wait
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -103,6 +103,20 @@ class WatchdogFeeder:
     def enabled(self) -> bool:
         """Whether systemd asked for a watchdog (WatchdogSec= on the unit)."""
         return self.every_s is not None
+
+    def warn_if_too_short(self, log: Any) -> None:
+        """Warn when one engine call (a hung engine: its whole API timeout) may outlast a
+        period: probes and stops are fed off the loop whatever their length, one engine
+        call is not."""
+        every = self.every_s
+        if every is not None and every < self._engine_call_bound_s + SLACK_S:
+            log.warning(
+                "watchdog.shorter_than_engine_timeout",
+                watchdog_sec=round(2 * every, 3),
+                engine_timeout_s=self._engine_call_bound_s,
+                hint=f"WatchdogSec={2 * (self._engine_call_bound_s + 1):g}s or more "
+                "(the unit ships 30s)",
+            )
 
     def deadline(self) -> float:
         """When the next WATCHDOG=1 is due (infinity without a watchdog)."""

@@ -277,7 +277,7 @@ def test_a_flapping_engine_is_reconnected_to_ever_more_slowly(tmp_path: Path) ->
         assert delays == sorted(delays)
         assert ENGINE_RETRY.cap_s >= delays[-1] > delays[1]
         sup.reconciler.phase = Phase.STARTING  # the registry answers again
-        sup.reconciler._healthy(now)
+        sup.reconciler.serving.healthy(now)
         sup.link._engine = _Connection()  # type: ignore[assignment]
         sup.reconciler.engine_lost("gone")
         assert ENGINE_MIN_RETRY_S == pytest.approx(sup.link.retry_at - now)
