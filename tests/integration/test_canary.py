@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from support.process import EX_CONFIG, EX_OK
 
 from supervisor import canary
 from supervisor.adapters.registry_api import RegistryApi
@@ -145,7 +146,7 @@ def test_check_says_the_canary_is_off_under_auth_without_credentials(deployment)
 
     done = deployment.cli("check", "--env-file", str(deployment.env_file))
 
-    assert deployment.EX_OK == done.returncode, done.stderr
+    assert EX_OK == done.returncode, done.stderr
     assert "# canary: off: auth is on and MY_REG_CANARY_CREDENTIALS is not set" in done.stdout
 
 
@@ -153,7 +154,7 @@ def test_check_says_the_canary_is_on_and_how_it_writes(deployment):
     """Without auth, `check` says the canary is on, how often, and how a round writes."""
     done = deployment.cli("check", "--env-file", str(deployment.env_file))
 
-    assert deployment.EX_OK == done.returncode, done.stderr
+    assert EX_OK == done.returncode, done.stderr
     line = next(x for x in done.stdout.splitlines() if x.startswith("# canary: "))
     assert line.startswith("# canary: on, every 300 s: writes one blob into an upload session")
 
@@ -167,7 +168,7 @@ def test_a_credentials_file_others_can_read_is_a_bad_setting(deployment):
 
     done = deployment.cli("check", "--env-file", str(deployment.env_file))
 
-    assert deployment.EX_CONFIG == done.returncode
+    assert EX_CONFIG == done.returncode
     assert 1 == len(done.stderr.strip().splitlines()), done.stderr
     assert "MY_REG_CANARY_CREDENTIALS" in done.stderr
     assert "mode 0644; it must be 0600 or stricter" in done.stderr
