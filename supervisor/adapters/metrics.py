@@ -1,22 +1,32 @@
-"""Prometheus metrics of the supervisor (MY_REG_METRICS_ADDR; off by default).
+"""Prometheus metrics of the supervisor, and its readiness (MY_REG_METRICS_ADDR; off by
+default).
 
-The loop sets every value; the exporter's HTTP thread only reads them when scraped.
+One HTTP server on one port: `/ready` answers the load balancer (supervisor/ready.py),
+every other path the metrics (`/metrics`, as prometheus_client serves them). The loop sets
+every value and publishes the readiness; the HTTP threads only read them when asked.
 Metrics live in a registry of their own (not prometheus_client's global one), so one
 process can hold several supervisors (tests) without name clashes.
 """
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
 from threading import Thread
 from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from supervisor.errors import for_os_error
+from supervisor.ready import NOT_YET, Ready
 from supervisor.settings import parse_metrics_address
 
 if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
     from prometheus_client import CollectorRegistry
+
+READY_PATH = "/ready"
 
 PROBE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -63,6 +73,9 @@ class Metrics:
     canary_rounds: Any
 
     def __init__(self, enabled: bool = True) -> None:
+        # Replaced whole by the loop (publish_ready), read by the HTTP threads: one
+        # reference assignment, so a reader sees the old value or the new, never half.
+        self.ready: Ready = NOT_YET
         self._server: WSGIServer | None = None
         self._thread: Thread | None = None
         self.registry: CollectorRegistry | None = None
@@ -159,13 +172,20 @@ class Metrics:
             registry=self.registry,
         )
 
+    def publish_ready(self, ready: Ready) -> None:
+        """The loop's latest readiness verdict, for `GET /ready` (the loop's thread only)."""
+        self.ready = ready
+
     def serve(self, host: str, port: int) -> None:
-        """Start the exporter's HTTP thread; OSError if the address cannot be bound."""
-        from prometheus_client import start_http_server
+        """Start the endpoint's HTTP thread; OSError if the address cannot be bound."""
+        from prometheus_client import make_wsgi_app
 
         if self.registry is None:
             raise RuntimeError("metrics are disabled")
-        self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        app = _dispatch(make_wsgi_app(self.registry), lambda: self.ready)
+        self._server = _make_server(host, port, app)
+        self._thread = Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
+        self._thread.start()
 
     def serve_at(self, address: str) -> None:
         """Serve MY_REG_METRICS_ADDR: ConfigError, or TransientError for an address that may
@@ -191,3 +211,55 @@ class Metrics:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+
+
+def _dispatch(metrics_app: WSGIApplication, ready: Callable[[], Ready]) -> WSGIApplication:
+    """`/ready` (GET or HEAD) from the published verdict; anything else to prometheus_client."""
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != READY_PATH:
+            return metrics_app(environ, start_response)
+        method = environ.get("REQUEST_METHOD")
+        if method not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Allow", "GET, HEAD")])
+            return [b""]
+        verdict = ready()  # read once: the loop may publish a new one meanwhile
+        body = f"{verdict.reason}\n".encode("ascii", "replace")
+        status = "200 OK" if verdict.ready else "503 Service Unavailable"
+        start_response(
+            status,
+            [
+                ("Content-Type", "text/plain; charset=ascii"),
+                ("Content-Length", str(len(body))),
+                ("Cache-Control", "no-store"),
+            ],
+        )
+        return [b""] if method == "HEAD" else [body]
+
+    return app
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    """A thread per request (a slow scrape never holds up a health check)."""
+
+    daemon_threads = True  # not joined at close: an abandoned request dies with us
+
+
+class _Quiet(WSGIRequestHandler):
+    """No access log on stderr: a load balancer checks every second."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _make_server(host: str, port: int, app: WSGIApplication) -> WSGIServer:
+    """Bind ``host:port`` (IPv4 or IPv6, as the address says), as prometheus_client's own
+    start_http_server does; OSError if it cannot."""
+    family, _, _, _, sockaddr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+
+    class Server(_Server):
+        address_family = family
+
+    return make_server(str(sockaddr[0]), port, app, Server, handler_class=_Quiet)

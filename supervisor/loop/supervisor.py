@@ -25,7 +25,7 @@ from typing import Any
 import structlog
 
 from supervisor import log as logging_setup
-from supervisor import risks
+from supervisor import ready, risks
 from supervisor.adapters import metrics
 from supervisor.adapters.notify import Notifier
 from supervisor.adapters.probe import Probe
@@ -246,6 +246,7 @@ class Supervisor:
         """Stop the registry (MY_REG_STOP_ON_EXIT) and its holder; leave nothing idle."""
         waiting_for_port = self.phase is Phase.PORT_BUSY
         self.reconciler.change_phase(Phase.STOPPING)
+        self._publish_ready()  # out of the load balancer before the registry stops
         self.notifier.stopping()
         self.notifier.status("stopping")
         signame = signal.Signals(self.exit_signal).name if self.exit_signal else None
@@ -374,8 +375,13 @@ class Supervisor:
         if not quiet:
             self.house.save_state(now, self.state_content(), quiet=False)
 
+    def _publish_ready(self) -> None:
+        """What `GET /ready` answers from now (supervisor/ready.py)."""
+        self.metrics.publish_ready(ready.verdict(self.phase, self.reconciler.degraded))
+
     def _update_metrics(self, now: float) -> None:
-        """The gauges that follow the phase (cheap: no I/O)."""
+        """The gauges that follow the phase, and the readiness (cheap: no I/O)."""
+        self._publish_ready()
         healthy = self.phase is Phase.HEALTHY
         self.metrics.up.set(1 if healthy else 0)
         self.metrics.maintenance.set(1 if self.phase is Phase.MAINTENANCE else 0)
