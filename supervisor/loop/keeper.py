@@ -199,13 +199,17 @@ class ContainerKeeper:
         self.last_reason = last_reason
         self.last_reason_wall = last_reason_wall
 
-    def schedule(self, now: float, need: RepairNeeded, *, after_failure: bool = False) -> None:
-        """Count a restart, log it once, and set when it happens (backoff)."""
+    def schedule(
+        self, now: float, need: RepairNeeded, *, after_failure: bool = False, drain_s: float = 0.0
+    ) -> None:
+        """Count a restart, log it once, and set when it happens (backoff). ``drain_s``: a
+        planned replacement waits that long first (`/ready` says 503 meanwhile)."""
         reason = need.reason
         if reason in (Reason.SPEC_CHANGED, Reason.ENGINE_RESTARTED) and not after_failure:
             # A change, or the engine's own restart: not the registry failing. A repair
             # that failed backs off whatever its reason: never a busy loop.
-            attempt, delay = self.budget.attempt, 0.0
+            attempt = self.budget.attempt
+            delay = drain_s if reason is Reason.SPEC_CHANGED else 0.0
         else:
             attempt, delay = self.budget.next_restart()
         self.count(reason)

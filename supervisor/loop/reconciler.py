@@ -218,10 +218,12 @@ class Reconciler:
             self.schedule_repair(now, need)
 
     def schedule_repair(
-        self, now: float, need: RepairNeeded, *, after_failure: bool = False
+        self, now: float, need: RepairNeeded, *, after_failure: bool = False, drain_s: float = 0.0
     ) -> None:
         """Count a restart, log it once, and set when it happens (backoff); nothing while
-        `gc` holds the registry or a repair is already pending."""
+        `gc` holds the registry or a repair is already pending. ``drain_s``: the planned
+        replacement of a serving registry waits that long, `/ready` saying 503 (the phase
+        is RESTARTING from now)."""
         if self.gate.active or self.keeper.repairing:
             return
         rollback = self.reloader.roll_back_for(need.reason, self.desired.spec.spec_hash)
@@ -230,8 +232,8 @@ class Reconciler:
             self.keeper.count(need.reason)
             self.reloads.roll_back(rollback)
             need = RepairNeeded(Reason.SPEC_CHANGED, need.exit_code, need.part)
-            after_failure = False
-        self.keeper.schedule(now, need, after_failure=after_failure)
+            after_failure, drain_s = False, 0.0  # the failed container serves nobody
+        self.keeper.schedule(now, need, after_failure=after_failure, drain_s=drain_s)
         self.change_phase(Phase.RESTARTING)
 
     def _repair(self, now: float) -> None:

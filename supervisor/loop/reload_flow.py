@@ -14,6 +14,7 @@ from supervisor.errors import ImageUnavailable
 from supervisor.loop import canary as canary_loop
 from supervisor.loop.keeper import RepairNeeded
 from supervisor.loop.reload import Deferred, ReloadPlan, RollBack
+from supervisor.phase import Phase
 from supervisor.reconcile import Reason
 from supervisor.settings import PullPolicy
 
@@ -86,8 +87,15 @@ class ReloadFlow:
                 if old_image_id not in (None, self._r.images.image_id):
                     # A new image id: kept only if it also passes the gate (_healthy).
                     self._r.reloader.gate_new_image(old_settings)
+            # A serving registry drains first: the load balancer's checks see `/ready` 503
+            # (RESTARTING) for MY_REG_READY_DRAIN seconds before the old one is stopped.
+            serving = self._r.phase in (Phase.HEALTHY, Phase.DEGRADED)
             self._r.keeper.cancel()
-            self._r.schedule_repair(self._r.clock(), RepairNeeded(Reason.SPEC_CHANGED))
+            self._r.schedule_repair(
+                self._r.clock(),
+                RepairNeeded(Reason.SPEC_CHANGED),
+                drain_s=new.ready_drain if serving else 0.0,
+            )
 
     def roll_back(self, rollback: RollBack) -> None:
         """The reloaded spec did not work: back to the settings that did."""

@@ -120,6 +120,15 @@ class Settings(BaseSettings):
     )
     # Re-emit the registry container's log lines as our structured events (one journal).
     forward_logs: bool = Field(True, description="true or false")
+    # Seconds between `/ready` turning 503 and the old container's stop, for a reload's
+    # planned replacement of a serving registry (a load balancer's checks must see it).
+    ready_drain: float = Field(
+        0.0,
+        ge=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="a number of seconds from 0 to 3600",
+    )
     # Prometheus exporter; unset: off. A port alone listens on 127.0.0.1.
     metrics_addr: str | None = Field(
         None, description="a port, or an address and port such as 127.0.0.1:9341"

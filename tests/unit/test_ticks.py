@@ -1025,3 +1025,62 @@ def test_the_canary_is_not_run_while_a_repair_is_due(rig: Rig) -> None:
     starts = rig.new_calls("start")
     assert starts, "no repair"
     assert all(at >= starts[-1] for at, _ in rig.engine.canary_rounds[rounds:])
+
+
+# -- readiness for a load balancer (supervisor/ready.py) -----------------------------------
+
+
+def test_a_planned_replacement_is_not_ready_for_the_drain_before_the_old_one_stops(
+    rig: Rig,
+) -> None:
+    """MY_REG_READY_DRAIN=3: a reload with a new spec makes `/ready` 503 (restarting) at
+    once, and the old registry is stopped only 3 s later; ready again once healthy."""
+    rig.write_env(MY_REG_READY_DRAIN="3")
+    rig.start_healthy()
+    assert rig.sup.metrics.ready.ready
+
+    rig.write_env(MY_REG_STOP_TIMEOUT="20")
+    rig.put(signal.SIGHUP)
+    assert "restarting" == rig.step()
+    assert (False, "restarting") == (rig.sup.metrics.ready.ready, rig.sup.metrics.ready.reason)
+    assert "restarting" == rig.step(2.9)
+    assert [] == rig.new_mutations()
+    rig.step(0.1)
+    assert [("stop", REGISTRY), ("remove", REGISTRY)] == rig.new_mutations()[:2]
+    assert [3.0] == [e["delay_s"] for e in rig.new_events("container.restarting")]
+    rig.until("healthy")
+    assert rig.sup.metrics.ready.ready
+
+
+def test_a_crash_is_repaired_at_once_whatever_the_drain(rig: Rig) -> None:
+    """MY_REG_READY_DRAIN applies to planned replacements only: a crash is started again
+    in the same turn of the loop."""
+    rig.write_env(MY_REG_READY_DRAIN="3")
+    rig.start_healthy()
+
+    rig.engine.crash(REGISTRY, exit_code=2)
+    rig.step()
+
+    assert [("start", REGISTRY)] == rig.new_mutations()
+    assert not rig.sup.metrics.ready.ready  # starting until a probe says healthy
+    rig.until("healthy")
+    assert rig.sup.metrics.ready.ready
+
+
+def test_maintenance_is_not_ready(rig: Rig) -> None:
+    """While `gc` holds the lock, `/ready` says 503 maintenance."""
+    rig.start_healthy()
+
+    path, lock = hold_lock(rig)
+    assert "maintenance" == rig.step(1.0)
+    assert (False, "maintenance") == (rig.sup.metrics.ready.ready, rig.sup.metrics.ready.reason)
+    maintenance.release(path, lock)
+
+
+def test_a_stop_is_not_ready(rig: Rig) -> None:
+    """SIGTERM: `/ready` says 503 stopping (published as shutdown begins)."""
+    rig.start_healthy()
+
+    rig.sup.shutdown()
+
+    assert (False, "stopping") == (rig.sup.metrics.ready.ready, rig.sup.metrics.ready.reason)
