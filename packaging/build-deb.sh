@@ -112,6 +112,8 @@ install -m 0644 "$here/registry-supervisor-update.service" \
 # The Grafana dashboard for MY_REG_METRICS_ADDR: imported by the admin, never by us.
 install -d -m 0755 "$root/usr/share/$PKG/grafana"
 install -m 0644 "$here/grafana/registry-supervisor.json" "$root/usr/share/$PKG/grafana/"
+install -d -m 0755 "$root/usr/share/$PKG/haproxy"
+install -m 0644 "$here/haproxy/registry-supervisor.cfg" "$root/usr/share/$PKG/haproxy/"
 # 0600: the admin adds REGISTRY_* secrets to it (dpkg-deb keeps the tree's modes).
 install -m 0600 "$here/registry.env" "$root/etc/$PKG/registry.env"
 ln -s "/opt/$PKG/current/bin/$PKG" "$root/usr/bin/$PKG"
