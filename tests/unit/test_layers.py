@@ -31,6 +31,7 @@ PURE = frozenset(
         "redaction",
         "errors",
         "phase",
+        "ready",
         "permissions",
         "canary",
     }
