@@ -24,6 +24,7 @@ class PinnedAdapter(requests.adapters.HTTPAdapter):
         super().__init__()
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        """urllib3's pools check the server's certificate against the fingerprint."""
         kwargs["assert_fingerprint"] = self._fingerprint
         super().init_poolmanager(*args, **kwargs)
 

@@ -63,6 +63,8 @@ class ReloadFlow:
                 self.apply(plan)
 
     def apply(self, plan: ReloadPlan) -> None:
+        """Make a checked plan the settings in force; replace the container if its spec
+        changed (kept for rollback until the new one was healthy, its image gated)."""
         old_settings, old_spec = self._r.desired.settings, self._r.desired.spec
         old_image_id, old_info = self._r.images.image_id, self._r.images.info
         new = plan.settings

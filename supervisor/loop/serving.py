@@ -35,6 +35,7 @@ class Serving:
         return self._r.log
 
     def probe(self, now: float) -> None:
+        """Probe once and act on the verdict: healthy, degraded, counted, or a repair."""
         answer = self._r.health.probe(now)
         now = self._r.clock()
         if answer.healthy:
@@ -97,6 +98,7 @@ class Serving:
         return self._r.canary if may else None
 
     def run_canary(self, now: float, canary: canary_loop.Canary) -> None:
+        """One canary round: pushes failing degrade the registry, passing recovers it."""
         info = self._r.images.info
         outcome = canary.run(now, info.version if info is not None else None)
         if self._r.look_at_gate(self._r.clock()):
@@ -125,6 +127,8 @@ class Serving:
             self._r.change_phase(Phase.HEALTHY)
 
     def healthy(self, now: float) -> None:
+        """The registry answered: healthy (or degraded by a source), READY once, a
+        pending reload confirmed or its new image gated."""
         if self._r.reloader.gate_pending and self._r.reloads.fails_gate(now):
             return
         # A registry degraded by its own health check served nothing: up from now on.
