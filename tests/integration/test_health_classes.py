@@ -3,7 +3,6 @@ failure (the registry's own health check answering 503) degrades instead of rest
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -12,18 +11,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from support.notify import statuses
+
 STORAGE_503 = "HTTP 503: UNAVAILABLE: health check failed: please see /debug/health"
-
-
-def statuses(sock: socket.socket) -> list[str]:
-    """The STATUS= values the supervisor sent to our NOTIFY_SOCKET so far."""
-    found = []
-    with contextlib.suppress(BlockingIOError):
-        while True:
-            for line in sock.recv(4096).decode().split("\n"):
-                if line.startswith("STATUS="):
-                    found.append(line.removeprefix("STATUS="))
-    return found
 
 
 def test_a_registry_stalled_for_two_seconds_is_not_restarted(deployment):

@@ -4,7 +4,6 @@ Debian's real docker-compose 1.29."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import signal
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from support.docker import docker_cli
+from support.notify import statuses
 from support.process import EX_CONFIG, EX_OK
 
 pytestmark = pytest.mark.integration
@@ -193,17 +193,6 @@ def test_check_says_no_container_holds_a_port_a_host_process_holds(deployment):
         f"does; find it with `ss -ltnp 'sport = :{deployment.port}'` and stop it, or choose "
         "another port"
     ) == done.stderr.strip()
-
-
-def statuses(sock: socket.socket) -> list[str]:
-    """The STATUS= values the supervisor sent to our NOTIFY_SOCKET so far."""
-    found = []
-    with contextlib.suppress(BlockingIOError):
-        while True:
-            for line in sock.recv(4096).decode().split("\n"):
-                if line.startswith("STATUS="):
-                    found.append(line.removeprefix("STATUS="))
-    return found
 
 
 def state_file_says(deployment, phase: str, timeout: float = 10.0) -> tuple[str, str]:

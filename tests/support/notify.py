@@ -12,6 +12,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def statuses(sock: socket.socket) -> list[str]:
+    """The STATUS= values the supervisor sent to our NOTIFY_SOCKET so far."""
+    found = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            for line in sock.recv(4096).decode().split("\n"):
+                if line.startswith("STATUS="):
+                    found.append(line.removeprefix("STATUS="))
+    return found
+
+
 class NotifySocket:
     """An AF_UNIX datagram socket, bound as systemd binds it, drained by a thread that
     records each datagram with its arrival time on ``clock``.
