@@ -13,7 +13,6 @@ remembered, and once the new container is healthy the gate's checks
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -124,7 +123,7 @@ class Reloader:
         link: EngineLink,
         images: ImageKeeper,
         log: Any,
-        feeder: WatchdogFeeder | None = None,
+        feeder: WatchdogFeeder,
     ) -> None:
         self._env_file = env_file
         self._link = link
@@ -278,7 +277,9 @@ class Reloader:
         try:
             # Catalog, tags and one HEAD, each bounded by MY_REG_HEALTH_TIMEOUT (connect
             # and read): off the loop when that could outlast the watchdog.
-            baseline = self._blocking(6 * timeout, lambda: reader.remember(timeout))
+            baseline = self._feeder.blocking(
+                "image-gate", 6 * timeout, lambda: reader.remember(timeout)
+            )
         finally:
             reader.close()
         if baseline.manifest is None:
@@ -302,16 +303,13 @@ class Reloader:
         version = info.version if info is not None else None
         checks = gate_checks(reader, baseline, lambda bound: canary_round(settings, version, bound))
         try:
-            return self._blocking(
-                2 * timeout * max(1, len(checks)), lambda: first_failure(checks, timeout)
+            return self._feeder.blocking(
+                "image-gate",
+                2 * timeout * max(1, len(checks)),
+                lambda: first_failure(checks, timeout),
             )
         finally:
             reader.close()
-
-    def _blocking(self, bound_s: float, call: Callable[[], T]) -> T:
-        if self._feeder is None:
-            return call()
-        return self._feeder.blocking("image-gate", bound_s, call)
 
     def roll_back_for(self, reason: Reason, failed_hash: str) -> RollBack | None:
         """Whether going down for ``reason`` rolls the reload back (it is then no longer
