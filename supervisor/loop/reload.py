@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from supervisor.adapters.manifests import Baseline, RegistryReader, first_failure, gate_checks
 from supervisor.adapters.registry_api import canary_round
@@ -37,8 +37,6 @@ from supervisor.reconcile import Reason
 from supervisor.settings import Settings, load_settings
 from supervisor.spec import ContainerSpec, derive_spec, holder_spec
 from supervisor.statedir.http_secret import with_http_secret
-
-T = TypeVar("T")
 
 # A reloaded container that goes down for one of these before it was once healthy is
 # rolled back to the previous settings.
