@@ -28,6 +28,8 @@ from supervisor.settings.paths import (
 from supervisor.settings.sources import ENV_PREFIX, env_file_source
 from supervisor.settings.values import (
     CONTAINER_NAME,
+    FLEET_NAME,
+    FLEET_NAME_EXPECTED,
     MAX_SECONDS,
     MEMORY_EXPECTED,
     MEMORY_MAX,
@@ -38,8 +40,10 @@ from supervisor.settings.values import (
     LogLevel,
     PullPolicy,
     Seconds,
+    default_member,
     memory_size_bytes,
     parse_metrics_address,
+    redis_url_problem,
 )
 
 CONFIRM_EXPECTED = "a number of seconds above 0, at most MY_REG_HEALTH_INTERVAL"
@@ -129,6 +133,16 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
         description="a number of seconds from 0 to 3600",
     )
+    # Fleet mode (supervisor/fleet.py): a Redis server every member of one fleet shares;
+    # unset: off. The member's name in it (default: the host name), the fleet's name (one
+    # Redis may coordinate several fleets), and whether a filesystem data dir is shared
+    # storage (NFS and the like) rather than this host's own disk.
+    fleet_redis: str | None = Field(
+        None, description="a redis:// or rediss:// URL such as redis://10.0.0.5:6379/0"
+    )
+    fleet_member: str = Field(default_factory=default_member, description=FLEET_NAME_EXPECTED)
+    fleet_name: str = Field("registry", description=FLEET_NAME_EXPECTED)
+    fleet_shared_dir: bool = Field(False, description="true or false")
     # Prometheus exporter; unset: off. A port alone listens on 127.0.0.1.
     metrics_addr: str | None = Field(
         None, description="a port, or an address and port such as 127.0.0.1:9341"
@@ -283,6 +297,23 @@ class Settings(BaseSettings):
             raise ValueError(MEMORY_EXPECTED)
         return value.strip().lower()
 
+    @field_validator("fleet_redis")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        problem = redis_url_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value.strip()
+
+    @field_validator("fleet_member", "fleet_name")
+    @classmethod
+    def _fleet_name(cls, value: str) -> str:
+        if not FLEET_NAME.fullmatch(value):
+            raise ValueError(FLEET_NAME_EXPECTED)
+        return value
+
     @field_validator("metrics_addr")
     @classmethod
     def _metrics_address(cls, value: str | None) -> str | None:
@@ -297,6 +328,11 @@ class Settings(BaseSettings):
     def dir_inside(self, parent: Path) -> bool:
         """Whether the data dir is ``parent`` or in it, symlinks resolved (reads the disk)."""
         return is_within(resolved(self.dir), resolved(parent))
+
+    @property
+    def fleet(self) -> bool:
+        """Whether this supervisor is a member of a fleet (MY_REG_FLEET_REDIS is set)."""
+        return self.fleet_redis is not None
 
     @property
     def image_ref(self) -> str:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
+import urllib.parse
 from enum import StrEnum
 from typing import Annotated
 
@@ -24,6 +26,37 @@ MEMORY_EXPECTED = "a memory size from 6m to 1024g, such as 512m or 2g"
 # Docker's own rule for container names (daemon/names: RestrictedNamePattern): note the `+`,
 # a one-character name is refused (400 "Invalid container name").
 CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
+# A fleet member's or a fleet's name: it becomes part of Redis keys and of log lines.
+FLEET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+FLEET_NAME_EXPECTED = "1 to 63 letters, digits, '_', '.' or '-', starting with a letter or digit"
+REDIS_SCHEMES = ("redis", "rediss")
+
+
+def default_member() -> str:
+    """This host's name, as a fleet member's default name (its first label if too long)."""
+    name = socket.gethostname()
+    return name if FLEET_NAME.fullmatch(name) else name.split(".")[0][:63]
+
+
+def redis_url_problem(value: str) -> str | None:
+    """What is wrong with a Redis URL (pure), or None: a redis:// or rediss:// URL with a
+    host, an optional port and an optional database number."""
+    expected = "a redis:// or rediss:// URL such as redis://10.0.0.5:6379/0"
+    try:
+        url = urllib.parse.urlsplit(value.strip())
+        port = url.port
+    except ValueError:
+        return expected
+    if url.scheme not in REDIS_SCHEMES or not url.hostname:
+        return expected
+    if port == 0:
+        return f"{expected} (port 0 is not a port)"
+    database = url.path.lstrip("/")
+    if database and not database.isdigit():
+        return f"{expected} (the path is a database number)"
+    if url.query or url.fragment:
+        return f"{expected} (no query or fragment)"
+    return None
 NAME_EXPECTED = "a container name of at least 2 characters ([a-zA-Z0-9][a-zA-Z0-9_.-]+)"
 # MY_REG_METRICS_ADDR given as a bare port listens here.
 METRICS_DEFAULT_HOST = "127.0.0.1"
