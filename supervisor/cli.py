@@ -12,6 +12,7 @@ import argparse
 import json
 import signal
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -33,7 +34,7 @@ from supervisor.errors import (
 )
 from supervisor.loop.supervisor import Supervisor
 from supervisor.settings import Settings, load_settings
-from supervisor.statedir.http_secret import with_http_secret
+from supervisor.statedir.http_secret import with_fleet_secret, with_http_secret
 
 PROG = "registry-supervisor"
 # `status`: the registry is not running or not answering (LSB's "not running").
@@ -45,6 +46,9 @@ GC_FAILED = 1
 UPDATE_FAILED = 1
 # `htpasswd`: Ctrl-C at the password prompt (128 + SIGINT, as a shell reports it).
 INTERRUPTED = 130
+# Fleet mode: Redis is asked this often for the fleet's HTTP secret before `run` starts.
+SECRET_ATTEMPTS = 3
+SECRET_RETRY_S = 1.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     status = commands.add_parser("status", parents=[common], help="show the container and health")
     status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.add_argument(
+        "--fleet", action="store_true", help="every member of the fleet (MY_REG_FLEET_REDIS)"
+    )
     gc = commands.add_parser(
         "gc",
         parents=[common],
@@ -83,6 +90,26 @@ def _parser() -> argparse.ArgumentParser:
         help="also delete manifests that no tag references (and their blobs)",
     )
     gc.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    gc.add_argument(
+        "--confirm-timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="fleet mode: how long members have to confirm read-only (default 120)",
+    )
+    gc.add_argument(
+        "--collect-timeout",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="fleet mode: the collector is killed after this (default 3600)",
+    )
+    forget = commands.add_parser(
+        "forget-member",
+        parents=[common],
+        help="fleet mode: remove a host that is gone for good from the fleet's roster",
+    )
+    forget.add_argument("member", help="the member's name (MY_REG_FLEET_MEMBER)")
     update = commands.add_parser(
         "update",
         parents=[common],
@@ -126,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 (one per co
             return _gc(settings, args)
         if args.command == "update":
             return _update(settings, as_json=args.json)
+        if args.command == "forget-member" or args.fleet:
+            return _fleet_command(settings, args)
         return _status(settings, as_json=args.json)
     except ConfigError as err:
         _print_problems(err.problems)
@@ -150,10 +179,36 @@ def _print_problems(problems: list[str]) -> None:
         print(f"{PROG}: {line}", file=sys.stderr)
 
 
+def _secret_for_run(settings: Settings) -> Settings:
+    """The HTTP secret the registry runs with: the fleet's in fleet mode (Redis asked a
+    few times; without an answer the one kept here, said in a warning)."""
+    if settings.fleet_redis is None:
+        return with_http_secret(settings)
+    from supervisor.adapters.fleet_store import FleetStore, FleetUnavailable  # fleet only
+
+    store = FleetStore(settings.fleet_redis, settings.fleet_name)
+    try:
+        for attempt in range(SECRET_ATTEMPTS):
+            try:
+                return with_fleet_secret(settings, store.shared_secret)
+            except FleetUnavailable as err:
+                if attempt + 1 == SECRET_ATTEMPTS:
+                    structlog.get_logger().warning(
+                        "fleet.http_secret_unverified",
+                        error=str(err),
+                        detail="using the HTTP secret kept in MY_REG_STATE_DIR; members "
+                        "whose secrets differ fail uploads that span them",
+                    )
+                time.sleep(SECRET_RETRY_S)
+        return with_http_secret(settings)
+    finally:
+        store.close()
+
+
 def _run(settings: Settings, env_file: Path | None) -> int:
     notifier = Notifier()
     try:
-        Supervisor(with_http_secret(settings), env_file, notifier).run()
+        Supervisor(_secret_for_run(settings), env_file, notifier).run()
     except (ConfigError, TransientError, EngineUnavailable):
         raise
     except Exception:  # noqa: BLE001 (the last line of defence: log, exit 70)
@@ -182,11 +237,74 @@ def _interruptible() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def _fleet_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`status --fleet` and `forget-member`: exit 69 when Redis does not answer."""
+    from supervisor.adapters.fleet_store import FleetStore, FleetUnavailable  # fleet only
+    from supervisor.ops.fleet_report import fleet_report, forget, report_lines
+
+    if settings.fleet_redis is None:
+        print(f"{PROG}: {args.command}: MY_REG_FLEET_REDIS is not set (no fleet)", file=sys.stderr)
+        return ExitCode.CONFIG
+    with closing(FleetStore(settings.fleet_redis, settings.fleet_name)) as store:
+        try:
+            if args.command == "forget-member":
+                print(forget(store, args.member))
+                return ExitCode.OK
+            report = fleet_report(store)
+        except FleetUnavailable as err:
+            print(f"{PROG}: {args.command}: {err}", file=sys.stderr)
+            return ExitCode.UNAVAILABLE
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print("\n".join(report_lines(report)))
+    return ExitCode.OK if not report["warnings"] else STATUS_NOT_HEALTHY
+
+
+def _fleet_gc(settings: Settings, redis_url: str, args: argparse.Namespace) -> int:
+    from supervisor.adapters.fleet_store import FleetStore  # fleet only
+    from supervisor.ops.fleet_gc import FleetGarbageCollection
+
+    with closing(Engine()) as engine, closing(FleetStore(redis_url, settings.fleet_name)) as store:
+        try:
+            collection = FleetGarbageCollection(
+                settings,
+                engine,
+                store,
+                delete_untagged=args.delete_untagged,
+                confirm_timeout_s=args.confirm_timeout,
+                collect_timeout_s=args.collect_timeout,
+            )
+            with _interruptible():
+                result = collection.run()
+        except MaintenanceFailed as err:
+            print(f"{PROG}: gc: {err}", file=sys.stderr)
+            return GC_FAILED
+        except KeyboardInterrupt:
+            print(f"{PROG}: gc: interrupted; collector killed, lease released", file=sys.stderr)
+            return INTERRUPTED
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+        return ExitCode.OK
+    print(
+        f"fleet gc {result.lease}: {len(result.members)} members read-only "
+        f"({', '.join(result.members)}) after {result.confirmed_after_s:.1f} s; "
+        f"collected in {result.collect_s:.1f} s"
+    )
+    print(
+        f"eligible for deletion: {result.blobs_eligible} blobs and "
+        f"{result.manifests_eligible} manifests; members go back to normal one at a time"
+    )
+    return ExitCode.OK
+
+
 def _gc(settings: Settings, args: argparse.Namespace) -> int:
     from supervisor.ops.gc import GarbageCollection
 
     # The HTTP secret is part of the spec: the normal container must come back identical.
     settings = with_http_secret(settings)
+    if settings.fleet_redis is not None and not args.dry_run:
+        return _fleet_gc(settings, settings.fleet_redis, args)
     with closing(Engine()) as engine:
         try:
             collection = GarbageCollection(

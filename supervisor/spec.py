@@ -24,6 +24,10 @@ MANAGED_BY_LABEL = "registry-supervisor.managed-by"
 MANAGED_BY_VALUE = "registry-supervisor"
 SPEC_HASH_LABEL = "registry-supervisor.spec-hash"
 HOLDER_SUFFIX = "-net"
+# The registry's read-only maintenance mode (pulls work, pushes get 405): what `gc` and a
+# fleet gc's hold switch it to.
+READONLY_VARIABLE = "REGISTRY_STORAGE_MAINTENANCE_READONLY"
+READONLY_VALUE = '{"enabled": true}'
 # What the holder runs: the image's own `sleep` (busybox in the official image), for
 # 68 years: a count every `sleep` takes, where "infinity" is not universal.
 HOLDER_COMMAND = ("sleep", "2147483647")

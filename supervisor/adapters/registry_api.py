@@ -170,6 +170,24 @@ class RegistryApi:
             raise PushFailed(failure(step, response.status_code), response.status_code)
         return response
 
+    def refuses_writes(self, repository: str, timeout: float) -> str | None:
+        """Whether the registry refuses to start an upload, as in read-only mode: None
+        when it answers 405, else what it did instead (an upload it started is
+        cancelled at once). CanaryUnreachable when it does not answer."""
+        with self._round():
+            url = f"{self.origin}/v2/{repository}/blobs/uploads/"
+            try:
+                started = self._request("POST upload", "POST", url, {405, 202}, timeout)
+            except PushFailed as err:
+                return str(err)
+            if started.status_code == 405:
+                return None
+            with contextlib.suppress(PushFailed):
+                self._cancel_quietly(
+                    self._rebased(started.headers.get("Location"), "POST"), timeout
+                )
+            return "it accepts uploads (HTTP 202 on POST upload)"
+
     def close(self) -> None:
         """Close the HTTP session and its connection."""
         self._session.close()
@@ -194,6 +212,26 @@ def remove_cancelled_session(data_dir: Path, upload_id: str | None) -> str | Non
     except OSError as err:
         return f"{left}: {err.strerror}"
     return None
+
+
+def writes_refused(settings: Settings, timeout: float) -> str | None:
+    """Whether this member's registry refuses writes (read-only): None when it does, else
+    the one phrase saying what it did instead. Under auth, as the canary's user."""
+    try:
+        credentials = (
+            None
+            if settings.canary_credentials is None
+            else credentials_file.read(settings.canary_credentials)
+        )
+    except credentials_file.CredentialsError as err:
+        return f"MY_REG_CANARY_CREDENTIALS: {err}"
+    api = RegistryApi(settings.probe_url, settings.tls_certificate, credentials)
+    try:
+        return api.refuses_writes(canary.REPOSITORY, timeout)
+    except CanaryUnreachable as err:
+        return str(err)
+    finally:
+        api.close()
 
 
 def canary_round(settings: Settings, version: RegistryVersion | None, timeout: float) -> str | None:

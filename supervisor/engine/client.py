@@ -352,6 +352,30 @@ class Engine:
                 self.remove(container_id)
         return int(result.get("StatusCode", -1)), output.decode(errors="replace")
 
+    def start_once(self, config: dict[str, Any]) -> str:
+        """Create and start a one-shot container (``create_config``'s form); its id. The
+        caller watches it (``inspect``), reads its ``output`` and removes it."""
+        container_id = self._create(config)
+        try:
+            with _translated("run"):
+                self._client.api.start(container_id)
+        except BaseException:
+            with suppress(ContainerGone, ContainerActionFailed, EngineUnavailable):
+                self.remove(container_id)
+            raise
+        return container_id
+
+    def output(self, container_id: str) -> str:
+        """A container's output so far (stdout and stderr)."""
+        with _translated("logs"):
+            raw = self._client.api.logs(container_id, stdout=True, stderr=True)
+        return raw.decode(errors="replace")
+
+    def kill(self, container_id: str) -> None:
+        """SIGKILL a container now (a collector that must not outlive its lease)."""
+        with _translated("kill"):
+            self._client.api.kill(container_id)
+
     def close(self) -> None:
         """Close the connection (the engine keeps running whatever it started)."""
         self._client.close()

@@ -21,6 +21,7 @@ from supervisor.errors import (
 from supervisor.loop import canary as canary_loop
 from supervisor.loop.container_actions import ContainerActions, Desired, Tracked
 from supervisor.loop.engine_link import EngineLink, Unreachable
+from supervisor.loop.fleet_flow import FleetFlow
 from supervisor.loop.health_watch import HealthWatch
 from supervisor.loop.image import ImageKeeper, ImageMissing
 from supervisor.loop.keeper import (
@@ -83,6 +84,8 @@ class Reconciler:
         # The reconciler's two flows, split out by concern (each calls back into this).
         self.serving = Serving(self)
         self.reloads = ReloadFlow(self)
+        # Fleet mode only (MY_REG_FLEET_REDIS): set by the supervisor, which has the link.
+        self.fleet: FleetFlow | None = None
 
     def change_phase(self, new: Phase) -> None:
         """The one way the phase moves; an illegal transition is a bug (IllegalTransition)."""
@@ -111,6 +114,8 @@ class Reconciler:
         runnable = self.serving.runnable_canary()
         if runnable is not None:
             deadlines.append(runnable.next_at)
+        if self.fleet is not None:
+            deadlines.append(self.fleet.next_deadline(now))
         return min(deadlines)
 
     def tick(self, now: float) -> bool:
@@ -118,7 +123,11 @@ class Reconciler:
         registry, and the loop stands aside."""
         if self.look_at_gate(now):
             return False
-        if self.link.connected and self.reloader.take_pending():
+        fleet_busy = False
+        if self.fleet is not None:
+            self.fleet.tick(now)
+            fleet_busy = self.fleet.busy
+        if self.link.connected and not fleet_busy and self.reloader.take_pending():
             self.reloads.reload()
             if self.gate.active:
                 return False  # `gc` took the lock while the reload looked

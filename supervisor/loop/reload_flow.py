@@ -54,6 +54,11 @@ class ReloadFlow:
         (supervisor/loop/reload.py says what a reload never does)."""
         with self._r.readiness.reloading():
             self.log.info("supervisor.reloading")
+            if self._r.fleet is not None and self._r.fleet.busy:
+                # A fleet gc holds this registry read-only (or a planned restart runs):
+                # the reload would make it writable. Taken up once that is over.
+                self._r.reloader.defer("fleet")
+                return
             in_maintenance = self._r.look_at_gate(self._r.clock())
             plan = self._r.reloader.plan(self._r.desired, in_maintenance=in_maintenance)
             if isinstance(plan, Deferred) and plan.engine_error is not None:
@@ -92,6 +97,10 @@ class ReloadFlow:
             # A serving registry drains first: the load balancer's checks see `/ready` 503
             # (RESTARTING) for MY_REG_READY_DRAIN seconds before the old one is stopped.
             serving = self._r.phase in (Phase.HEALTHY, Phase.DEGRADED)
+            if serving and self._r.fleet is not None:
+                # One member at a time across the fleet: drained once the slot is ours.
+                self._r.fleet.planned_reload()
+                return
             self._r.keeper.cancel()
             self._r.schedule_repair(
                 self._r.clock(),

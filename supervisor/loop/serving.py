@@ -94,6 +94,8 @@ class Serving:
             and self._r.probing
             and self._r.keeper.repair_at is None
             and not self._r.look_again
+            # Read-only for a fleet gc: pushes fail there on purpose.
+            and not (self._r.fleet is not None and self._r.fleet.read_only)
         )
         return self._r.canary if may else None
 
@@ -144,6 +146,8 @@ class Serving:
                 restarts=sum(self._r.keeper.restarts.values()),
             )
             self._r.change_phase(Phase.DEGRADED if self.degraded else Phase.HEALTHY)
+            if self._r.fleet is not None:
+                self._r.fleet.healthy(now)
         self._r.health.served(now, newly=newly)
         self._r.link.registry_healthy()
         self._r.keeper.observe_healthy(now)

@@ -13,6 +13,7 @@ loop only pings (supervisor/loop/watchdog.py).
 
 from __future__ import annotations
 
+import os
 import queue
 import signal
 import time
@@ -24,9 +25,10 @@ from typing import Any
 
 import structlog
 
+from supervisor import fleet, ready, risks
 from supervisor import log as logging_setup
-from supervisor import ready, risks
 from supervisor.adapters import metrics
+from supervisor.adapters.fleet_store import FleetStore
 from supervisor.adapters.notify import Notifier
 from supervisor.adapters.probe import Probe
 from supervisor.adapters.registry_api import RegistryApi
@@ -37,6 +39,8 @@ from supervisor.loop.canary import ApiFactory, Canary
 from supervisor.loop.container_actions import ContainerActions, Desired, Tracked
 from supervisor.loop.data_dir import make_data_dir
 from supervisor.loop.engine_link import EngineLink
+from supervisor.loop.fleet import FleetLink, LeaseReleased, LeaseSeen, SlotGranted
+from supervisor.loop.fleet_flow import FleetFlow
 from supervisor.loop.health_watch import HealthWatch
 from supervisor.loop.housekeeping import GcEstimate, Housekeeping
 from supervisor.loop.image import ImageKeeper
@@ -70,6 +74,7 @@ class Supervisor:
         engine_factory: Callable[[], Engine] = Engine,
         probe_factory: Callable[[str, Path | None], Probe] = Probe,
         registry_api_factory: ApiFactory = RegistryApi,
+        fleet_store_factory: Callable[[str, str], FleetStore] = FleetStore,
     ) -> None:
         # The factories are injected so that tests drive whole ticks with fakes.
         spec = derive_spec(settings, None)
@@ -119,6 +124,11 @@ class Supervisor:
             warn_risks=self._warn_risks,
             canary=self.canary,
         )
+        self.fleet_link: FleetLink | None = None
+        if settings.fleet_redis is not None:
+            store = fleet_store_factory(settings.fleet_redis, settings.fleet_name)
+            self.fleet_link = FleetLink(store, settings.fleet_member, self.messages.put, self.log)
+            self.reconciler.fleet = FleetFlow(self.reconciler, self.fleet_link, self.feeder)
         self.certificate = risks.certificate(settings)
         self.exit_signal: int | None = None
         self.started_wall = datetime.now(UTC)
@@ -208,6 +218,7 @@ class Supervisor:
         self._resume_counts()
         make_data_dir(settings)
         self._serve_metrics()
+        self._join_fleet()
         self.notifier.status("starting")
 
     def _resume_counts(self) -> None:
@@ -217,6 +228,38 @@ class Supervisor:
             self.keeper.resume(
                 counts.restarts, counts.planned, counts.last_reason, counts.last_reason_wall
             )
+
+    def _join_fleet(self) -> None:
+        """Fleet mode: go on holding a gc's read-only state if we did, then heartbeat."""
+        flow, link = self.reconciler.fleet, self.fleet_link
+        if flow is None or link is None:
+            return
+        flow.resume()
+        self.log.info(
+            "fleet.joining", member=self.settings.fleet_member, fleet=self.settings.fleet_name
+        )
+        link.publish(self.member_record(self.clock()))
+        link.start()
+
+    def member_record(self, now: float) -> fleet.MemberRecord:
+        """What this member's next heartbeat says (supervisor/fleet.py)."""
+        settings, flow = self.settings, self.reconciler.fleet
+        info = self.images.info
+        verdict = ready.verdict(self.phase, self.reconciler.degraded)
+        return fleet.MemberRecord(
+            name=settings.fleet_member,
+            phase=self.phase.value,
+            ready=verdict.ready,
+            registry_version=None if info is None else info.label,
+            spec_hash=self.spec.spec_hash,
+            last_health=self.health.last_error or ("ok" if self.health.last_ok_at else "none yet"),
+            storage=fleet.storage_fingerprint(settings),
+            http_secret=fleet.secret_fingerprint(settings),
+            read_only_for=None if flow is None or flow.hold is None else flow.hold.token,
+            confirmed=None if flow is None else flow.confirmed,
+            pid=os.getpid(),
+            updated=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
 
     def _serve_metrics(self) -> None:
         address = self.settings.metrics_addr
@@ -275,6 +318,8 @@ class Supervisor:
         )
 
     def _close(self) -> None:
+        if self.fleet_link is not None:
+            self.fleet_link.close()
         self.link.close()
         self.health.close()
         self.canary.close()
@@ -290,10 +335,23 @@ class Supervisor:
             self.reconciler.engine_lost(message.detail)
         elif isinstance(message, GcEstimate):
             self.house.gc_estimated(message)
+        elif isinstance(message, LeaseSeen | LeaseReleased | SlotGranted):
+            self._fleet_message(message)
         elif message == signal.SIGHUP:
             self.reconciler.reload()
         else:
             self.exit_signal = message
+
+    def _fleet_message(self, message: LeaseSeen | LeaseReleased | SlotGranted) -> None:
+        flow = self.reconciler.fleet
+        if flow is None:
+            return
+        if isinstance(message, LeaseSeen):
+            flow.on_lease(message.lease)
+        elif isinstance(message, LeaseReleased):
+            flow.on_released(message.token)
+        else:
+            flow.on_slot(message.why)
 
     # -- the tick ------------------------------------------------------------------------
 
@@ -321,6 +379,8 @@ class Supervisor:
 
     def _heartbeat(self, now: float) -> None:
         self.feeder.kick_if_due(now)
+        if self.fleet_link is not None:
+            self.fleet_link.publish(self.member_record(now))
         self.notifier.status(self.status_line(now))
         self._save_state(now)
         self._update_metrics(now)

@@ -47,11 +47,16 @@ from supervisor.health import is_healthy
 from supervisor.layout import ImageLayout
 from supervisor.observed import Observed
 from supervisor.settings import Settings
-from supervisor.spec import MANAGED_BY_LABEL, ContainerSpec, derive_spec, spec_hash
+from supervisor.spec import (
+    MANAGED_BY_LABEL,
+    READONLY_VALUE,
+    READONLY_VARIABLE,
+    ContainerSpec,
+    derive_spec,
+    spec_hash,
+)
 from supervisor.statedir import maintenance, state_file
 
-READONLY_VARIABLE = "REGISTRY_STORAGE_MAINTENANCE_READONLY"
-READONLY_VALUE = '{"enabled": true}'
 COLLECTOR_SUFFIX = "-gc"
 # How long the registry may take to answer after each recreation.
 ANSWER_TIMEOUT_S = 60.0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -39,6 +40,33 @@ def with_http_secret(settings: Settings) -> Settings:
     if SECRET_VARIABLE in settings.registry_env:
         return settings
     value = load_or_create(secret_path(settings))
+    registry_env = {**settings.registry_env, SECRET_VARIABLE: value}
+    return settings.model_copy(update={"registry_env": registry_env})
+
+
+def with_fleet_secret(settings: Settings, shared: Callable[[str], str]) -> Settings:
+    """Fleet mode: ``settings`` with the fleet's one HTTP secret (an upload begun on one
+    member continues on another only then). ``shared(candidate)`` returns the fleet's
+    secret, making ``candidate`` it if the fleet had none; it is kept locally too (the
+    next start needs no Redis). A REGISTRY_HTTP_SECRET the user sets wins, as always.
+    ``shared`` raising leaves the local secret in use: the caller says so."""
+    if SECRET_VARIABLE in settings.registry_env:
+        return settings
+    path = secret_path(settings)
+    local = load_or_create(path)
+    value = shared(local)
+    if value != local:
+        try:
+            files.write_private(path, value.encode("ascii") + b"\n", durable=True)
+        except OSError as err:
+            raise for_os_error(
+                err,
+                config=f"MY_REG_STATE_DIR={str(path.parent)!r}: cannot keep {path.name} there "
+                f"({err.strerror})",
+                transient=f"MY_REG_STATE_DIR={str(path.parent)!r}: {path.name} cannot be kept "
+                f"there now ({err.strerror})",
+            ) from None
+        structlog.get_logger().info("fleet.http_secret_adopted", path=str(path))
     registry_env = {**settings.registry_env, SECRET_VARIABLE: value}
     return settings.model_copy(update={"registry_env": registry_env})
 

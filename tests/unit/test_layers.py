@@ -34,12 +34,22 @@ PURE = frozenset(
         "ready",
         "permissions",
         "canary",
+        "fleet",
+        "storage",
     }
 )
 # File-reading helpers that pure modules may use (settings validates the certificate and
 # the htpasswd file at load): they read files and import no banned library either.
 FILE_HELPERS = frozenset({"tls", "htpasswd_file", "credentials_file"})
-BANNED_LIBRARIES = ("docker", "requests", "urllib3", "structlog", "prometheus_client", "sdnotify")
+BANNED_LIBRARIES = (
+    "docker",
+    "requests",
+    "urllib3",
+    "structlog",
+    "prometheus_client",
+    "sdnotify",
+    "redis",
+)
 ROOMS = ("engine", "adapters", "loop", "statedir", "ops")
 # The one use of ops/ on `run`'s path: the disk guard's gc estimate, imported inside the
 # function that runs it, once the data dir's disk runs low.

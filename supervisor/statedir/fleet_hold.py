@@ -1,0 +1,54 @@
+"""The fleet gc hold, kept in MY_REG_STATE_DIR: a supervisor restarted mid-gc (a crash, a
+SIGKILL, an upgrade) goes on holding its registry read-only.
+
+The file is written when the registry is switched to read-only for a lease and removed
+when it is switched back. Its deadline is on the boot-time clock (supervisor/fleet.py,
+``Hold``), so a wall-clock step neither ends nor extends it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from supervisor.fleet import Hold
+from supervisor.settings import Settings
+from supervisor.statedir import files, maintenance
+
+
+def hold_path(settings: Settings) -> Path:
+    """Where the hold of ``settings.name`` is kept."""
+    return settings.state_dir / f"fleet-hold-{settings.name}"
+
+
+def boottime() -> float:
+    """Seconds since boot, counting suspend; the same clock in every process of a boot."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def boot_id() -> str | None:
+    """This boot's id (a boot-time deadline compares within one boot only)."""
+    return maintenance.boot_id()
+
+
+def read(path: Path) -> Hold | None:
+    """The hold kept at ``path``; None when there is none (or it is not one)."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        boot = raw.get("boot_id")
+        return Hold(str(raw["token"]), float(raw["until"]), None if boot is None else str(boot))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def write(path: Path, hold: Hold) -> None:
+    """Keep ``hold`` (durably: it must survive a crash right after). OSError."""
+    files.make_private_dir(path.parent)
+    body = {"token": hold.token, "until": hold.until, "boot_id": hold.boot_id}
+    files.write_private(path, (json.dumps(body) + "\n").encode("utf-8"), durable=True)
+
+
+def remove(path: Path) -> None:
+    """The registry is writable again: forget the hold."""
+    path.unlink(missing_ok=True)
