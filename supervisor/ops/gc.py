@@ -46,6 +46,7 @@ from supervisor.errors import (
 from supervisor.health import is_healthy
 from supervisor.layout import ImageLayout
 from supervisor.observed import Observed
+from supervisor.ops.rolling import drain
 from supervisor.settings import Settings
 from supervisor.spec import (
     MANAGED_BY_LABEL,
@@ -285,6 +286,7 @@ class GarbageCollection:
         eligible_bytes = None
         try:
             if switch and observed is not None:
+                drain(self.settings, self.log, self.sleep)  # `/ready` 503 from the lock on
                 self._recreate(observed, readonly_spec(self.spec), holder_id, "read-only")
             command = collector_command(
                 self.layout, dry_run=self.dry_run, delete_untagged=self.delete_untagged

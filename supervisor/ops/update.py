@@ -47,6 +47,7 @@ from supervisor.errors import (
 from supervisor.health import is_healthy
 from supervisor.layout import ImageLayout, RegistryVersion, version_findings
 from supervisor.observed import Observed
+from supervisor.ops.rolling import drain, rolling_slot, wait_ready
 from supervisor.settings import Settings
 from supervisor.spec import derive_spec
 from supervisor.statedir import maintenance
@@ -166,19 +167,30 @@ class Update:
         except MaintenanceFailed:
             self._retag(previous, why="the new image cannot be used")
             raise
+        change = _Change(previous, pulled, old_layout, new_layout, holder_id, started)
+        try:
+            # Fleet mode: one member at a time (supervisor/ops/rolling.py).
+            with rolling_slot(self.settings, UPDATE, self.log):
+                result = self._locked(observed, change)
+                wait_ready(self.settings, self.log, self.sleep)
+                return result
+        except MaintenanceFailed:
+            self._retag(previous, why="not tried")
+            raise
+
+    def _locked(self, observed: Observed, change: _Change) -> UpdateResult:
+        """The change under the maintenance lock, drained first."""
         path = maintenance.maintenance_path(self.settings)
         try:
             held = maintenance.acquire(
                 path, UPDATE, f"{self.settings.name}{LOCK_CONTAINER_SUFFIX}", self._exists
             )
         except (maintenance.MaintenanceBusy, OSError) as err:
-            self._retag(previous, why="the maintenance lock is held")
             text = str(err) if isinstance(err, maintenance.MaintenanceBusy) else err.strerror
             raise MaintenanceFailed(f"cannot take the maintenance lock: {text}") from None
         try:
-            return self._try(
-                observed, _Change(previous, pulled, old_layout, new_layout, holder_id, started)
-            )
+            drain(self.settings, self.log, self.sleep)
+            return self._try(observed, change)
         finally:
             maintenance.release(path, held)
 
