@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -214,7 +214,11 @@ def remove_cancelled_session(data_dir: Path, upload_id: str | None) -> str | Non
     return None
 
 
-def writes_refused(settings: Settings, timeout: float) -> str | None:
+def writes_refused(
+    settings: Settings,
+    timeout: float,
+    api_factory: Callable[[str, Path | None, Credentials | None], RegistryApi] | None = None,
+) -> str | None:
     """Whether this member's registry refuses writes (read-only): None when it does, else
     the one phrase saying what it did instead. Under auth, as the canary's user."""
     try:
@@ -225,7 +229,7 @@ def writes_refused(settings: Settings, timeout: float) -> str | None:
         )
     except credentials_file.CredentialsError as err:
         return f"MY_REG_CANARY_CREDENTIALS: {err}"
-    api = RegistryApi(settings.probe_url, settings.tls_certificate, credentials)
+    api = (api_factory or RegistryApi)(settings.probe_url, settings.tls_certificate, credentials)
     try:
         return api.refuses_writes(canary.REPOSITORY, timeout)
     except CanaryUnreachable as err:

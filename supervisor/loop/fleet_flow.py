@@ -16,6 +16,7 @@ it never does (a member whose registry cannot start must not hold up the fleet).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from supervisor.adapters.registry_api import writes_refused
@@ -62,10 +63,17 @@ def _over(hold: Hold) -> bool:
 class FleetFlow:
     """This member's part in fleet gc and rolling restarts."""
 
-    def __init__(self, reconciler: Reconciler, link: FleetLink, feeder: WatchdogFeeder) -> None:
+    def __init__(
+        self,
+        reconciler: Reconciler,
+        link: FleetLink,
+        feeder: WatchdogFeeder,
+        refuses: Callable[[Settings, float], str | None] = writes_refused,
+    ) -> None:
         self._r = reconciler
         self.link = link
         self._feeder = feeder
+        self._refuses = refuses
         self.hold: Hold | None = None
         self.read_only = False  # the read-only twin is the desired container
         self.confirmed: str | None = None  # the token whose read-only state we confirmed
@@ -219,7 +227,7 @@ class FleetFlow:
         settings = self._r.desired.settings
         timeout = settings.health_timeout
         why = self._feeder.blocking(
-            "fleet-refusal", 2 * timeout, lambda: writes_refused(settings, timeout)
+            "fleet-refusal", 2 * timeout, lambda: self._refuses(settings, timeout)
         )
         if why is None:
             self._refusal_at = None

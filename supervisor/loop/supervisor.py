@@ -31,7 +31,7 @@ from supervisor.adapters import metrics
 from supervisor.adapters.fleet_store import FleetStore
 from supervisor.adapters.notify import Notifier
 from supervisor.adapters.probe import Probe
-from supervisor.adapters.registry_api import RegistryApi
+from supervisor.adapters.registry_api import RegistryApi, writes_refused
 from supervisor.engine.client import API_TIMEOUT_S, Engine
 from supervisor.engine.events import ContainerEvent, EngineLost
 from supervisor.loop import status
@@ -128,7 +128,12 @@ class Supervisor:
         if settings.fleet_redis is not None:
             store = fleet_store_factory(settings.fleet_redis, settings.fleet_name)
             self.fleet_link = FleetLink(store, settings.fleet_member, self.messages.put, self.log)
-            self.reconciler.fleet = FleetFlow(self.reconciler, self.fleet_link, self.feeder)
+            self.reconciler.fleet = FleetFlow(
+                self.reconciler,
+                self.fleet_link,
+                self.feeder,
+                lambda s, timeout: writes_refused(s, timeout, registry_api_factory),
+            )
         self.certificate = risks.certificate(settings)
         self.exit_signal: int | None = None
         self.started_wall = datetime.now(UTC)

@@ -176,8 +176,11 @@ class FleetGarbageCollection:
             self.layout, dry_run=False, delete_untagged=self.delete_untagged
         )
         config = collector_config(self.spec, self.layout, command)
-        # The engine ends it before the lease ends, whatever becomes of this process.
+        # The engine ends it before the lease ends, whatever becomes of this process. The
+        # image's busybox `timeout` cannot kill what runs as PID 1 (the kernel ignores a
+        # signal PID 1 has no handler for): Docker's init is PID 1, `timeout` its child.
         config["entrypoint"] = ["timeout", "-s", "KILL", str(seconds), self.layout.binary]
+        config["host_config"]["init"] = True
         self._remove_leftover(config["name"])
         collect_began = self.clock()
         self.collector_id = self.engine.start_once(config)

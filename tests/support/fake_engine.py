@@ -56,7 +56,7 @@ from supervisor.errors import (
 from supervisor.health import FailureClass
 from supervisor.layout import ImageLayout, RegistryVersion, layout_of, parse_version
 from supervisor.observed import Observed, observe
-from supervisor.spec import ContainerSpec, HolderSpec
+from supervisor.spec import READONLY_VARIABLE, ContainerSpec, HolderSpec
 
 DATA = Path(__file__).resolve().parents[1] / "unit" / "data"
 CONTAINER_TEMPLATE = DATA / "inspect-running.json"
@@ -505,6 +505,16 @@ class FakeEngine:
 
     # -- the registry behind the port (for FakeProbe) ---------------------------------
 
+    def serving_env(self, port: int) -> list[str]:
+        """The environment of the registry container that answers at host port ``port``."""
+        for holder in self._containers.values():
+            if not holder.running or port not in observe(holder.attrs).published:
+                continue
+            for registry in self._containers.values():
+                if registry.network_of == holder.id and registry.running:
+                    return list(registry.attrs["Config"].get("Env") or [])
+        return []
+
     def answer(self, port: int) -> str:
         """What a client connecting to host port ``port`` gets: "ok", "hung", "refused" or "503".
         No engine call: a registry serves with its engine away."""
@@ -783,6 +793,15 @@ class FakeRegistryApi:
     def session(self, repository: str, blob: bytes, timeout: float) -> None:
         steps = ("POST upload", "PATCH upload", "GET upload", "DELETE upload")
         self._round("session", steps, timeout)
+
+    def refuses_writes(self, repository: str, timeout: float) -> str | None:
+        """405 from a registry in read-only mode (its environment says so), else 202."""
+        answer = self._engine.answer(self._port)
+        if answer == "refused":
+            raise CanaryUnreachable("ConnectionError on POST upload")
+        if any(e.startswith(READONLY_VARIABLE + "=") for e in self._engine.serving_env(self._port)):
+            return None
+        return "it accepts uploads (HTTP 202 on POST upload)"
 
     def close(self) -> None:
         pass

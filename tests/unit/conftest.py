@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 import structlog
 from support.certs import MakeTls, write_self_signed
+from support.rig import Rig
 
 DATA = Path(__file__).parent / "data"
 
@@ -40,3 +42,12 @@ def inspect_data() -> Callable[[str], dict[str, Any]]:
 def make_tls() -> MakeTls:
     """Write a real self-signed certificate and its key (PEM) into a directory."""
     return write_self_signed
+
+
+@pytest.fixture
+def rig(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Rig]:
+    rig = Rig(tmp_path, capsys)
+    yield rig
+    rig.engine.close_streams()  # the loop's event watcher thread ends with its stream
+    left = [t.name for t in threading.enumerate() if t.name == "docker-events"]
+    assert [] == left, "an event watcher thread outlived its test"
