@@ -492,7 +492,14 @@ class HAProxy:
     `balance roundrobin` over the members' registry ports, each checked with
     `GET /ready` on its metrics port. Mode http (the members serve plain HTTP here), so
     idempotent requests that meet a dying member are retried on another one: see
-    ``config``. Its log (one line per request) is at ``log_path``; ``requests()`` parses it."""
+    ``config``. Its log (one line per request) is at ``log_path``; ``requests()`` parses it.
+
+    Why mode http here, where the shipped example (packaging/haproxy) is mode tcp: on
+    127.0.0.1 a published port is docker-proxy's, which accepts the connection even when
+    the registry behind it is dead and then resets it (an empty response, only an L7 retry
+    saves it); from another host (iptables DNAT, as production sees a member) the same dead
+    registry refuses the connection, which mode tcp's `retries` + `option redispatch`
+    retry elsewhere."""
 
     def __init__(
         self,
