@@ -10,6 +10,7 @@ pushes missing afterwards) are printed at the end of the run.
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from support.fleet import (
     ClientLoad,
     HAProxy,
     Member,
+    RedisServer,
     S3Server,
     dump_logs,
     fleet_id,
@@ -32,6 +34,26 @@ pytestmark = pytest.mark.integration
 MEMBERS = ("m1", "m2", "m3")
 STEADY_S = 4.0  # load between faults
 RECOVERY_TIMEOUT = 30.0
+
+
+def test_the_harness_redis_restarts_with_or_without_its_data(tmp_path: Path):
+    """RedisServer.restart: keep_data comes back with every key (SHUTDOWN SAVE), without it
+    Redis lost everything (kill -9, dump removed); same URL throughout."""
+    with RedisServer(tmp_path / "redis") as server:
+        url = server.url
+        with server.client() as client:
+            client.set("kept", "1")
+        server.restart(keep_data=True)
+        assert url == server.url
+        with server.client() as client:
+            assert b"1" == client.get("kept")
+        server.restart(keep_data=False)
+        with server.client() as client:
+            assert client.get("kept") is None and 0 == client.dbsize()
+        pid = server.proc.pid if server.proc else None
+    assert server.proc is None and pid is not None
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
 
 
 @pytest.fixture
