@@ -2,10 +2,13 @@
 # which runs build-*.sh): the parts of the two registry test images that are the same.
 #
 #   registry_inputs NAME        fail unless Debian's registry binary and busybox are there
-#   registry_stamp [FILE...]    the build stamp of those inputs (and FILE...)
+#   registry_stamp [FILE...]    the build stamp of those inputs, this file (what the root
+#                               holds) and FILE...
 #   registry_root CONFIG_DIR    a new root in $root: the binary, busybox (sh, sleep: the
-#                               network holder runs the image's `sleep`), libc, CONFIG_DIR,
-#                               the data dir and /tmp; removed when the script exits
+#                               network holder runs the image's `sleep`; timeout: fleet gc
+#                               bounds its collector with `timeout -s KILL N`, as the official
+#                               alpine image's busybox allows), libc, CONFIG_DIR, the data
+#                               dir and /tmp; removed when the script exits
 
 BIN=/usr/bin/docker-registry
 BUSYBOX=/bin/busybox
@@ -21,7 +24,7 @@ registry_inputs() {
 }
 
 registry_stamp() {
-    cat "$BIN" "$BUSYBOX" "$@" | sha256sum | cut -c1-16
+    cat "$BIN" "$BUSYBOX" "${BASH_SOURCE[0]}" "$@" | sha256sum | cut -c1-16
 }
 
 registry_root() {
@@ -32,7 +35,7 @@ registry_root() {
     cp "$BIN" "$root"/bin/registry
     cp "$BUSYBOX" "$root"/bin/busybox
     local applet
-    for applet in sh sleep; do ln -s busybox "$root/bin/$applet"; done
+    for applet in sh sleep timeout; do ln -s busybox "$root/bin/$applet"; done
     cp -L /lib/x86_64-linux-gnu/libc.so.6 "$root"/lib/x86_64-linux-gnu/
     cp -L /lib64/ld-linux-x86-64.so.2 "$root"/lib64/
     chmod 1777 "$root"/tmp

@@ -39,6 +39,7 @@ from support.docker import (
     import_random_image,
     remove_containers,
 )
+from support.fleet import FIGURES as FLEET_FIGURES
 from support.net import free_port
 from support.process import (
     RECOVERY_TIMEOUT,
@@ -138,6 +139,10 @@ RECOVERIES: list[tuple[str, float]] = []
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for title, text in FLEET_FIGURES:
+        terminalreporter.section(f"fleet: {title}")
+        for line in text.splitlines():
+            terminalreporter.write_line(line)
     if not RECOVERIES:
         return
     terminalreporter.section("recovery: fault injected -> registry.healthy (from the logs)")
