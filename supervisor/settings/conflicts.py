@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from supervisor.layout import REGISTRY_CONTAINER_PORT, REGISTRY_DATA_PATH
 from supervisor.settings.paths import is_within, resolved
+from supervisor.settings.registry_env import RegistryEnv
 from supervisor.settings.values import go_duration_seconds, parse_metrics_address, shown
 
 if TYPE_CHECKING:  # the model is built before these checks run: no import at run time
@@ -42,28 +43,6 @@ GUARDED_SECTIONS = (
 _WORD = re.compile(r"[A-Za-z0-9_.-]+")
 
 
-class _RegistryEnv:
-    """REGISTRY_* variables looked up as the registry reads them: names case-insensitively
-    (its parser upper-cases struct fields and lower-cases map keys)."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.by_upper = {key.upper(): key for key in sorted(env)}
-
-    def get(self, name: str) -> tuple[str, str] | None:
-        """(the name as given, its value) for the upper-case ``name``; None if unset."""
-        key = self.by_upper.get(name)
-        return None if key is None else (key, self.env[key])
-
-    def starting(self, prefix: str) -> list[tuple[str, str]]:
-        """Every (name, value) whose upper-case name starts with ``prefix``, sorted."""
-        return [
-            (key, self.env[key])
-            for upper, key in sorted(self.by_upper.items())
-            if upper.startswith(prefix)
-        ]
-
-
 def _given(key: str, value: str) -> str:
     return f"{key}={shown(key, value)!r}"
 
@@ -71,7 +50,7 @@ def _given(key: str, value: str) -> str:
 def conflicts(settings: Settings) -> list[str]:
     """REGISTRY_* values that contradict what a MY_REG_* setting sets up, and settings that
     contradict each other: one line each, naming both (pure)."""
-    env = _RegistryEnv(settings.registry_env)
+    env = RegistryEnv(settings.registry_env)
     problems = []
     for section in GUARDED_SECTIONS:
         found = env.get(section)
@@ -103,7 +82,7 @@ def conflicts(settings: Settings) -> list[str]:
     return problems + _http_conflicts(settings, env) + _tls_and_auth_conflicts(settings, env)
 
 
-def _http_conflicts(settings: Settings, env: _RegistryEnv) -> list[str]:
+def _http_conflicts(settings: Settings, env: RegistryEnv) -> list[str]:
     problems = []
     addr = env.get("REGISTRY_HTTP_ADDR")
     if addr is not None:
@@ -145,7 +124,7 @@ def _drain_conflicts(settings: Settings, key: str, value: str) -> list[str]:
     return []
 
 
-def _tls_and_auth_conflicts(settings: Settings, env: _RegistryEnv) -> list[str]:
+def _tls_and_auth_conflicts(settings: Settings, env: RegistryEnv) -> list[str]:
     problems = []
     for name in ("REGISTRY_HTTP_TLS_CERTIFICATE", "REGISTRY_HTTP_TLS_KEY"):
         found = env.get(name)
