@@ -57,6 +57,8 @@ def redis_url_problem(value: str) -> str | None:
     if url.query or url.fragment:
         return f"{expected} (no query or fragment)"
     return None
+
+
 NAME_EXPECTED = "a container name of at least 2 characters ([a-zA-Z0-9][a-zA-Z0-9_.-]+)"
 # MY_REG_METRICS_ADDR given as a bare port listens here.
 METRICS_DEFAULT_HOST = "127.0.0.1"
