@@ -48,14 +48,14 @@ SHARED_DRIVERS = ("s3", "s3aws", "azure", "gcs", "swift", "oss")
 KNOWN_DRIVERS = (FILESYSTEM, INMEMORY, *SHARED_DRIVERS)
 # Keys of the storage section that are not a driver (configuration.Storage.Type()). They
 # are also what the fingerprint leaves out: how this member purges uploads, goes read-only
-# (the fleet's gc sets maintenance.readonly member by member), caches descriptors,
+# (gc turns maintenance.readonly on and off), caches descriptors,
 # allows deletes, redirects downloads and bounds tag lookups says nothing about where the
 # data is, and may differ between members for a while (a rolling change).
 NOT_DRIVERS = ("maintenance", "cache", "delete", "redirect", "tag")
 # A config file larger than this is not read: no registry config is near it.
 CONFIG_MAX_BYTES = 1 << 20
-# Bytes of the HMAC-SHA256 the fingerprint keeps, in hex: enough to tell configurations
-# apart, never to recover them (the key is the fleet's HTTP secret).
+# Hex characters of the HMAC-SHA256 the fingerprint keeps (64 bits): enough to tell
+# configurations apart, never to recover them (the key is the fleet's HTTP secret).
 FINGERPRINT_HEX_CHARS = 16
 # Changes whenever what the fingerprint covers changes: members on different supervisor
 # versions then differ for the length of a rolling update, and say so.
