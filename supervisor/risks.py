@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from supervisor import htpasswd_file, tls
-from supervisor.settings import Settings, package_managed_dir
+from supervisor.settings import FILESYSTEM, Settings, package_managed_dir, storage_of
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,12 @@ def warnings(
     settings: Settings, certificate: tls.Certificate | None, now: datetime
 ) -> list[SecurityWarning]:
     """Everything risky about these settings, most severe first."""
-    found = exposure(settings) + data_dir_warnings(settings) + unset_variable_warnings(settings)
+    found = (
+        exposure(settings)
+        + data_dir_warnings(settings)
+        + storage_warnings(settings)
+        + unset_variable_warnings(settings)
+    )
     note = tls.expiry_note(certificate, now)
     if certificate is not None and note is not None:
         found.append(
@@ -82,6 +87,24 @@ def unset_variable_warnings(settings: Settings) -> list[SecurityWarning]:
             {"where": where},
         )
         for where in settings.unset_variables
+    ]
+
+
+def storage_warnings(settings: Settings) -> list[SecurityWarning]:
+    """In fleet mode, MY_REG_FLEET_SHARED_DIR=true where the registry does not store on
+    MY_REG_DIR: harmless, but it says something about this member that is not so."""
+    if not (settings.fleet and settings.fleet_shared_dir):
+        return []
+    storage = storage_of(settings)
+    if storage.driver in (FILESYSTEM, None):
+        return []  # what it is for; or refused at load (an unknown driver is not shared)
+    return [
+        SecurityWarning(
+            "settings.fleet_shared_dir_unused",
+            f"MY_REG_FLEET_SHARED_DIR=true, but the registry stores with the {storage.driver} "
+            "driver, not on MY_REG_DIR: the setting has no effect; remove it",
+            {"driver": storage.driver},
+        )
     ]
 
 
@@ -185,4 +208,8 @@ def describe(settings: Settings, certificate: tls.Certificate | None, now: datet
         f"memory limit {settings.memory}" if settings.memory else "no memory limit",
     ]
     lines.append(f"hardening: {', '.join(hardening)}")
+    if settings.fleet:
+        storage = storage_of(settings)
+        shared = "shared by the fleet" if storage.shared else "NOT shared"
+        lines.append(f"storage: {storage.describe()}, {shared}")
     return lines

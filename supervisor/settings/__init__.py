@@ -6,6 +6,9 @@ ones below it):
 
 - load.py: ``load_settings`` (sources -> model -> cross-checks) and ``effective``;
 - conflicts.py: settings that contradict each other (REGISTRY_* against MY_REG_*);
+- storage.py: which storage driver the registry uses, whether fleet members share it,
+  its keyed fingerprint (reads MY_REG_CONF's storage section, nothing else);
+- registry_env.py: REGISTRY_* names looked up case-insensitively;
 - model.py: the ``Settings`` model, one validator per value;
 - sources.py: the environment and the env file (read as compose reads it), ``raw_setting``;
 - paths.py: what the file system says about the paths given (reads the disk, no more);
@@ -32,6 +35,14 @@ from supervisor.settings.sources import (
     TRACING_PREFIX,
     raw_setting,
 )
+from supervisor.settings.storage import (
+    FILESYSTEM,
+    SHARED_DRIVERS,
+    Origin,
+    Storage,
+    storage_fingerprint,
+    storage_of,
+)
 from supervisor.settings.values import (
     MAX_SECONDS,
     MEMORY_MAX,
@@ -51,6 +62,7 @@ __all__ = [
     "DOCKER_ROOT",
     "DRAIN_VARIABLE",
     "ENV_PREFIX",
+    "FILESYSTEM",
     "GUARDED_SECTIONS",
     "INTERNAL",
     "MAX_SECONDS",
@@ -60,16 +72,21 @@ __all__ = [
     "PACKAGE_MANAGED_DIRS",
     "PASSTHROUGH_PREFIX",
     "REPOSITORY_MAX",
+    "SHARED_DRIVERS",
     "TAG_EXPECTED",
     "TRACING_PREFIX",
     "LogFormat",
     "LogLevel",
+    "Origin",
     "PullPolicy",
     "Seconds",
     "Settings",
+    "Storage",
     "effective",
     "load_settings",
     "package_managed_dir",
     "parse_metrics_address",
     "raw_setting",
+    "storage_fingerprint",
+    "storage_of",
 ]

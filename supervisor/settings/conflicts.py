@@ -15,6 +15,15 @@ from typing import TYPE_CHECKING
 
 from supervisor.layout import REGISTRY_CONTAINER_PORT, REGISTRY_DATA_PATH
 from supervisor.settings.paths import is_within, resolved
+from supervisor.settings.registry_env import RegistryEnv
+from supervisor.settings.storage import (
+    FILESYSTEM,
+    INMEMORY,
+    SHARED_DRIVERS,
+    STORAGE_VARIABLE,
+    Origin,
+    storage_of,
+)
 from supervisor.settings.values import go_duration_seconds, parse_metrics_address, shown
 
 if TYPE_CHECKING:  # the model is built before these checks run: no import at run time
@@ -42,28 +51,6 @@ GUARDED_SECTIONS = (
 _WORD = re.compile(r"[A-Za-z0-9_.-]+")
 
 
-class _RegistryEnv:
-    """REGISTRY_* variables looked up as the registry reads them: names case-insensitively
-    (its parser upper-cases struct fields and lower-cases map keys)."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.by_upper = {key.upper(): key for key in sorted(env)}
-
-    def get(self, name: str) -> tuple[str, str] | None:
-        """(the name as given, its value) for the upper-case ``name``; None if unset."""
-        key = self.by_upper.get(name)
-        return None if key is None else (key, self.env[key])
-
-    def starting(self, prefix: str) -> list[tuple[str, str]]:
-        """Every (name, value) whose upper-case name starts with ``prefix``, sorted."""
-        return [
-            (key, self.env[key])
-            for upper, key in sorted(self.by_upper.items())
-            if upper.startswith(prefix)
-        ]
-
-
 def _given(key: str, value: str) -> str:
     return f"{key}={shown(key, value)!r}"
 
@@ -71,7 +58,7 @@ def _given(key: str, value: str) -> str:
 def conflicts(settings: Settings) -> list[str]:
     """REGISTRY_* values that contradict what a MY_REG_* setting sets up, and settings that
     contradict each other: one line each, naming both (pure)."""
-    env = _RegistryEnv(settings.registry_env)
+    env = RegistryEnv(settings.registry_env)
     problems = []
     for section in GUARDED_SECTIONS:
         found = env.get(section)
@@ -100,10 +87,71 @@ def conflicts(settings: Settings) -> list[str]:
             f"{_given(*storage)}: expected a storage driver that keeps images "
             f"(filesystem in MY_REG_DIR, or an object store); inmemory loses them at every restart"
         )
-    return problems + _http_conflicts(settings, env) + _tls_and_auth_conflicts(settings, env)
+    return (
+        problems
+        + _http_conflicts(settings, env)
+        + _tls_and_auth_conflicts(settings, env)
+        + _fleet_conflicts(settings, env)
+    )
 
 
-def _http_conflicts(settings: Settings, env: _RegistryEnv) -> list[str]:
+def _fleet_conflicts(settings: Settings, env: RegistryEnv) -> list[str]:
+    """In fleet mode, storage every member shares (storage.py), named as the registry reads
+    names: else each member would keep its own images, and the load balancer would send a
+    pull to one that never saw the push. Nothing outside fleet mode."""
+    if not settings.fleet:
+        return []
+    misread = [(key, value) for key, value in env.starting(STORAGE_VARIABLE) if _misread(key)]
+    if misread:
+        return [
+            f"{_given(key, value)}: expected the name in upper case ({key.upper()}) in fleet "
+            "mode: the registry reads every part of a name but the last in upper case only, "
+            "so it would not store where the supervisor checks"
+            for key, value in misread
+        ]
+    storage = storage_of(settings)
+    given = env.get(STORAGE_VARIABLE)
+    if storage.shared or storage.driver == INMEMORY or (given and storage.driver is None):
+        return []  # shared; or refused above (inmemory, REGISTRY_STORAGE not a name alone)
+    fleet = "MY_REG_FLEET_REDIS is set (fleet mode), but"
+    drivers = ", ".join(SHARED_DRIVERS)
+    if storage.driver is None:
+        return [
+            f"{fleet} the supervisor cannot tell which storage driver MY_REG_CONF="
+            f"{settings.conf} configures ({storage.unknown_why.removeprefix('MY_REG_CONF: ')}):"
+            " expected a plain block `storage:` section naming one driver, or "
+            "REGISTRY_STORAGE=<driver> with its REGISTRY_STORAGE_<DRIVER>_* keys (it replaces "
+            "the file's whole storage section)"
+        ]
+    if storage.driver == FILESYSTEM:
+        where = " set in MY_REG_CONF" if storage.origin is Origin.CONFIG else ""
+        return [
+            f"{fleet} the registry stores on this host's disk (the filesystem driver{where} "
+            f"on MY_REG_DIR={settings.dir}): expected shared storage (REGISTRY_STORAGE=s3 or "
+            f"another of {drivers}) or MY_REG_FLEET_SHARED_DIR=true for a shared file system"
+        ]
+    named = (
+        _given(*given)
+        if given is not None
+        else f"MY_REG_CONF={settings.conf} (storage: {storage.driver})"
+    )
+    return [
+        f"{fleet} {named} is not a storage driver that members can share: expected one of "
+        f"{drivers} (the registry's names, in lower case), or {FILESYSTEM} with "
+        "MY_REG_FLEET_SHARED_DIR=true"
+    ]
+
+
+def _misread(name: str) -> bool:
+    """Whether the registry reads ``name`` otherwise than upper-cased: every part but the
+    last must be in upper case (REGISTRY_STORAGE itself entirely, a struct field's)."""
+    if name.upper() == STORAGE_VARIABLE:
+        return name != STORAGE_VARIABLE
+    parts = name.split("_")[:-1]
+    return any(part != part.upper() for part in parts)
+
+
+def _http_conflicts(settings: Settings, env: RegistryEnv) -> list[str]:
     problems = []
     addr = env.get("REGISTRY_HTTP_ADDR")
     if addr is not None:
@@ -145,7 +193,7 @@ def _drain_conflicts(settings: Settings, key: str, value: str) -> list[str]:
     return []
 
 
-def _tls_and_auth_conflicts(settings: Settings, env: _RegistryEnv) -> list[str]:
+def _tls_and_auth_conflicts(settings: Settings, env: RegistryEnv) -> list[str]:
     problems = []
     for name in ("REGISTRY_HTTP_TLS_CERTIFICATE", "REGISTRY_HTTP_TLS_KEY"):
         found = env.get(name)

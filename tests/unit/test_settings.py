@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,36 @@ def test_defaults_match_the_documented_table() -> None:
     assert settings.stop_on_exit is True
     assert settings.log_format is LogFormat.AUTO
     assert settings.registry_env == {}
+
+
+SHIPPED_ENV = Path(__file__).resolve().parents[2] / "packaging" / "registry.env"
+
+
+def test_the_shipped_env_file_documents_every_setting_with_its_default() -> None:
+    """packaging/registry.env has a commented NAME=default line for every MY_REG_* setting
+    (tests/systemd checks the same on the installed package); the member's default is the
+    host name, documented as empty."""
+    documented = dict(re.findall(r"^#(MY_REG_\w+)=(.*)$", SHIPPED_ENV.read_text(), re.MULTILINE))
+    actual = {
+        key: value
+        for key, value in effective(load_settings(SHIPPED_ENV)).items()
+        if key.startswith("MY_REG_")
+    }
+    assert set() == set(actual) - set(documented)
+    assert socket.gethostname().startswith(actual.pop("MY_REG_FLEET_MEMBER"))
+    assert "" == documented["MY_REG_FLEET_MEMBER"]
+    assert [] == [
+        f"{name}: documented {documented[name]!r}, effective {value!r}"
+        for name, value in actual.items()
+        if not _same_setting(value, documented[name])
+    ]
+
+
+def _same_setting(actual: str, documented: str) -> bool:
+    try:
+        return float(actual) == float(documented)
+    except ValueError:
+        return actual.lower() == documented.lower()
 
 
 def test_the_seeds_env_file_loads_unchanged(tmp_path: Path) -> None:
