@@ -31,7 +31,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from supervisor import storage
+from supervisor.settings import storage_fingerprint as keyed_storage_fingerprint
 
 if TYPE_CHECKING:
     from supervisor.settings import Settings
@@ -203,9 +203,10 @@ def secret_fingerprint(settings: Settings) -> str | None:
 
 
 def storage_fingerprint(settings: Settings) -> str | None:
-    """This member's storage settings as a fingerprint keyed by the HTTP secret (pure):
-    members compare it without publishing the storage's own secrets."""
+    """This member's storage settings as a fingerprint keyed by the HTTP secret: members
+    compare it without publishing the storage's own secrets. Reads MY_REG_CONF when that
+    decides the driver: once per loaded settings, not per heartbeat."""
     secret = settings.registry_env.get(SECRET_VARIABLE)
     if not secret:
         return None
-    return storage.storage_fingerprint(settings, secret.encode())
+    return keyed_storage_fingerprint(settings, secret.encode())

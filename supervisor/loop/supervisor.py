@@ -61,6 +61,13 @@ from supervisor.statedir.maintenance import maintenance_path
 STATE_QUIET_S = 1.0
 
 
+def _fingerprints(settings: Settings) -> tuple[str | None, str | None]:
+    """(storage, HTTP secret) fingerprints a fleet member publishes; none outside a fleet."""
+    if settings.fleet_redis is None:
+        return None, None
+    return fleet.storage_fingerprint(settings), fleet.secret_fingerprint(settings)
+
+
 class Supervisor:
     """Keeps one registry container matching its spec, running and answering."""
 
@@ -135,6 +142,7 @@ class Supervisor:
                 lambda s, timeout: writes_refused(s, timeout, registry_api_factory),
             )
         self.certificate = risks.certificate(settings)
+        self._fingerprints = _fingerprints(settings)
         self.exit_signal: int | None = None
         self.started_wall = datetime.now(UTC)
         self.boot_at = clock()
@@ -181,6 +189,7 @@ class Supervisor:
         self.health.configure(new)
         self.canary.configure(new)
         self.certificate = risks.certificate(new)
+        self._fingerprints = _fingerprints(new)
         self.house.configure(new)
         self.gate.path = maintenance_path(new)
         if renamed:
@@ -258,8 +267,8 @@ class Supervisor:
             registry_version=None if info is None else info.label,
             spec_hash=self.spec.spec_hash,
             last_health=self.health.last_error or ("ok" if self.health.last_ok_at else "none yet"),
-            storage=fleet.storage_fingerprint(settings),
-            http_secret=fleet.secret_fingerprint(settings),
+            storage=self._fingerprints[0],
+            http_secret=self._fingerprints[1],
             read_only_for=None if flow is None or flow.hold is None else flow.hold.token,
             confirmed=None if flow is None else flow.confirmed,
             pid=os.getpid(),

@@ -35,7 +35,6 @@ PURE = frozenset(
         "permissions",
         "canary",
         "fleet",
-        "storage",
     }
 )
 # File-reading helpers that pure modules may use (settings validates the certificate and
