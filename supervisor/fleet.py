@@ -210,3 +210,41 @@ def storage_fingerprint(settings: Settings) -> str | None:
     if not secret:
         return None
     return keyed_storage_fingerprint(settings, secret.encode())
+
+
+@dataclass(frozen=True)
+class BlobCache:
+    """The registry's shared Redis blob descriptor cache, as its settings name it."""
+
+    address: str  # host:port, as the registry dials it
+    password: str | None
+    db: int
+    tls: bool
+
+
+# The keys distribution's Redis blob descriptor cache writes (registry/storage/cache/redis):
+# ``blobs::<digest>`` and ``repository::<name>::blobs[::<digest>]``. Only these are cleared.
+BLOB_CACHE_PATTERNS = ("blobs::*", "repository::*")
+
+
+def blob_cache(registry_env: dict[str, str]) -> BlobCache | None:
+    """The Redis blob cache the registry uses, if any (pure): REGISTRY_STORAGE_CACHE_
+    BLOBDESCRIPTOR=redis with REGISTRY_REDIS_ADDR (2.x) or the first of REGISTRY_REDIS_ADDRS
+    (3.x, a YAML list such as ``[redis:6379]``)."""
+    env = {key.upper(): value for key, value in registry_env.items()}
+    if env.get("REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR", "").strip().lower() != "redis":
+        return None
+    address = env.get("REGISTRY_REDIS_ADDR", "").strip()
+    if not address:
+        listed = env.get("REGISTRY_REDIS_ADDRS", "").strip().strip("[]")
+        address = listed.split(",")[0].strip().strip("'\"")
+    if not address:
+        return None
+    db_text = env.get("REGISTRY_REDIS_DB", "0").strip()
+    tls = env.get("REGISTRY_REDIS_TLS_ENABLED", "").strip().lower() == "true"
+    return BlobCache(
+        address,
+        env.get("REGISTRY_REDIS_PASSWORD") or None,
+        int(db_text) if db_text.isdigit() else 0,
+        tls,
+    )

@@ -16,8 +16,10 @@ import redis
 
 from supervisor.errors import SupervisorError
 from supervisor.fleet import (
+    BLOB_CACHE_PATTERNS,
     MEMBER_TTL_S,
     RELEASED_TTL_S,
+    BlobCache,
     GcLease,
     Member,
     MemberRecord,
@@ -49,6 +51,37 @@ def _answers(url: str) -> Iterator[None]:
     except redis.RedisError as err:
         detail = redact_text(str(err)) or type(err).__name__
         raise FleetUnavailable(f"redis at {redact_text(url)}: {detail}") from None
+
+
+def clear_blob_cache(cache: BlobCache, timeout: float = REDIS_TIMEOUT_S) -> int:
+    """Delete the registry's blob descriptor cache entries (BLOB_CACHE_PATTERNS) from its
+    Redis: after a collection they may name deleted blobs as present. The keys deleted.
+    FleetUnavailable when that Redis does not answer from here."""
+    host, _, port = cache.address.rpartition(":")
+    client = redis.Redis(
+        host=host.strip("[]") or cache.address,
+        port=int(port) if port.isdigit() else 6379,
+        db=cache.db,
+        password=cache.password,
+        ssl=cache.tls,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+    )
+    deleted = 0
+    try:
+        with _answers(f"redis://{cache.address}/{cache.db}"):
+            for pattern in BLOB_CACHE_PATTERNS:
+                batch = []
+                for key in client.scan_iter(match=pattern, count=500):
+                    batch.append(key)
+                    if len(batch) >= 500:
+                        deleted += int(client.delete(*batch))
+                        batch = []
+                if batch:
+                    deleted += int(client.delete(*batch))
+    finally:
+        client.close()
+    return deleted
 
 
 class FleetStore:

@@ -35,7 +35,7 @@ from typing import Any
 import structlog
 
 from supervisor import fleet
-from supervisor.adapters.fleet_store import FleetStore, FleetUnavailable
+from supervisor.adapters.fleet_store import FleetStore, FleetUnavailable, clear_blob_cache
 from supervisor.engine.client import Engine
 from supervisor.errors import ContainerGone, EngineUnavailable, MaintenanceFailed
 from supervisor.ops.gc import (
@@ -117,6 +117,7 @@ class FleetGarbageCollection:
             member=settings.fleet_member, fleet=settings.fleet_name
         )
         self.collector_id: str | None = None
+        self.clear_cache: Callable[[fleet.BlobCache], int] = clear_blob_cache
 
     def run(self) -> FleetGcResult:
         """Collect once every member refuses writes; MaintenanceFailed when it did not (the
@@ -211,6 +212,7 @@ class FleetGarbageCollection:
         if outcome != "ok":
             self.log.error("fleet_gc.failed", error=outcome)
             raise MaintenanceFailed(outcome)
+        self._clear_blob_cache()
         self.log.info(
             "fleet_gc.finished",
             blobs_eligible=result.blobs_eligible,
@@ -274,6 +276,24 @@ class FleetGarbageCollection:
                 self.log.error("fleet_gc.collector_killed", why=why)
                 raise MaintenanceFailed(f"collector killed: {why}")
             self.sleep(POLL_S)
+
+    def _clear_blob_cache(self) -> None:
+        """Before members go writable again: a shared Redis blob cache may name deleted
+        blobs as present (a push would then skip uploading them)."""
+        cache = fleet.blob_cache(self.settings.registry_env)
+        if cache is None:
+            return
+        try:
+            deleted = self.clear_cache(cache)
+        except FleetUnavailable as err:
+            # Members are recreated on release (their in-memory caches go); this one stays.
+            self.log.error(
+                "fleet_gc.blob_cache_not_cleared",
+                error=str(err),
+                detail="clear its blobs::* and repository::* keys by hand",
+            )
+            return
+        self.log.info("fleet_gc.blob_cache_cleared", address=cache.address, keys=deleted)
 
     def _remove_leftover(self, name: str) -> None:
         leftover = self.engine.inspect(name)

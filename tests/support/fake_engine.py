@@ -241,6 +241,8 @@ class FakeEngine:
         self.clock = clock
         self.up = True
         self.calls: list[Call] = []
+        self.once_configs: dict[str, dict[str, Any]] = {}  # one-shot containers, by id
+        self.outputs: dict[str, str] = {}
         self.probe_times: list[float] = []  # when FakeProbe was asked, on the test's clock
         self.storage_error: str | None = None  # fail_storage: the registry's 503 error
         self.host_ports: set[int] = set()  # held by host processes (occupy_port)
@@ -480,6 +482,30 @@ class FakeEngine:
     def remove(self, container_id: str) -> None:
         self._call("remove", container_id)
         self._remove(self._get(container_id, "remove"))
+
+    def start_once(self, config: dict[str, Any]) -> str:
+        """A one-shot container (the fleet gc's collector), running until the test ends it
+        (``end_once``) or it is killed."""
+        self._call("start_once", str(config["name"]))
+        container = self._create(config)
+        self.once_configs[container.id] = config
+        self._run(container)
+        return container.id
+
+    def end_once(self, name: str, exit_code: int, output: str) -> None:
+        """The one-shot container ``name`` exits with ``exit_code``, having said ``output``."""
+        container = self._get(name, "end_once")
+        self.outputs[container.id] = output
+        self._exit(container, exit_code)
+        self._emit(container, "die", exitCode=str(exit_code))
+
+    def output(self, container_id: str) -> str:
+        self._call("output", container_id)
+        return self.outputs.get(self._get(container_id, "output").id, "")
+
+    def kill(self, container_id: str) -> None:
+        self._call("kill", container_id)
+        self._kill(self._get(container_id, "kill"), 9)
 
     # Composed of the calls above exactly as the real engine composes them.
     retire = Engine.retire
