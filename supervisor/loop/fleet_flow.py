@@ -93,6 +93,21 @@ class FleetFlow:
         """Whether a hold or a planned replacement is under way (reloads wait)."""
         return self.hold is not None or self.read_only or self._in_flight is not None
 
+    @property
+    def note(self) -> str | None:
+        """What STATUS says of the fleet, if anything: a hold, a wait for the slot, or a
+        Redis that does not answer."""
+        if self.read_only and self.hold is not None:
+            done = "confirmed" if self.confirmed == self.hold.token else "not confirmed yet"
+            return f"read-only for the fleet's gc ({done}; pushes get 405)"
+        if self.read_only:
+            return "read-only, going back to normal (the fleet's gc ended)"
+        if self._want is not None and self._in_flight is None:
+            return f"waiting for the fleet's rolling slot ({self._want})"
+        if self.link.reachable is False:
+            return "fleet: Redis unreachable (serving as usual)"
+        return None
+
     def next_deadline(self, now: float) -> float:
         """When the flow next needs a tick."""
         deadlines = [now + 1.0] if self.hold is not None or self._in_flight else []

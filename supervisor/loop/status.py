@@ -73,11 +73,12 @@ def snapshot(
     certificate: tls.Certificate | None,
     started_wall: datetime,
     degraded: tuple[str, ...] = (),
+    fleet_note: str | None = None,
 ) -> StatusView:
     """The loop's facts at ``now``, gathered from its components (reads no I/O)."""
     settings = desired.settings
     wall = datetime.now(UTC)
-    notes = (tls.expiry_note(certificate, wall), house.disk_guard.note())
+    notes = (tls.expiry_note(certificate, wall), house.disk_guard.note(), fleet_note)
     lock, info = gate.lock, images.info
     return StatusView(
         now=now,

@@ -429,6 +429,7 @@ class Supervisor:
             certificate=self.certificate,
             started_wall=self.started_wall,
             degraded=tuple(self.reconciler.degraded.values()),
+            fleet_note=None if self.reconciler.fleet is None else self.reconciler.fleet.note,
         )
 
     def status_line(self, now: float) -> str:

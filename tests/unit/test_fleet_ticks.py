@@ -109,6 +109,8 @@ def test_a_gc_lease_makes_the_registry_read_only_after_a_drain_then_confirms(
     hold_read_only(rig, store, lease)
     assert read_only(rig)
     assert ready_now(rig).ready  # a read-only registry serves pulls: in the balancer
+    line = rig.sup.status_line(rig.clock())
+    assert line.startswith("healthy: up") and "read-only for the fleet's gc (confirmed" in line
     round_(rig)
     assert store.slot_holder() is None  # handed on once healthy
     assert fleet_hold.read(fleet_hold.hold_path(rig.sup.settings)) is not None
@@ -259,6 +261,7 @@ def test_redis_down_leaves_the_registry_serving_and_is_said_once(
         round_(rig, 1.0)
     assert (rig.sup.phase.value, ready_now(rig).ready) == ("healthy", True)
     assert 1 == len(rig.new_events("fleet.unreachable"))
+    assert "fleet: Redis unreachable" in rig.sup.status_line(rig.clock())
     store.down = False
     round_(rig, 1.0)
     assert 1 == len(rig.new_events("fleet.reachable"))
