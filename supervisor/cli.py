@@ -46,6 +46,7 @@ GC_FAILED = 1
 UPDATE_FAILED = 1
 # `htpasswd`: Ctrl-C at the password prompt (128 + SIGINT, as a shell reports it).
 INTERRUPTED = 130
+FORGET_REFUSED = 1
 # Fleet mode: Redis is asked this often for the fleet's HTTP secret before `run` starts.
 SECRET_ATTEMPTS = 3
 SECRET_RETRY_S = 1.0
@@ -248,7 +249,11 @@ def _fleet_command(settings: Settings, args: argparse.Namespace) -> int:
     with closing(FleetStore(settings.fleet_redis, settings.fleet_name)) as store:
         try:
             if args.command == "forget-member":
-                print(forget(store, args.member))
+                out, text = forget(store, args.member)
+                if not out:
+                    print(f"{PROG}: forget-member: {text}", file=sys.stderr)
+                    return FORGET_REFUSED
+                print(text)
                 return ExitCode.OK
             report = fleet_report(store)
         except FleetUnavailable as err:

@@ -79,12 +79,13 @@ def report_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def forget(store: FleetStore, name: str) -> str:
-    """Remove a member from the roster: what happened, in one line. FleetUnavailable."""
+def forget(store: FleetStore, name: str) -> tuple[bool, str]:
+    """Remove a member from the roster: whether it is out of it now, and what happened in
+    one line. Refused while it heartbeats. FleetUnavailable."""
     alive = {m.name: m.alive for m in store.members()}
     if name not in alive:
-        return f"{name} is not in the fleet's roster; nothing changed"
+        return True, f"{name} is not in the fleet's roster; nothing changed"
     if alive[name]:
-        return f"{name} is heartbeating; stop its supervisor first (nothing changed)"
+        return False, f"{name} is heartbeating: stop its supervisor first; nothing changed"
     store.forget(name)
-    return f"{name} removed from the roster"
+    return True, f"{name} removed from the roster"
