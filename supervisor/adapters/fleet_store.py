@@ -155,6 +155,12 @@ class FleetStore:
 
     # -- the HTTP secret -----------------------------------------------------------------
 
+    def fleet_secret(self) -> str | None:
+        """The fleet's HTTP secret, if one was made (reads only)."""
+        with _answers(self.url):
+            value = self._redis.get(self._key("http-secret"))
+        return value if isinstance(value, str) and value else None
+
     def shared_secret(self, candidate: str) -> str:
         """The fleet's HTTP secret: ``candidate`` if the fleet had none yet, else its own."""
         with _answers(self.url):

@@ -13,7 +13,8 @@ from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
-from supervisor import canary, risks, takeover
+from supervisor import canary, fleet, risks, takeover
+from supervisor.adapters.fleet_store import FleetStore, FleetUnavailable
 from supervisor.engine import image_info as images
 from supervisor.engine.client import Engine
 from supervisor.errors import ConfigError, ImageUnavailable
@@ -79,8 +80,54 @@ def check(settings: Settings) -> Iterator[str]:
         yield f"# canary: {canary.describe(settings, None)}"
     for warning in risks.warnings(settings, certificate, now):
         yield f"# WARNING: {warning.text}"
+    if settings.fleet_redis is not None:
+        yield from _check_fleet(settings, settings.fleet_redis)
     with closing(Engine()) as engine:
         yield from _check_engine(settings, spec, engine)
+
+
+def _check_fleet(settings: Settings, url: str) -> Iterator[str]:
+    """Fleet mode: whether Redis answers, who is in the fleet, and whether this member's
+    storage and HTTP secret match the others' (by fingerprint; reads only)."""
+    with closing(FleetStore(url, settings.fleet_name)) as store:
+        try:
+            members = store.members()
+            secret = settings.registry_env.get(fleet.SECRET_VARIABLE) or store.fleet_secret()
+        except FleetUnavailable as err:
+            yield (
+                f"# WARNING: fleet: {err}; `run` serves without it, but `gc` and `update` "
+                "need it, and a first start takes a secret of its own"
+            )
+            return
+    others = [m for m in members if m.name != settings.fleet_member]
+    seen = ", ".join(f"{m.name} ({'alive' if m.alive else 'silent'})" for m in others)
+    yield (
+        f"# fleet {settings.fleet_name}: Redis answers; this member {settings.fleet_member}; "
+        f"others: {seen or 'none yet'}"
+    )
+    if secret is None:
+        yield "# fleet http secret: none yet; the first member's `run` makes it"
+        return
+    mine = with_stored_secret(settings).model_copy(
+        update={"registry_env": {**settings.registry_env, fleet.SECRET_VARIABLE: secret}}
+    )
+    storage, secret_fp = fleet.storage_fingerprint(mine), fleet.secret_fingerprint(mine)
+    alive = [m for m in others if m.alive and m.record is not None]
+    differ = [m.name for m in alive if m.record is not None and m.record.storage != storage]
+    if differ:
+        yield (
+            f"# WARNING: fleet: this member's storage settings differ from {', '.join(differ)}'s "
+            "(compared by fingerprint): members must share one storage"
+        )
+    other_secret = [
+        m.name for m in alive if m.record is not None and m.record.http_secret != secret_fp
+    ]
+    if other_secret:
+        yield (
+            f"# WARNING: fleet: {', '.join(other_secret)} run with another HTTP secret: uploads "
+            "that span members fail (restart them with Redis reachable, or set one "
+            "REGISTRY_HTTP_SECRET everywhere)"
+        )
 
 
 def _check_engine(settings: Settings, spec: ContainerSpec, engine: Engine) -> Iterator[str]:

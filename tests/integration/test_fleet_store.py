@@ -98,3 +98,42 @@ def test_clearing_the_blob_cache_deletes_only_its_keys(tmp_path: Path) -> None:
         assert deleted == 3
         with server.client() as client:
             assert sorted(client.keys("*")) == [b"registry-supervisor:t:member:m1", b"session:abc"]
+
+
+def test_check_says_who_is_in_the_fleet_and_warns_of_other_storage(
+    tmp_path: Path, deployment
+) -> None:
+    """`check` in fleet mode reads the fleet (never writes): members seen, and a warning
+    when another member's storage fingerprint differs from this one's."""
+    with RedisServer(tmp_path / "redis") as server:
+        store = FleetStore(server.url, "registry")
+        store.shared_secret("fleet-secret")
+        store.heartbeat(record("m2"))  # storage fingerprint "s": not this member's
+        deployment.write_env(
+            REGISTRY_HTTP_SECRET=None,
+            MY_REG_FLEET_REDIS=server.url,
+            MY_REG_FLEET_MEMBER="m1",
+            MY_REG_FLEET_SHARED_DIR="true",
+        )
+        done = deployment.cli("check", "--env-file", str(deployment.env_file))
+        assert done.returncode == 0, done.stderr
+        assert "# fleet registry: Redis answers; this member m1; others: m2 (alive)" in done.stdout
+        assert "storage settings differ from m2's" in done.stdout
+        assert "m2 run with another HTTP secret" in done.stdout
+        assert [m.name for m in store.members()] == ["m2"]  # check registered nothing
+        store.close()
+    done = deployment.cli("check", "--env-file", str(deployment.env_file))
+    assert done.returncode == 0, done.stderr
+    assert "# WARNING: fleet: redis at" in done.stdout
+
+
+def test_a_fleet_member_on_this_hosts_own_disk_is_refused(deployment) -> None:
+    deployment.write_env(MY_REG_FLEET_REDIS="redis://127.0.0.1:1/0")
+    for command in ("check", "run"):
+        done = deployment.cli(command, "--env-file", str(deployment.env_file), timeout=20)
+        assert done.returncode == 78, (command, done.stderr)
+        assert "MY_REG_FLEET_REDIS is set (fleet mode), but the registry stores on this host" in (
+            done.stderr
+        )
+        assert "Traceback" not in done.stderr and 1 == len(done.stderr.splitlines())
+    assert deployment.client.containers.list(all=True, filters={"name": deployment.name}) == []
