@@ -143,7 +143,13 @@ class FleetFlow:
             "fleet.gc_hold", lease=lease.token, holder=lease.holder, hold_s=lease.hold_s
         )
         if self.read_only:
-            # Still read-only from the last hold: confirm again once it refuses writes.
+            # Still read-only from the last hold: confirm again once it refuses writes,
+            # and no longer go back to normal (asked for when that hold ended).
+            if self._want == NORMAL:
+                self._want = None
+                if self._in_flight is None:
+                    self.link.want_slot(None)
+            self._keep(self.hold)
             self._refusal_at = self._r.clock()
         else:
             self._ask_slot(READ_ONLY)
@@ -162,14 +168,14 @@ class FleetFlow:
         now = self._r.clock()
         settings = self._r.desired.settings
         if want == READ_ONLY and self.hold is not None:
-            try:
-                fleet_hold.write(fleet_hold.hold_path(settings), self.hold)
-            except OSError as err:
-                # Without the file a restarted supervisor would not know it holds: go on
-                # anyway (the registry must refuse writes now), and say so.
-                self.log.error("fleet.hold_not_kept", error=str(err))
+            self._keep(self.hold)
             self.read_only = True
             self._r.apply_settings(read_only_settings(settings))
+        elif want == NORMAL and self.hold is not None:
+            # A hold began while the slot was on its way: stay read-only.
+            if self._in_flight is None:
+                self.link.want_slot(None)
+            return
         elif want == NORMAL:
             self.read_only = False
             self._r.apply_settings(writable_settings(settings))
@@ -254,6 +260,15 @@ class FleetFlow:
             self._want = None
             if self._in_flight is None:
                 self.link.want_slot(None)
+
+    def _keep(self, hold: Hold) -> None:
+        """Keep ``hold`` in the hold file: a restarted supervisor goes on holding it."""
+        try:
+            fleet_hold.write(fleet_hold.hold_path(self._r.desired.settings), hold)
+        except OSError as err:
+            # Without the file a restarted supervisor would not know it holds: go on
+            # anyway (the registry must refuse writes now), and say so.
+            self.log.error("fleet.hold_not_kept", error=str(err))
 
     def _ask_slot(self, why: str) -> None:
         self._want = why

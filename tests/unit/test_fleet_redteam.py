@@ -1,0 +1,136 @@
+"""Fleet mode: interleavings found in a hostile review (one member's loop, tick by tick,
+against a fake engine and an in-memory FleetStore, as tests/unit/test_fleet_ticks.py).
+
+Each test is one scenario where a member could accept a push while a collector may run,
+or leak the read-only overlay, or hold up the fleet.
+"""
+
+from __future__ import annotations
+
+import pytest
+from support.fake_fleet import FakeFleetStore
+from support.rig import Rig
+
+from supervisor.fleet import GcLease
+from supervisor.spec import READONLY_VARIABLE
+from supervisor.statedir import fleet_hold
+
+PORT = 5001
+DRAIN_S = 2.0
+
+
+@pytest.fixture
+def store(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> FakeFleetStore:
+    store = FakeFleetStore(rig.clock)
+    rig.write_env(
+        MY_REG_FLEET_REDIS="redis://fake:6379/0",
+        MY_REG_FLEET_MEMBER="m1",
+        MY_REG_FLEET_SHARED_DIR="true",
+        MY_REG_READY_DRAIN=str(DRAIN_S),
+    )
+    rig._supervisor_kwargs["fleet_store_factory"] = lambda url, name: store
+    monkeypatch.setattr(fleet_hold, "boottime", rig.clock)
+    monkeypatch.setattr(fleet_hold, "boot_id", lambda: "boot-1")
+    return store
+
+
+def start(rig: Rig) -> None:
+    link = rig.sup.fleet_link
+    assert link is not None
+    link.start = lambda: None  # type: ignore[method-assign]
+    rig.start_healthy()
+
+
+def round_(rig: Rig, seconds: float = 0.0) -> None:
+    link = rig.sup.fleet_link
+    assert link is not None
+    rig.clock.advance(seconds)
+    rig.sup._heartbeat(rig.clock())
+    link.round()
+    rig.step()
+
+
+def read_only(rig: Rig) -> bool:
+    return any(e.startswith(READONLY_VARIABLE + "=") for e in rig.engine.serving_env(PORT))
+
+
+def desired_read_only(rig: Rig) -> bool:
+    return READONLY_VARIABLE in rig.sup.settings.registry_env
+
+
+def hold_read_only(rig: Rig, store: FakeFleetStore, lease: GcLease) -> None:
+    round_(rig)
+    round_(rig)
+    for _ in range(40):
+        record = store.record("m1")
+        if record is not None and record.confirmed == lease.token:
+            return
+        round_(rig, 0.5)
+    raise AssertionError(f"not confirmed: {store.record('m1')}, phases {rig.phases}")
+
+
+def confirmed(store: FakeFleetStore, lease: GcLease) -> bool:
+    record = store.record("m1")
+    return record is not None and record.confirmed == lease.token
+
+
+def test_a_new_lease_while_waiting_for_the_slot_back_to_normal_keeps_it_read_only(
+    rig: Rig, store: FakeFleetStore
+) -> None:
+    """Lease 1 released; m1 (still read-only) waits for the slot to go back to normal
+    while m2 holds it. A second gc takes lease 2: m1, still read-only, confirms it at
+    once. Then the slot frees up: m1 must not go writable under lease 2's collector."""
+    start(rig)
+    first = store.take_lease("m2", 60.0, "now")
+    assert first is not None
+    hold_read_only(rig, store, first)
+    round_(rig)  # the slot handed on
+    other = store.take_slot("m2", "normal", 15.0)  # m2 goes back to normal first
+    assert other is not None
+    store.release(first)
+    round_(rig)  # released: m1 wants the slot back to normal, m2 has it
+    second = store.take_lease("m3", 60.0, "now")
+    assert second is not None
+    for _ in range(4):
+        round_(rig, 0.5)
+    assert confirmed(store, second)  # read-only all along: confirmed for the new gc
+    store.release_slot(other)  # m2 is back: the slot is free
+    for _ in range(6):
+        round_(rig, 0.5)
+    rig.step(DRAIN_S)
+    for _ in range(10):
+        round_(rig, 0.5)
+    assert store.lease() == second  # the second gc's collector may run now
+    assert desired_read_only(rig), "the loop made the registry writable under lease 2"
+    assert read_only(rig), "a writable registry serves while a confirmed collector runs"
+    assert confirmed(store, second)
+    kept = fleet_hold.read(fleet_hold.hold_path(rig.sup.settings))
+    assert kept is not None and kept.token == second.token  # a restart goes on holding it
+
+
+def test_a_lease_superseding_a_hold_still_in_force_keeps_it_read_only(
+    rig: Rig, store: FakeFleetStore
+) -> None:
+    """The initiator of lease 1 was killed: lease 1 ends in Redis by its TTL, but m1 saw
+    it later and still holds. A new gc takes lease 2 right away. m1 ends the old hold
+    ("superseded"), which asks for the slot back to normal, takes up the new hold,
+    confirms it while still read-only, then takes the slot and goes writable."""
+    start(rig)
+    first = store.take_lease("m2", 30.0, "now")
+    assert first is not None
+    rig.clock.advance(3.0)  # m1 sees it a few seconds after it was taken
+    hold_read_only(rig, store, first)
+    round_(rig)  # the slot handed on
+    rig.clock.advance(30.0 - 3.0 - rig.clock() % 1 + 0.5)  # past lease 1's TTL, not m1's hold
+    assert store.lease() is None
+    second = store.take_lease("m3", 60.0, "now")
+    assert second is not None
+    for _ in range(10):
+        round_(rig, 0.5)
+    rig.step(DRAIN_S)
+    for _ in range(10):
+        round_(rig, 0.5)
+    assert store.lease() == second
+    assert confirmed(store, second) or not read_only(rig)
+    assert desired_read_only(rig), "the loop made the registry writable under lease 2"
+    assert read_only(rig), "a writable registry serves while lease 2's collector may run"
