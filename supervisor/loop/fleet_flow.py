@@ -197,6 +197,19 @@ class FleetFlow:
         """A reload changed the spec of a serving registry: replace it when the slot is ours."""
         self._ask_slot(RELOAD)
 
+    def stand_aside(self) -> None:
+        """Another process took the maintenance lock (`update`, `gc`): it may recreate the
+        registry as it likes (writable: `update` knows nothing of the hold). No
+        confirmation is ours to give until the registry refuses an upload again."""
+        if self.confirmed is not None:
+            self.log.warning("fleet.read_only_unconfirmed", lease=self.confirmed, why="maintenance")
+        self.confirmed, self._refusal_at = None, None
+
+    def take_back(self, now: float) -> None:
+        """The maintenance lock is gone: confirm again once the registry refuses writes."""
+        if self.hold is not None and self.read_only:
+            self._refusal_at = now
+
     # -- what the loop sees --------------------------------------------------------------
 
     def tick(self, now: float) -> None:

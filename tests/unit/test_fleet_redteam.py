@@ -7,13 +7,21 @@ or leak the read-only overlay, or hold up the fleet.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import structlog
 from support.fake_fleet import FakeFleetStore
+from support.fakes import FakeClock
 from support.rig import Rig
 
-from supervisor.fleet import GcLease
-from supervisor.spec import READONLY_VARIABLE
-from supervisor.statedir import fleet_hold
+from supervisor.errors import MaintenanceFailed
+from supervisor.fleet import GcLease, Hold
+from supervisor.loop.fleet_flow import writable_settings
+from supervisor.ops import rolling
+from supervisor.settings import load_settings
+from supervisor.spec import READONLY_VARIABLE, derive_spec
+from supervisor.statedir import fleet_hold, maintenance
 
 PORT = 5001
 DRAIN_S = 2.0
@@ -134,3 +142,83 @@ def test_a_lease_superseding_a_hold_still_in_force_keeps_it_read_only(
     assert confirmed(store, second) or not read_only(rig)
     assert desired_read_only(rig), "the loop made the registry writable under lease 2"
     assert read_only(rig), "a writable registry serves while lease 2's collector may run"
+
+
+def test_a_confirmed_member_stops_confirming_while_another_process_has_its_registry(
+    rig: Rig, store: FakeFleetStore
+) -> None:
+    """`update` (fleet mode: the rolling slot, then the maintenance lock) does not look at
+    the gc lease: once the collector runs, the slot is free, and `update` recreates the
+    registry from the env file's settings, writable. The loop stands aside (MAINTENANCE)
+    but its heartbeat went on saying `confirmed`: the collector kept running beside a
+    registry that accepts pushes."""
+
+    start(rig)
+    lease = store.take_lease("m2", 60.0, "now")
+    assert lease is not None
+    hold_read_only(rig, store, lease)
+    round_(rig)
+    path = maintenance.maintenance_path(rig.sup.settings)
+    lock = maintenance.acquire(path, "update", "my_registry-update", lambda _name: False)
+    rig.step(1.0)
+    assert rig.sup.phase.value == "maintenance"
+    # what Update._recreate does: the spec of the settings it loaded (no read-only mode)
+    old = rig.engine.container("my_registry")
+    holder = rig.engine.container("my_registry-net")
+    assert old is not None and holder is not None
+    rig.engine.stop(old.id, 1)
+    rig.engine.remove(old.id)
+    spec = derive_spec(writable_settings(rig.sup.settings), rig.sup.images.layout)
+    created = rig.engine.create(spec, holder.id)
+    rig.engine.start(created.id)
+    for _ in range(3):
+        round_(rig, 1.0)
+    assert not read_only(rig)
+    assert not confirmed(store, lease), "confirms read-only while `update` runs it writable"
+    maintenance.release(path, lock)
+    for _ in range(12):
+        round_(rig, 0.5)
+    rig.step(DRAIN_S)
+    for _ in range(12):
+        round_(rig, 0.5)
+    assert read_only(rig)  # put back as the hold wants it
+    assert confirmed(store, lease)  # and confirmed again once it refuses an upload
+
+
+def test_update_refuses_while_a_fleet_gc_lease_is_in_force(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`update` takes the slot (free once every member confirmed), then recreates the
+    registry writable: with a lease in force (or this member's hold file) it must not."""
+
+    clock = FakeClock()
+    fake = FakeFleetStore(clock)
+    monkeypatch.setattr(rolling, "FleetStore", lambda url, name: fake)
+    env = tmp_path / "registry.env"
+    env.write_text(
+        f"MY_REG_DIR={tmp_path / 'data'}\nMY_REG_STATE_DIR={tmp_path / 'state'}\n"
+        "MY_REG_FLEET_REDIS=redis://fake:6379/0\nMY_REG_FLEET_MEMBER=m1\n"
+        "MY_REG_FLEET_SHARED_DIR=true\n"
+    )
+    settings = load_settings(env)
+    log = structlog.get_logger()
+    ran = []
+    lease = fake.take_lease("m2", 60.0, "now")
+    assert lease is not None
+    with (
+        pytest.raises(MaintenanceFailed, match="fleet gc is under way"),
+        rolling.rolling_slot(settings, "update", log, sleep=lambda _s: None),
+    ):
+        ran.append("update")
+    assert ([], None) == (ran, fake.slot_holder())  # nothing done, the slot given back
+    fake.release(lease)
+    fleet_hold.write(fleet_hold.hold_path(settings), Hold("lease-x", 1e9, "boot-1"))
+    with (
+        pytest.raises(MaintenanceFailed, match="lease-x"),
+        rolling.rolling_slot(settings, "update", log, sleep=lambda _s: None),
+    ):
+        ran.append("update")
+    fleet_hold.remove(fleet_hold.hold_path(settings))
+    with rolling.rolling_slot(settings, "update", log, sleep=lambda _s: None):
+        ran.append("update")
+    assert ["update"] == ran
