@@ -82,6 +82,9 @@ class FleetFlow:
         self._in_flight: str | None = None  # the planned replacement the slot is held for
         self._in_flight_since = 0.0
         self._refusal_at: float | None = None  # when to ask for the upload refusal
+        # A reload's new spec waits for the slot (a read-only switch may ask it first):
+        # any planned restart from now on runs it.
+        self._reload_waiting = False
 
     @property
     def log(self) -> Any:
@@ -184,6 +187,7 @@ class FleetFlow:
             self.link.want_slot(None)
             return
         self._in_flight, self._in_flight_since = want, now
+        self._reload_waiting = False  # the restart runs the settings in force
         self.log.info("fleet.planned_restart", why=want)
         serving = self._r.phase in (Phase.HEALTHY, Phase.DEGRADED)
         self._r.keeper.cancel()
@@ -195,7 +199,9 @@ class FleetFlow:
 
     def planned_reload(self) -> None:
         """A reload changed the spec of a serving registry: replace it when the slot is ours."""
-        self._ask_slot(RELOAD)
+        self._reload_waiting = True
+        if self._want is None:
+            self._ask_slot(RELOAD)
 
     def stand_aside(self) -> None:
         """Another process took the maintenance lock (`update`, `gc`): it may recreate the
@@ -269,6 +275,8 @@ class FleetFlow:
         self.log.info("fleet.gc_hold_ended", lease=hold.token, why=why)
         if self.read_only:
             self._ask_slot(NORMAL)
+        elif self._want == READ_ONLY and self._reload_waiting:
+            self._ask_slot(RELOAD)  # the reload it stood in front of
         elif self._want == READ_ONLY:
             self._want = None
             if self._in_flight is None:

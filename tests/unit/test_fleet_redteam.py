@@ -7,6 +7,7 @@ or leak the read-only overlay, or hold up the fleet.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -256,3 +257,34 @@ def test_a_second_gc_after_redis_lost_its_data_does_not_shorten_the_first_hold(
     for _ in range(6):
         round_(rig, 0.5)
     assert read_only(rig), "writable ~20 s into lease 1's 600 s: its collector may still run"
+
+
+def test_a_reload_waiting_for_the_slot_survives_a_lease_that_ends_before_the_slot(
+    rig: Rig, store: FakeFleetStore
+) -> None:
+    """A reload changed the spec and waits for the slot; a gc lease comes, so the slot is
+    wanted for read-only first; that gc gives up before m1's turn: the reload must still
+    replace the container (its settings are in force already; only the restart waits)."""
+    start(rig)
+    other = store.take_slot("m2", "update", 15.0)
+    assert other is not None
+    rig.write_env(MY_REG_STOP_TIMEOUT="25")
+    rig.put(signal.SIGHUP)
+    rig.step()
+    round_(rig, 1.0)  # the reload waits for the slot
+    lease = store.take_lease("m3", 60.0, "now")
+    assert lease is not None
+    round_(rig, 1.0)  # seen: now the slot is wanted for read-only instead
+    store.release(lease)  # that gc gave up before m1's turn came
+    round_(rig, 1.0)
+    store.release_slot(other)
+    for _ in range(6):
+        round_(rig, 1.0)
+    rig.step(DRAIN_S)
+    for _ in range(10):
+        round_(rig, 0.5)
+    running = rig.engine.container("my_registry")
+    assert running is not None
+    assert rig.sup.settings.stop_timeout == 25
+    assert rig.sup.phase.value == "healthy"
+    assert "restarting" in rig.new_phases(), "the reload's restart never happened"
