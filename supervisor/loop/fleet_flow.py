@@ -82,6 +82,9 @@ class FleetFlow:
         self._in_flight: str | None = None  # the planned replacement the slot is held for
         self._in_flight_since = 0.0
         self._refusal_at: float | None = None  # when to ask for the upload refusal
+        # A reload's new spec waits for the slot (a read-only switch may ask it first):
+        # any planned restart from now on runs it.
+        self._reload_waiting = False
 
     @property
     def log(self) -> Any:
@@ -158,7 +161,13 @@ class FleetFlow:
             "fleet.gc_hold", lease=lease.token, holder=lease.holder, hold_s=lease.hold_s
         )
         if self.read_only:
-            # Still read-only from the last hold: confirm again once it refuses writes.
+            # Still read-only from the last hold: confirm again once it refuses writes,
+            # and no longer go back to normal (asked for when that hold ended).
+            if self._want == NORMAL:
+                self._want = None
+                if self._in_flight is None:
+                    self.link.want_slot(None)
+            self._keep(self.hold)
             self._refusal_at = self._r.clock()
         else:
             self._ask_slot(READ_ONLY)
@@ -177,14 +186,14 @@ class FleetFlow:
         now = self._r.clock()
         settings = self._r.desired.settings
         if want == READ_ONLY and self.hold is not None:
-            try:
-                fleet_hold.write(fleet_hold.hold_path(settings), self.hold)
-            except OSError as err:
-                # Without the file a restarted supervisor would not know it holds: go on
-                # anyway (the registry must refuse writes now), and say so.
-                self.log.error("fleet.hold_not_kept", error=str(err))
+            self._keep(self.hold)
             self.read_only = True
             self._r.apply_settings(read_only_settings(settings))
+        elif want == NORMAL and self.hold is not None:
+            # A hold began while the slot was on its way: stay read-only.
+            if self._in_flight is None:
+                self.link.want_slot(None)
+            return
         elif want == NORMAL:
             self.read_only = False
             self._r.apply_settings(writable_settings(settings))
@@ -193,6 +202,7 @@ class FleetFlow:
             self.link.want_slot(None)
             return
         self._in_flight, self._in_flight_since = want, now
+        self._reload_waiting = False  # the restart runs the settings in force
         self.log.info("fleet.planned_restart", why=want)
         serving = self._r.phase in (Phase.HEALTHY, Phase.DEGRADED)
         self._r.keeper.cancel()
@@ -204,7 +214,22 @@ class FleetFlow:
 
     def planned_reload(self) -> None:
         """A reload changed the spec of a serving registry: replace it when the slot is ours."""
-        self._ask_slot(RELOAD)
+        self._reload_waiting = True
+        if self._want is None:
+            self._ask_slot(RELOAD)
+
+    def stand_aside(self) -> None:
+        """Another process took the maintenance lock (`update`, `gc`): it may recreate the
+        registry as it likes (writable: `update` knows nothing of the hold). No
+        confirmation is ours to give until the registry refuses an upload again."""
+        if self.confirmed is not None:
+            self.log.warning("fleet.read_only_unconfirmed", lease=self.confirmed, why="maintenance")
+        self.confirmed, self._refusal_at = None, None
+
+    def take_back(self, now: float) -> None:
+        """The maintenance lock is gone: confirm again once the registry refuses writes."""
+        if self.hold is not None and self.read_only:
+            self._refusal_at = now
 
     # -- what the loop sees --------------------------------------------------------------
 
@@ -265,10 +290,21 @@ class FleetFlow:
         self.log.info("fleet.gc_hold_ended", lease=hold.token, why=why)
         if self.read_only:
             self._ask_slot(NORMAL)
+        elif self._want == READ_ONLY and self._reload_waiting:
+            self._ask_slot(RELOAD)  # the reload it stood in front of
         elif self._want == READ_ONLY:
             self._want = None
             if self._in_flight is None:
                 self.link.want_slot(None)
+
+    def _keep(self, hold: Hold) -> None:
+        """Keep ``hold`` in the hold file: a restarted supervisor goes on holding it."""
+        try:
+            fleet_hold.write(fleet_hold.hold_path(self._r.desired.settings), hold)
+        except OSError as err:
+            # Without the file a restarted supervisor would not know it holds: go on
+            # anyway (the registry must refuse writes now), and say so.
+            self.log.error("fleet.hold_not_kept", error=str(err))
 
     def _ask_slot(self, why: str) -> None:
         self._want = why

@@ -305,8 +305,12 @@ class Reconciler:
         if look.change is Change.STARTED:
             self.change_phase(Phase.MAINTENANCE)
             self.keeper.cancel()
+            if self.fleet is not None:
+                self.fleet.stand_aside()
         elif look.change is Change.ENDED:
             self._after_maintenance(now)
+            if self.fleet is not None:
+                self.fleet.take_back(now)
         return self.gate.active
 
     def _after_maintenance(self, now: float) -> None:

@@ -133,6 +133,9 @@ class FleetGarbageCollection:
         members = self._preconditions()
         hold_s = self.confirm_timeout_s + self.collect_timeout_s + 2 * fleet.COLLECTOR_MARGIN_S
         started_at = _now()
+        # Members hold from when they see the lease, on their own boot-time clocks: after
+        # this. Redis's PTTL alone is no bound (its expiry follows its host's wall clock).
+        taken_at = self.clock()
         lease = self.store.take_lease(self.settings.fleet_member, hold_s, started_at)
         if lease is None:
             holder = self.store.lease()
@@ -140,7 +143,7 @@ class FleetGarbageCollection:
             raise MaintenanceFailed(f"another fleet gc holds the lease{who}; wait for it")
         self.log.info("fleet_gc.lease_taken", lease=lease.token, hold_s=hold_s, members=members)
         try:
-            return self._collect(lease, started_at)
+            return self._collect(lease, started_at, taken_at)
         finally:
             self._kill_collector()
             self._release(lease)
@@ -165,11 +168,13 @@ class FleetGarbageCollection:
             raise MaintenanceFailed("no member heartbeats in this fleet")
         return [m.name for m in members]
 
-    def _collect(self, lease: fleet.GcLease, started_at: str) -> FleetGcResult:
+    def _collect(self, lease: fleet.GcLease, started_at: str, taken_at: float) -> FleetGcResult:
         began = self.clock()
         names = self._await_confirmations(lease)
         confirmed_after = round(self.clock() - began, 3)
         remaining = self.store.lease_remaining_s(lease)
+        if remaining is not None:
+            remaining = min(remaining, lease.hold_s - (self.clock() - taken_at))
         if remaining is None or remaining <= 2 * fleet.COLLECTOR_MARGIN_S:
             raise MaintenanceFailed("the lease ended before the collector could start")
         seconds = fleet.collector_seconds(remaining)

@@ -20,6 +20,7 @@ from supervisor.adapters.fleet_store import FleetStore, FleetUnavailable
 from supervisor.errors import MaintenanceFailed
 from supervisor.fleet import SLOT_TTL_S
 from supervisor.settings import Settings
+from supervisor.statedir import fleet_hold
 
 SLOT_WAIT_S = 600.0
 POLL_S = 1.0
@@ -46,6 +47,12 @@ def rolling_slot(
     store = FleetStore(settings.fleet_redis, settings.fleet_name)
     try:
         token = _take(store, settings.fleet_member, why, wait_s=wait_s, log=log, sleep=sleep)
+        try:
+            _no_gc(store, settings)
+        except BaseException:
+            with contextlib.suppress(FleetUnavailable):  # else it expires
+                store.release_slot(token)
+            raise
         stop = threading.Event()
         renewer = threading.Thread(
             target=_renew, args=(store, token, stop, log), name="rolling-slot", daemon=True
@@ -91,6 +98,24 @@ def _take(
                 f"another member holds the fleet's rolling slot ({holder}) for {wait_s:g} s"
             )
         sleep(POLL_S)
+
+
+def _no_gc(store: FleetStore, settings: Settings) -> None:
+    """MaintenanceFailed while a fleet gc may run: this command recreates the registry
+    writable, and the member's loop confirms read-only for the gc only for what it runs
+    itself. Looked at with the slot held: a gc that starts later waits for the slot
+    before this member switches to read-only."""
+    hold = fleet_hold.read(fleet_hold.hold_path(settings))
+    try:
+        lease = store.lease()
+    except FleetUnavailable as err:
+        raise MaintenanceFailed(f"the fleet's Redis failed: {err}") from None
+    if lease is not None or hold is not None:
+        token = lease.token if lease is not None else hold.token  # type: ignore[union-attr]
+        raise MaintenanceFailed(
+            f"a fleet gc is under way (lease {token}): this member holds its registry "
+            "read-only until it ends; run this again then"
+        )
 
 
 def _renew(store: FleetStore, token: str, stop: threading.Event, log: Any) -> None:

@@ -232,3 +232,23 @@ def test_a_collector_that_fails_is_reported_and_the_lease_released(setup) -> Non
     with pytest.raises(MaintenanceFailed, match="the collector exited 1: s3: denied"):
         gc.run()
     assert fleet.store.lease() is None
+
+
+def test_the_collector_bound_follows_our_clock_not_only_redis_ttl(setup) -> None:
+    """Redis expires keys by its host's wall clock: stepped back 10 minutes, its PTTL
+    says the lease has 10 minutes more than members hold for (from when they saw it, on
+    their boot-time clocks). The collector's `timeout` must still end before they do."""
+    fleet, make = setup
+    fleet.confirming |= set(fleet.members)
+    gc = make(confirm_timeout_s=60, collect_timeout_s=300)
+    real = fleet.store.lease_remaining_s
+    fleet.store.lease_remaining_s = lambda lease: (  # type: ignore[method-assign]
+        None if (left := real(lease)) is None else left + 600.0
+    )
+    began = fleet.clock()
+    fleet.script = [lambda: None] * 3 + [lambda: fleet.engine.end_once(COLLECTOR, 0, SUMMARY)]
+    gc.run()
+    config = next(iter(fleet.engine.once_configs.values()))
+    hold_s = 60 + 300 + 10
+    assert int(config["entrypoint"][3]) <= hold_s - 5  # not 600 s past the members' holds
+    assert fleet.clock() - began < hold_s
