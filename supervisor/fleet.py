@@ -136,25 +136,54 @@ class Hold:
     token: str
     until: float
     boot_id: str | None
+    # Before this (boot-time), a release does not end the hold: an older hold it took over
+    # was never released, and that lease's collector may still run (its `gc` was killed,
+    # then Redis lost the lease and a new gc began).
+    floor: float = 0.0
+    # The same end in wall-clock seconds, and the lease's length: only across a reboot,
+    # where the boot-time clock says nothing, does the hold end by the wall clock, a whole
+    # lease length late to allow for a step of it.
+    until_wall: float | None = None
+    hold_s: float = 0.0
 
 
-def hold_for(lease: GcLease, now_boottime: float, boot_id: str | None) -> Hold:
+def hold_for(
+    lease: GcLease,
+    now_boottime: float,
+    boot_id: str | None,
+    now_wall: float,
+    previous: Hold | None = None,
+) -> Hold:
     """The hold a member takes when it first sees ``lease`` (pure): the lease's whole
-    length from now, which ends no sooner than the collector's own deadline."""
-    return Hold(lease.token, now_boottime + lease.hold_s, boot_id)
+    length from now, which ends no sooner than the collector's own deadline. A hold it
+    takes over (``previous``, of this boot) is never cut short by it."""
+    floor = 0.0
+    if previous is not None and previous.boot_id is not None and previous.boot_id == boot_id:
+        floor = max(previous.until, previous.floor)
+    until = max(now_boottime + lease.hold_s, floor)
+    return Hold(lease.token, until, boot_id, floor, now_wall + (until - now_boottime), lease.hold_s)
 
 
 def hold_ended(
-    hold: Hold, released: set[str], now_boottime: float, boot_id: str | None
+    hold: Hold,
+    released: set[str],
+    now_boottime: float,
+    boot_id: str | None,
+    now_wall: float = 0.0,
 ) -> str | None:
     """Why ``hold`` has ended, or None while it holds (pure).
 
-    Released by the initiator, or past its time. A hold from another boot keeps holding
-    until it is released: across a reboot the boot-time clock says nothing."""
-    if hold.token in released:
+    On this boot: past its time, or released once past its floor. From another boot:
+    released (if it took over no older hold), or a lease length past its wall-clock end."""
+    if hold.boot_id is not None and hold.boot_id == boot_id:
+        if now_boottime >= hold.until:
+            return "expired"
+        if hold.token in released and now_boottime >= hold.floor:
+            return "released"
+        return None
+    if hold.token in released and hold.floor == 0.0:
         return "released"
-    same_boot = hold.boot_id is not None and hold.boot_id == boot_id
-    if same_boot and now_boottime >= hold.until:
+    if hold.until_wall is not None and now_wall >= hold.until_wall + hold.hold_s:
         return "expired"
     return None
 

@@ -57,7 +57,18 @@ def writable_settings(settings: Settings) -> Settings:
 
 def _over(hold: Hold) -> bool:
     """Whether ``hold``'s time is up on this boot's clock."""
-    return hold_ended(hold, set(), fleet_hold.boottime(), fleet_hold.boot_id()) is not None
+    return _ended_why(hold, set()) is not None
+
+
+def _ended_why(hold: Hold, released: set[str]) -> str | None:
+    """Why ``hold`` has ended by now on this host's clocks, or None."""
+    return hold_ended(
+        hold, released, fleet_hold.boottime(), fleet_hold.boot_id(), fleet_hold.wall()
+    )
+
+
+def _new_hold(lease: GcLease, previous: Hold | None = None) -> Hold:
+    return hold_for(lease, fleet_hold.boottime(), fleet_hold.boot_id(), fleet_hold.wall(), previous)
 
 
 class FleetFlow:
@@ -78,6 +89,7 @@ class FleetFlow:
         self.read_only = False  # the read-only twin is the desired container
         self.confirmed: str | None = None  # the token whose read-only state we confirmed
         self._ended: set[str] = set()  # tokens whose hold has ended: never again
+        self._released: set[str] = set()  # tokens the initiator released
         self._want: str | None = None  # what the slot is wanted for
         self._in_flight: str | None = None  # the planned replacement the slot is held for
         self._in_flight_since = 0.0
@@ -135,7 +147,7 @@ class FleetFlow:
             lease = self.link.lease_at_start()
             if lease is None:
                 return
-            hold = hold_for(lease, fleet_hold.boottime(), fleet_hold.boot_id())
+            hold = _new_hold(lease)
             try:
                 fleet_hold.write(path, hold)
             except OSError as err:
@@ -152,10 +164,14 @@ class FleetFlow:
         """A gc lease is in force: hold read-only for it, unless we already do or did."""
         if lease.token in self._ended or (self.hold is not None and self.hold.token == lease.token):
             return
-        if self.hold is not None:
-            # A new lease means the old one ended (it is never renewed past its time).
-            self._end("superseded")
-        self.hold = hold_for(lease, fleet_hold.boottime(), fleet_hold.boot_id())
+        previous = self.hold
+        if previous is not None:
+            # The old lease is gone from Redis (expired, or Redis lost it) without a release
+            # we saw: its collector may still run, so the new hold lasts at least as long.
+            self._ended.add(previous.token)
+            self.confirmed = None
+            self.log.info("fleet.gc_hold_superseded", lease=previous.token)
+        self.hold = _new_hold(lease, previous)
         self.link.watch_release(lease.token)
         self.log.warning(
             "fleet.gc_hold", lease=lease.token, holder=lease.holder, hold_s=lease.hold_s
@@ -173,9 +189,16 @@ class FleetFlow:
             self._ask_slot(READ_ONLY)
 
     def on_released(self, token: str) -> None:
-        """The initiator released the lease: its collector is gone."""
-        if self.hold is not None and self.hold.token == token:
-            self._end("released")
+        """The initiator released the lease: its collector is gone. The hold ends now,
+        unless it took over an older one that was never released (then at its floor)."""
+        if self.hold is None or self.hold.token != token or token in self._released:
+            return
+        self._released.add(token)
+        why = _ended_why(self.hold, self._released)
+        if why is not None:
+            self._end(why)
+        else:
+            self.log.info("fleet.release_deferred", lease=token, why="an older hold it took over")
 
     def on_slot(self, why: str) -> None:
         """The rolling slot is ours: do what it was wanted for."""
@@ -236,8 +259,10 @@ class FleetFlow:
     def tick(self, now: float) -> None:
         """The hold's time, the refusal check, a slot held too long."""
         hold = self.hold
-        if hold is not None and _over(hold):
-            self._end("expired")
+        if hold is not None:
+            why = _ended_why(hold, self._released)
+            if why is not None:
+                self._end(why)
         if self._refusal_at is not None and now >= self._refusal_at:
             self._check_refusal(now)
         if self._in_flight is not None and now - self._in_flight_since > SLOT_GIVE_UP_S:

@@ -27,6 +27,11 @@ def boottime() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
+def wall() -> float:
+    """Wall-clock seconds: only for a hold that outlives a reboot."""
+    return time.time()
+
+
 def boot_id() -> str | None:
     """This boot's id (a boot-time deadline compares within one boot only)."""
     return maintenance.boot_id()
@@ -37,7 +42,15 @@ def read(path: Path) -> Hold | None:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         boot = raw.get("boot_id")
-        return Hold(str(raw["token"]), float(raw["until"]), None if boot is None else str(boot))
+        wall = raw.get("until_wall")
+        return Hold(
+            str(raw["token"]),
+            float(raw["until"]),
+            None if boot is None else str(boot),
+            float(raw.get("floor", 0.0)),
+            None if wall is None else float(wall),
+            float(raw.get("hold_s", 0.0)),
+        )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
@@ -45,7 +58,14 @@ def read(path: Path) -> Hold | None:
 def write(path: Path, hold: Hold) -> None:
     """Keep ``hold`` (durably: it must survive a crash right after). OSError."""
     files.make_private_dir(path.parent)
-    body = {"token": hold.token, "until": hold.until, "boot_id": hold.boot_id}
+    body = {
+        "token": hold.token,
+        "until": hold.until,
+        "boot_id": hold.boot_id,
+        "floor": hold.floor,
+        "until_wall": hold.until_wall,
+        "hold_s": hold.hold_s,
+    }
     files.write_private(path, (json.dumps(body) + "\n").encode("utf-8"), durable=True)
 
 

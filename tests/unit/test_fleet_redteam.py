@@ -225,11 +225,6 @@ def test_update_refuses_while_a_fleet_gc_lease_is_in_force(
     assert ["update"] == ran
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: a superseding lease ends the older hold; its release then makes the "
-    "member writable while the first gc's orphaned collector may still run",
-)
 def test_a_second_gc_after_redis_lost_its_data_does_not_shorten_the_first_hold(
     rig: Rig, store: FakeFleetStore
 ) -> None:
