@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from supervisor.errors import ImageUnavailable
 from supervisor.loop import canary as canary_loop
+from supervisor.loop.fleet_flow import read_only_settings
 from supervisor.loop.keeper import RepairNeeded
 from supervisor.loop.reload import Deferred, ReloadPlan, RollBack
 from supervisor.phase import Phase
@@ -123,7 +124,12 @@ class ReloadFlow:
                 # The old image's layout is looked up again with it (_ensure_image).
                 self._r.images.forget()
                 image_id = None
-        self._r.apply_settings(rollback.settings)
+        settings = rollback.settings
+        if self._r.fleet is not None and self._r.fleet.read_only:
+            # A fleet gc holds this registry read-only: the settings that worked, but
+            # still read-only (supervisor/loop/fleet_flow.py).
+            settings = read_only_settings(settings)
+        self._r.apply_settings(settings)
         self._r.images.image_id = image_id
         self._r.keeper.failed_starts = 0
         if self._r.link.connected and failed_spec.name != rollback.settings.name:

@@ -49,6 +49,13 @@ from supervisor.settings.values import (
 CONFIRM_EXPECTED = "a number of seconds above 0, at most MY_REG_HEALTH_INTERVAL"
 
 
+def _path_shown(path: Path) -> str:
+    """A path inside an error line: as it is, unless a control character would break the
+    line (then quoted, escapes and all)."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
+
+
 class Settings(BaseSettings):
     """Everything the supervisor needs to know, validated at load."""
 
@@ -269,7 +276,9 @@ class Settings(BaseSettings):
         try:
             htpasswd_file.check_file(value)
         except htpasswd_file.HtpasswdError as err:
-            raise ValueError(f"an htpasswd file of bcrypt entries ({value}: {err})") from None
+            raise ValueError(
+                f"an htpasswd file of bcrypt entries ({_path_shown(value)}: {err})"
+            ) from None
         return value
 
     @field_validator("canary_credentials")
@@ -282,8 +291,9 @@ class Settings(BaseSettings):
         try:
             credentials_file.read(value)
         except credentials_file.CredentialsError as err:
+            shown = _path_shown(value)
             raise ValueError(
-                f"a file of one user:password line, owned by root, mode 0600 ({value}: {err})"
+                f"a file of one user:password line, owned by root, mode 0600 ({shown}: {err})"
             ) from None
         return value
 

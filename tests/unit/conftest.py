@@ -12,7 +12,11 @@ from typing import Any
 import pytest
 import structlog
 from support.certs import MakeTls, write_self_signed
+from support.fake_fleet import FakeFleetStore
+from support.fleet_rig import join
 from support.rig import Rig
+
+from supervisor.statedir import fleet_hold
 
 DATA = Path(__file__).parent / "data"
 
@@ -51,3 +55,13 @@ def rig(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Rig]:
     rig.engine.close_streams()  # the loop's event watcher thread ends with its stream
     left = [t.name for t in threading.enumerate() if t.name == "docker-events"]
     assert [] == left, "an event watcher thread outlived its test"
+
+
+@pytest.fixture
+def store(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> FakeFleetStore:
+    """A fleet of one Redis, and ``rig`` a member of it (m1), the hold's clocks the rig's."""
+    store = FakeFleetStore(rig.clock)
+    join(rig, store)
+    monkeypatch.setattr(fleet_hold, "boottime", rig.clock)
+    monkeypatch.setattr(fleet_hold, "boot_id", lambda: "boot-1")
+    return store

@@ -14,6 +14,7 @@ import pytest
 import structlog
 from support.fake_fleet import FakeFleetStore
 from support.fakes import FakeClock
+from support.fleet_rig import DRAIN_S, hold_read_only, read_only, round_, start
 from support.rig import Rig
 
 from supervisor.errors import MaintenanceFailed
@@ -24,58 +25,9 @@ from supervisor.settings import load_settings
 from supervisor.spec import READONLY_VARIABLE, derive_spec
 from supervisor.statedir import fleet_hold, maintenance
 
-PORT = 5001
-DRAIN_S = 2.0
-
-
-@pytest.fixture
-def store(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> FakeFleetStore:
-    store = FakeFleetStore(rig.clock)
-    rig.write_env(
-        MY_REG_FLEET_REDIS="redis://fake:6379/0",
-        MY_REG_FLEET_MEMBER="m1",
-        MY_REG_FLEET_SHARED_DIR="true",
-        MY_REG_READY_DRAIN=str(DRAIN_S),
-    )
-    rig._supervisor_kwargs["fleet_store_factory"] = lambda url, name: store
-    monkeypatch.setattr(fleet_hold, "boottime", rig.clock)
-    monkeypatch.setattr(fleet_hold, "boot_id", lambda: "boot-1")
-    return store
-
-
-def start(rig: Rig) -> None:
-    link = rig.sup.fleet_link
-    assert link is not None
-    link.start = lambda: None  # type: ignore[method-assign]
-    rig.start_healthy()
-
-
-def round_(rig: Rig, seconds: float = 0.0) -> None:
-    link = rig.sup.fleet_link
-    assert link is not None
-    rig.clock.advance(seconds)
-    rig.sup._heartbeat(rig.clock())
-    link.round()
-    rig.step()
-
-
-def read_only(rig: Rig) -> bool:
-    return any(e.startswith(READONLY_VARIABLE + "=") for e in rig.engine.serving_env(PORT))
-
 
 def desired_read_only(rig: Rig) -> bool:
     return READONLY_VARIABLE in rig.sup.settings.registry_env
-
-
-def hold_read_only(rig: Rig, store: FakeFleetStore, lease: GcLease) -> None:
-    round_(rig)
-    round_(rig)
-    for _ in range(40):
-        record = store.record("m1")
-        if record is not None and record.confirmed == lease.token:
-            return
-        round_(rig, 0.5)
-    raise AssertionError(f"not confirmed: {store.record('m1')}, phases {rig.phases}")
 
 
 def confirmed(store: FakeFleetStore, lease: GcLease) -> bool:

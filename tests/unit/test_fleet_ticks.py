@@ -12,72 +12,17 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-import pytest
 from support.fake_fleet import FakeFleetStore
+from support.fleet_rig import DRAIN_S, hold_read_only, read_only, round_, start
 from support.rig import Rig
 
 from supervisor import ready
-from supervisor.fleet import GcLease, Hold
-from supervisor.spec import READONLY_VARIABLE
+from supervisor.fleet import Hold
 from supervisor.statedir import fleet_hold
-
-PORT = 5001  # the default MY_REG_PORT, where the fake registry answers
-DRAIN_S = 2.0
-
-
-@pytest.fixture
-def store(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> FakeFleetStore:
-    """A fleet of one Redis, and ``rig`` a member of it (m1), the hold's clock the rig's."""
-    store = FakeFleetStore(rig.clock)
-    rig.write_env(
-        MY_REG_FLEET_REDIS="redis://fake:6379/0",
-        MY_REG_FLEET_MEMBER="m1",
-        MY_REG_FLEET_SHARED_DIR="true",
-        MY_REG_READY_DRAIN=str(DRAIN_S),
-    )
-    rig._supervisor_kwargs["fleet_store_factory"] = lambda url, name: store
-    monkeypatch.setattr(fleet_hold, "boottime", rig.clock)
-    monkeypatch.setattr(fleet_hold, "boot_id", lambda: "boot-1")
-    return store
-
-
-def start(rig: Rig) -> None:
-    """Start healthy with the link's thread kept off (the test runs its rounds)."""
-    link = rig.sup.fleet_link
-    assert link is not None
-    link.start = lambda: None  # type: ignore[method-assign]
-    rig.start_healthy()
-
-
-def round_(rig: Rig, seconds: float = 0.0) -> None:
-    """One round of the fleet link, then one turn of the loop to take in what it posted."""
-    link = rig.sup.fleet_link
-    assert link is not None
-    rig.clock.advance(seconds)
-    rig.sup._heartbeat(rig.clock())  # the record the round writes is the loop's latest
-    link.round()
-    rig.step()
-
-
-def read_only(rig: Rig) -> bool:
-    """Whether the registry answering at the port runs in read-only maintenance mode."""
-    return any(e.startswith(READONLY_VARIABLE + "=") for e in rig.engine.serving_env(PORT))
 
 
 def ready_now(rig: Rig) -> ready.Ready:
     return ready.verdict(rig.sup.phase, rig.sup.reconciler.degraded)
-
-
-def hold_read_only(rig: Rig, store: FakeFleetStore, lease: GcLease) -> None:
-    """From a lease seen to the read-only registry confirmed in the member's record."""
-    round_(rig)  # the lease is seen, the slot asked for
-    round_(rig)  # the slot is taken: drain, then the read-only twin
-    for _ in range(40):
-        record = store.record("m1")
-        if record is not None and record.confirmed == lease.token:
-            return
-        round_(rig, 0.5)
-    raise AssertionError(f"not confirmed: {store.record('m1')}, phases {rig.phases}")
 
 
 def test_a_member_heartbeats_its_state_into_the_fleet(rig: Rig, store: FakeFleetStore) -> None:
