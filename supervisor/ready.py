@@ -36,13 +36,16 @@ class Ready:
 NOT_YET = Ready(False, "starting")  # before the loop's first heartbeat
 
 
-def verdict(phase: Phase, degraded: Iterable[str] = ()) -> Ready:
+def verdict(phase: Phase, degraded: Iterable[str] = (), held: str | None = None) -> Ready:
     """Ready while ``phase`` is healthy, or degraded only by sources that still serve.
 
     Everything else is not ready: starting (not confirmed yet), unhealthy, restarting
     (a planned replacement drains here, see MY_REG_READY_DRAIN), maintenance (`gc` switches
-    the registry read-only and back), stopping, pulling, engine-down, port-busy.
+    the registry read-only and back), stopping, pulling, engine-down, port-busy; and
+    ``held``: a fleet member that has never reached its fleet yet.
     """
+    if held is not None:
+        return Ready(False, held)  # the fleet keeps it out (supervisor/loop/fleet_flow.py)
     if phase is Phase.HEALTHY:
         return Ready(True, "ready")
     if phase is Phase.DEGRADED:

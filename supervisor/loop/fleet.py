@@ -127,7 +127,10 @@ class FleetLink:
 
     def _run(self) -> None:
         while True:
-            self.round()
+            try:
+                self.round()
+            except Exception:
+                self.log.exception("fleet.round_failed")
             if self._stop.wait(self._every_s):
                 return
 

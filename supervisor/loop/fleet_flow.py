@@ -97,6 +97,10 @@ class FleetFlow:
         # A reload's new spec waits for the slot (a read-only switch may ask it first):
         # any planned restart from now on runs it.
         self._reload_waiting = False
+        # Whether this member has ever reached its fleet (the joined file): one that never
+        # has is in no roster, so a fleet gc could not know of it; the load balancer sends
+        # it nobody until it has (`/ready` 503).
+        self.joined = True
 
     @property
     def log(self) -> Any:
@@ -123,6 +127,11 @@ class FleetFlow:
             return "fleet: Redis unreachable (serving as usual)"
         return None
 
+    @property
+    def not_ready(self) -> str | None:
+        """Why `/ready` says 503 whatever the phase, if the fleet says so."""
+        return None if self.joined else "fleet: not joined yet (its Redis not reached)"
+
     def next_deadline(self, now: float) -> float:
         """When the flow next needs a tick."""
         deadlines = [now + 1.0] if self.hold is not None or self._in_flight else []
@@ -137,6 +146,7 @@ class FleetFlow:
         (the hold file), or start read-only if a fleet gc is under way now. No slot: the
         registry is not serving from this supervisor yet."""
         settings = self._r.desired.settings
+        self.joined = fleet_hold.joined_path(settings).exists()
         path = fleet_hold.hold_path(settings)
         hold = fleet_hold.read(path)
         if hold is not None and _over(hold):
@@ -257,7 +267,9 @@ class FleetFlow:
     # -- what the loop sees --------------------------------------------------------------
 
     def tick(self, now: float) -> None:
-        """The hold's time, the refusal check, a slot held too long."""
+        """The hold's time, the refusal check, a slot held too long, the first join."""
+        if not self.joined and self.link.reachable:
+            self._join()
         hold = self.hold
         if hold is not None:
             why = _ended_why(hold, self._released)
@@ -321,6 +333,15 @@ class FleetFlow:
             self._want = None
             if self._in_flight is None:
                 self.link.want_slot(None)
+
+    def _join(self) -> None:
+        """The first heartbeat reached the fleet: in its roster from now on."""
+        self.joined = True
+        self.log.info("fleet.joined", member=self._r.desired.settings.fleet_member)
+        try:
+            fleet_hold.mark_joined(fleet_hold.joined_path(self._r.desired.settings))
+        except OSError as err:
+            self.log.warning("fleet.joined_not_kept", error=str(err))
 
     def _keep(self, hold: Hold) -> None:
         """Keep ``hold`` in the hold file: a restarted supervisor goes on holding it."""

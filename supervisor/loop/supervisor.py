@@ -259,7 +259,7 @@ class Supervisor:
         """What this member's next heartbeat says (supervisor/fleet.py)."""
         settings, flow = self.settings, self.reconciler.fleet
         info = self.images.info
-        verdict = ready.verdict(self.phase, self.reconciler.degraded)
+        verdict = self._ready()
         return fleet.MemberRecord(
             name=settings.fleet_member,
             phase=self.phase.value,
@@ -452,7 +452,12 @@ class Supervisor:
 
     def _publish_ready(self) -> None:
         """What `GET /ready` answers from now (supervisor/ready.py)."""
-        self.metrics.publish_ready(ready.verdict(self.phase, self.reconciler.degraded))
+        self.metrics.publish_ready(self._ready())
+
+    def _ready(self) -> ready.Ready:
+        flow = self.reconciler.fleet
+        held = None if flow is None else flow.not_ready
+        return ready.verdict(self.phase, self.reconciler.degraded, held)
 
     def _update_metrics(self, now: float) -> None:
         """The gauges that follow the phase, and the readiness (cheap: no I/O)."""

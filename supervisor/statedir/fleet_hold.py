@@ -22,6 +22,17 @@ def hold_path(settings: Settings) -> Path:
     return settings.state_dir / f"fleet-hold-{settings.name}"
 
 
+def joined_path(settings: Settings) -> Path:
+    """Where ``settings.name``'s member notes that it has reached its fleet once."""
+    return settings.state_dir / f"fleet-joined-{settings.name}"
+
+
+def mark_joined(path: Path) -> None:
+    """This member has reached its fleet (it is in the roster). OSError."""
+    files.make_private_dir(path.parent)
+    files.write_private(path, b"1\n", durable=True)
+
+
 def boottime() -> float:
     """Seconds since boot, counting suspend; the same clock in every process of a boot."""
     return time.clock_gettime(time.CLOCK_BOOTTIME)

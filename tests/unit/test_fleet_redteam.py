@@ -235,3 +235,30 @@ def test_a_reload_waiting_for_the_slot_survives_a_lease_that_ends_before_the_slo
     assert rig.sup.settings.stop_timeout == 25
     assert rig.sup.phase.value == "healthy"
     assert "restarting" in rig.new_phases(), "the reload's restart never happened"
+
+
+def test_a_crash_of_the_read_only_twin_before_it_served_brings_back_a_read_only_registry(
+    rig: Rig, store: FakeFleetStore
+) -> None:
+    """A reload waits for the slot; a lease comes first, so the read-only twin runs the new
+    settings; it crashes before it was ever healthy. Whatever is started next (repaired,
+    or rolled back to the settings that worked) is read-only, and confirms again."""
+    start(rig)
+    other = store.take_slot("m2", "update", 15.0)
+    assert other is not None
+    rig.write_env(MY_REG_STOP_TIMEOUT="25")
+    rig.put(signal.SIGHUP)
+    rig.step()
+    lease = store.take_lease("m3", 600.0, "now")
+    assert lease is not None
+    round_(rig, 1.0)  # seen: the slot is wanted for read-only
+    store.release_slot(other)
+    round_(rig, 1.0)  # granted: drain, then the read-only twin on the new settings
+    rig.step(DRAIN_S)  # replaced; not probed yet
+    assert read_only(rig) and rig.sup.phase.value == "starting"
+    rig.engine.crash("my_registry")  # before its first healthy probe
+    for _ in range(20):
+        round_(rig, 0.5)
+    assert read_only(rig) and desired_read_only(rig)
+    assert rig.sup.phase.value == "healthy"
+    assert confirmed(store, lease)

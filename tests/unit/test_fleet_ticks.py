@@ -28,6 +28,9 @@ def ready_now(rig: Rig) -> ready.Ready:
 def test_a_member_heartbeats_its_state_into_the_fleet(rig: Rig, store: FakeFleetStore) -> None:
     start(rig)
     round_(rig)
+    first = store.record("m1")
+    assert first is not None and not first.ready  # not joined until this round landed
+    round_(rig)
     record = store.record("m1")
     assert record is not None
     assert (record.phase, record.ready, record.read_only_for) == ("healthy", True, None)
@@ -211,3 +214,32 @@ def test_redis_down_leaves_the_registry_serving_and_is_said_once(
     round_(rig, 1.0)
     assert 1 == len(rig.new_events("fleet.reachable"))
     assert store.record("m1") is not None
+
+
+def test_a_member_that_never_reached_its_fleet_gets_no_clients_until_it_does(
+    rig: Rig, store: FakeFleetStore
+) -> None:
+    """Never in the roster, a fleet gc could not know of it: `/ready` 503 until its first
+    heartbeat lands. Once joined (kept in the state dir), Redis down changes nothing."""
+    store.down = True
+    start(rig)
+    round_(rig, 1.0)
+    assert rig.sup._ready() == ready.Ready(False, "fleet: not joined yet (its Redis not reached)")
+    store.down = False
+    round_(rig, 1.0)
+    round_(rig, 1.0)
+    assert rig.sup._ready().ready
+    assert (Path(rig.settings["MY_REG_STATE_DIR"]) / "fleet-joined-my_registry").exists()
+    assert ["fleet.joined"] == [e["event"] for e in rig.new_events("fleet.joined")]
+
+
+def test_a_member_that_joined_before_is_ready_with_its_redis_down(
+    rig: Rig, store: FakeFleetStore
+) -> None:
+    state = Path(rig.settings["MY_REG_STATE_DIR"])
+    state.mkdir(parents=True, exist_ok=True)
+    fleet_hold.mark_joined(state / "fleet-joined-my_registry")
+    store.down = True
+    start(rig)
+    round_(rig, 1.0)
+    assert rig.sup._ready().ready
