@@ -97,6 +97,7 @@ class FleetFlow:
         # A reload's new spec waits for the slot (a read-only switch may ask it first):
         # any planned restart from now on runs it.
         self._reload_waiting = False
+        self._canary_pending = False  # a planned restart waits for its canary round
         # Whether this member has ever reached its fleet (the joined file): one that never
         # has is in no roster, so a fleet gc could not know of it; the load balancer sends
         # it nobody until it has (`/ready` 503).
@@ -282,16 +283,28 @@ class FleetFlow:
             self._done()
 
     def healthy(self, now: float) -> None:
-        """The registry answered healthy after a start: a planned replacement is done."""
+        """The registry answered healthy after a start: a planned replacement is done,
+        once the push canary has had its round too (where it runs: not read-only)."""
         if self._in_flight is None:
             return
         if self._in_flight == READ_ONLY:
             self._refusal_at = now  # confirmed once it refuses an upload
+        elif self._r.canary is not None and self._r.canary.on:
+            self._canary_pending = True  # the slot is handed on after that round
+            return
         self.log.info("fleet.planned_restart_done", why=self._in_flight)
         self._done()
 
+    def canary_done(self, passed: bool) -> None:
+        """A canary round ended: a planned replacement that waited for it is done."""
+        if not self._canary_pending or self._in_flight is None:
+            return
+        self._canary_pending = False
+        self.log.info("fleet.planned_restart_done", why=self._in_flight, canary_passed=passed)
+        self._done()
+
     def _done(self) -> None:
-        self._in_flight = None
+        self._in_flight, self._canary_pending = None, False
         if self._want is None:
             self.link.want_slot(None)
         # else: wanted again meanwhile (the hold ended): the link grants it anew

@@ -110,6 +110,8 @@ class Serving:
             self.degrade(canary_loop.SOURCE, f"pushes failing ({outcome.reason})")
         elif isinstance(outcome, canary_loop.Passed) or not canary.on:
             self.recover(canary_loop.SOURCE)
+        if self._r.fleet is not None:
+            self._r.fleet.canary_done(isinstance(outcome, canary_loop.Passed))
 
     def degrade(self, source: str, detail: str) -> None:
         """``source`` says the serving registry cannot do its job (``detail``, one phrase)."""

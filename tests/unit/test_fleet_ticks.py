@@ -78,10 +78,15 @@ def test_a_released_lease_brings_the_registry_back_to_normal_through_the_slot(
     rig.step(DRAIN_S)
     rig.until("healthy", every=0.5)
     assert not read_only(rig)
-    round_(rig)
+    # Writable again: handed on only after its push canary's round (it can push again).
+    assert store.slot_holder() is not None and store.slot_holder().startswith("m1:normal")  # type: ignore[union-attr]
+    round_(rig)  # the canary's round
+    round_(rig)  # the slot given back
     record = store.record("m1")
     assert record is not None and (record.read_only_for, record.confirmed) == (None, None)
     assert store.slot_holder() is None
+    done = rig.new_events("fleet.planned_restart_done")
+    assert [("normal", True)] == [(e["why"], e.get("canary_passed")) for e in done][-1:]
     assert fleet_hold.read(fleet_hold.hold_path(rig.sup.settings)) is None
 
 
