@@ -143,7 +143,15 @@ class FleetFlow:
             "fleet.gc_hold", lease=lease.token, holder=lease.holder, hold_s=lease.hold_s
         )
         if self.read_only:
-            # Still read-only from the last hold: confirm again once it refuses writes.
+            # Still read-only from the last hold: confirm again once it refuses writes, and
+            # stay so. A switch back to normal still waiting for the slot is off: granted
+            # after this confirms, it would make the registry writable under the new
+            # lease's collector while the heartbeat goes on confirming.
+            if self._want == NORMAL:
+                self._want = None
+                if self._in_flight is None:
+                    self.link.want_slot(None)
+            self._keep_hold(self._r.desired.settings)
             self._refusal_at = self._r.clock()
         else:
             self._ask_slot(READ_ONLY)
@@ -162,12 +170,7 @@ class FleetFlow:
         now = self._r.clock()
         settings = self._r.desired.settings
         if want == READ_ONLY and self.hold is not None:
-            try:
-                fleet_hold.write(fleet_hold.hold_path(settings), self.hold)
-            except OSError as err:
-                # Without the file a restarted supervisor would not know it holds: go on
-                # anyway (the registry must refuse writes now), and say so.
-                self.log.error("fleet.hold_not_kept", error=str(err))
+            self._keep_hold(settings)
             self.read_only = True
             self._r.apply_settings(read_only_settings(settings))
         elif want == NORMAL:
@@ -186,6 +189,17 @@ class FleetFlow:
             RepairNeeded(Reason.SPEC_CHANGED),
             drain_s=self._r.desired.settings.ready_drain if serving else 0.0,
         )
+
+    def _keep_hold(self, settings: Settings) -> None:
+        """The hold file for ``self.hold``: a supervisor restarted now goes on holding."""
+        if self.hold is None:
+            return
+        try:
+            fleet_hold.write(fleet_hold.hold_path(settings), self.hold)
+        except OSError as err:
+            # Without the file a restarted supervisor would not know it holds: go on
+            # anyway (the registry must refuse writes now), and say so.
+            self.log.error("fleet.hold_not_kept", error=str(err))
 
     def planned_reload(self) -> None:
         """A reload changed the spec of a serving registry: replace it when the slot is ours."""
