@@ -44,13 +44,14 @@ from supervisor.errors import (
     ImageUnavailable,
     MaintenanceFailed,
 )
+from supervisor.fleet import Hold
 from supervisor.health import is_healthy
 from supervisor.layout import ImageLayout, RegistryVersion, version_findings
 from supervisor.observed import Observed
 from supervisor.ops.rolling import drain, rolling_slot, wait_ready
 from supervisor.settings import Settings
 from supervisor.spec import derive_spec
-from supervisor.statedir import maintenance
+from supervisor.statedir import fleet_hold, maintenance
 
 UPDATE = "update"  # the maintenance lock's task
 # update starts no collector; the lock names a container that never exists, so a lock
@@ -96,6 +97,19 @@ def gate_deadline(started: float, grace_s: float) -> float:
     """When the new container must have passed the gate (pure): MY_REG_STARTUP_GRACE
     after its start."""
     return started + grace_s
+
+
+def refusal_while_held(hold: Hold | None) -> str | None:
+    """Why update must not replace this member's registry now, or None (pure): a fleet gc
+    holds it read-only (its hold file), and the new registry, made from the settings, would
+    be writable under the collector until the supervisor, standing aside meanwhile, made it
+    read-only again."""
+    if hold is None:
+        return None
+    return (
+        f"a fleet gc holds this member read-only (lease {hold.token}); nothing changed: "
+        "run update again once the member is back to normal"
+    )
 
 
 def describe_baseline(baseline: Baseline) -> str:
@@ -171,6 +185,12 @@ class Update:
         try:
             # Fleet mode: one member at a time (supervisor/ops/rolling.py).
             with rolling_slot(self.settings, UPDATE, self.log):
+                # With the slot ours, this member cannot switch to read-only meanwhile.
+                if self.settings.fleet_redis is not None:
+                    hold = fleet_hold.read(fleet_hold.hold_path(self.settings))
+                    refused = refusal_while_held(hold)
+                    if refused is not None:
+                        raise MaintenanceFailed(refused)
                 result = self._locked(observed, change)
                 wait_ready(self.settings, self.log, self.sleep)
                 return result

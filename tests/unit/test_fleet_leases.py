@@ -9,7 +9,9 @@ import pytest
 from support.fake_fleet import FakeFleetStore
 from support.rig import Rig
 
+from supervisor.fleet import Hold
 from supervisor.loop.fleet import FleetLink
+from supervisor.ops.update import refusal_while_held
 from supervisor.spec import READONLY_VARIABLE
 
 
@@ -84,3 +86,10 @@ def test_a_new_lease_while_waiting_to_go_back_to_normal_keeps_the_member_read_on
 
     assert _read_only(member), "writable while it confirms read-only for the next gc"
     assert flow.confirmed == second.token and flow.read_only
+
+
+def test_update_refuses_a_member_a_gc_holds_read_only() -> None:
+    """Its new registry would be writable under the collector: refused, naming the lease."""
+    assert refusal_while_held(None) is None
+    refused = refusal_while_held(Hold("abc123", 100.0, "boot"))
+    assert refused is not None and "abc123" in refused and "read-only" in refused
