@@ -51,6 +51,7 @@ COMMAND_TIMEOUT = 150.0  # one update or gc of the whole fleet
 READONLY_VARIABLE = "REGISTRY_STORAGE_MAINTENANCE_READONLY"
 MEMBER_TTL_S = 5.0  # supervisor/fleet.py
 GC_FAILED = 1
+UPDATE_FAILED = 1
 
 
 def test_the_harness_redis_restarts_with_or_without_its_data(tmp_path: Path):
@@ -376,9 +377,10 @@ def test_a_killed_gc_leaves_no_collector_and_no_writable_member_then_a_silent_me
     collection hangs): the collector is killed by its own bound before the lease ends, no
     member accepts an upload while it exists, and every member goes back to normal once
     its hold's time is up. Then a member's supervisor stops: gc refuses, naming it, until
-    `forget-member` removes it; the next gc goes ahead with the other two."""
+    `forget-member` removes it; the next gc goes ahead with the other two. Meanwhile
+    `update` refuses to replace a registry the gc holds read-only."""
     members = fleet.members
-    m1, _m2, m3 = members
+    m1, m2, m3 = members
     confirm_s, collect_s = 30, 10
     hold_s = confirm_s + collect_s + 10
     collector = f"{m1.name}-gc"
@@ -387,6 +389,11 @@ def test_a_killed_gc_leaves_no_collector_and_no_writable_member_then_a_silent_me
         if not gc.running:
             pytest.fail(f"gc exited before its collector ran:\n{gc.tail(10)}")
         return _true(((m1.inspect(collector) or {}).get("State") or {}).get("Running"))
+
+    # A new image for `update` to try while the gc holds the fleet read-only.
+    old = image_id(fleet.source.ref)
+    built = fleet.source.build(f"FROM registry:2\nLABEL fleet-test.held={secrets.token_hex(4)}\n")
+    assert old != fleet.source.publish(built, then_local="registry:2")
 
     # 6. The store stops answering; gc from m1; SIGKILL it once its collector runs.
     wait_until(fleet.gc_allowed, "Redis to know the fleet long enough", MEMBER_TTL_S + 5)
@@ -402,6 +409,11 @@ def test_a_killed_gc_leaves_no_collector_and_no_writable_member_then_a_silent_me
             lease_left = client.pttl(fleet.key("gc", "lease")) / 1000.0
         assert lease_left > 0, "no lease in force while the collector runs"
         lease_ends = running_seen + lease_left
+        # `update` must not replace a registry a gc holds: the new one would be writable.
+        held = m2.cli("update", timeout=COMMAND_TIMEOUT)
+        assert UPDATE_FAILED == held.returncode, held.stderr
+        assert "holds this member read-only" in held.stderr, held.stderr
+        assert old == (m2.inspect() or {}).get("Image") == image_id(fleet.source.ref)
         answers: dict[str, list[int | None]] = {m.member: [] for m in members}
         stopped_at = None
         while stopped_at is None:
