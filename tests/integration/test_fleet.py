@@ -429,6 +429,12 @@ def test_a_killed_gc_leaves_no_collector_and_no_writable_member_then_a_silent_me
     finally:
         fleet.s3.resume()
     writable = {name: [a for a in seen if a != 405] for name, seen in answers.items()}
+    killed = (
+        f"collector ran {stopped_at - running_seen:.1f} s after the gc was killed, exit "
+        f"{exit_code}, stopped {lease_ends - stopped_at:.1f} s before the lease's end\n"
+        "uploads tried straight at each member meanwhile: "
+        + ", ".join(f"{n}: {len(a)} ({len(writable[n])} not 405)" for n, a in answers.items())
+    )
     assert stopped_at < lease_ends, (
         f"the collector stopped {stopped_at - lease_ends:.1f} s after the lease's end"
     )
@@ -441,6 +447,13 @@ def test_a_killed_gc_leaves_no_collector_and_no_writable_member_then_a_silent_me
                last=lambda: {m.member: (READONLY_VARIABLE in m.registry_env(), m.ready())
                              for m in members})  # fmt: skip
     normal_at = time.monotonic()
+    FIGURES.append(
+        (
+            "test_fleet: a gc SIGKILLed mid-collection",
+            f"{killed}\nevery member back to normal {normal_at - lease_at:.1f} s after the "
+            f"lease was taken (hold_s {hold_s} s)",
+        )
+    )
     assert normal_at >= lease_at + hold_s - 2, "a member went back to normal before its hold ended"
     for m in members:
         ended = [e["why"] for sup in m.processes for e in sup.find("fleet.gc_hold_ended")]

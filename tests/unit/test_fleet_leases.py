@@ -3,8 +3,6 @@ FleetStore): the fleet link's rounds are driven by hand, no thread."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from support.fake_fleet import FakeFleetStore
 from support.rig import Rig
@@ -16,9 +14,9 @@ from supervisor.spec import READONLY_VARIABLE
 
 
 @pytest.fixture
-def member(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> Rig:
+def member(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> Rig:
+    """The conftest's rig (it ends the event watcher) as fleet member "a"."""
     monkeypatch.setattr(FleetLink, "start", lambda self: None)  # rounds by hand
-    rig = Rig(tmp_path, capsys)
     store = FakeFleetStore(rig.clock)
     rig.store = store  # type: ignore[attr-defined]
     rig._supervisor_kwargs["fleet_store_factory"] = lambda _url, _name: store
