@@ -29,7 +29,6 @@ import contextlib
 import csv
 import dataclasses
 import io
-import json
 import re
 import secrets
 import signal
@@ -841,14 +840,17 @@ class SourceRegistry:
 
     def close(self) -> None:
         _docker("rm", "--force", self.name)
-        ok, out, _err = _docker("image", "inspect", "--format", "{{json .RepoDigests}}", self.base)
-        refs = [r for r in (json.loads(out) if ok and out.strip() else None) or ()
-                if r.startswith(f"{self.image}@")]  # fmt: skip
         _docker("rmi", self.ref)
-        for ref in refs:
-            _docker("rmi", ref)
         for tag in self.built:
             _docker("rmi", "--force", tag)
+        # Pushes and pulls left digest references (`<image>@sha256:…`) on the base image and
+        # on what members pulled: removing them untags the one, deletes the other.
+        ok, out, _err = _docker(
+            "images", "--digests", "--format", "{{.Repository}}@{{.Digest}}", self.image
+        )
+        for ref in out.split() if ok else ():
+            if ref.startswith(f"{self.image}@sha256:"):
+                _docker("rmi", ref)
 
     def __enter__(self) -> SourceRegistry:
         return self
