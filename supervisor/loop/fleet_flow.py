@@ -188,8 +188,10 @@ class FleetFlow:
             "fleet.gc_hold", lease=lease.token, holder=lease.holder, hold_s=lease.hold_s
         )
         if self.read_only:
-            # Still read-only from the last hold: confirm again once it refuses writes,
-            # and no longer go back to normal (asked for when that hold ended).
+            # Still read-only from the last hold: confirm again once it refuses writes, and
+            # stay so. A switch back to normal still waiting for the slot is off: granted
+            # after this confirms, it would make the registry writable under the new
+            # lease's collector while the heartbeat goes on confirming.
             if self._want == NORMAL:
                 self._want = None
                 if self._in_flight is None:

@@ -40,9 +40,9 @@ from supervisor.engine.client import Engine
 from supervisor.errors import ContainerGone, EngineUnavailable, MaintenanceFailed
 from supervisor.ops.gc import (
     ENGINE_REFUSALS,
-    NOTHING_STORED,
     collector_command,
     collector_config,
+    nothing_stored,
     parse_summary,
 )
 from supervisor.settings import Settings
@@ -198,7 +198,7 @@ class FleetGarbageCollection:
         outcome = "ok"
         if code == 137 and summary == (None, None, None):
             outcome = f"failed: the collector outlived its bound ({seconds} s) and was killed"
-        elif code != 0 and NOTHING_STORED not in output:
+        elif code != 0 and not nothing_stored(output):
             tail = " | ".join(output.strip().splitlines()[-3:])
             outcome = f"failed: the collector exited {code}: {tail}"
         result = FleetGcResult(

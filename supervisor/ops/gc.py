@@ -140,8 +140,18 @@ def collector_config(
     return config
 
 
-# What the collector says (and exits 1 with) when the registry has stored nothing yet.
+# What the collector says (and exits 1 with) when the registry has stored nothing yet:
+# no repository at all, or repositories (upload sessions begun: a canary's, a push
+# refused) but no blob ever committed. The driver prefixes it ("s3aws: Path not found").
 NOTHING_STORED = "Path not found: /docker/registry/v2/repositories"
+NO_BLOBS_STORED = "Path not found: /docker/registry/v2/blobs"
+
+
+def nothing_stored(output: str) -> bool:
+    """Whether the collector failed only because there is nothing to collect (pure)."""
+    return NOTHING_STORED in output or NO_BLOBS_STORED in output
+
+
 # The disk guard's estimate runs beside the loop; a stuck collector must end.
 ESTIMATE_TIMEOUT_S = 600
 
@@ -157,7 +167,7 @@ def estimate_reclaimable(settings: Settings, engine: Engine) -> int | None:
     code, output = engine.run_once(collector_config(spec, layout, command), ESTIMATE_TIMEOUT_S)
     if code != 0:
         # A registry that has stored nothing yet has no repositories dir to mark.
-        return 0 if NOTHING_STORED in output else None
+        return 0 if nothing_stored(output) else None
     return blobs_bytes(settings.dir, eligible_blobs(output))
 
 

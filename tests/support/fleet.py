@@ -264,7 +264,17 @@ class S3Server:
             "REGISTRY_STORAGE_REDIRECT_DISABLE": "true",
         }
 
+    def pause(self) -> None:
+        """SIGSTOP moto: the store still accepts connections (the kernel's backlog) and
+        answers nothing, as a very slow or very large store would; ``resume`` undoes it."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.resume()  # a stopped process would not see the SIGTERM
         _end(self.proc)
 
     def __enter__(self) -> S3Server:
@@ -324,6 +334,7 @@ class Member:
             **(env or {}),
         }
         self.processes: list[SupervisorProcess] = []
+        self.commands: list[SupervisorProcess] = []  # `background` ones: update, gc
         self.write_env()
         self._docker = docker.from_env(timeout=60)
 
@@ -416,6 +427,46 @@ class Member:
         except requests.RequestException:
             return None
 
+    def upload_status(
+        self, repository: str = "fleet-probe/writes", timeout: float = 2.0
+    ) -> int | None:
+        """Status code of POST /v2/<repository>/blobs/uploads/ straight at this member's
+        registry (405: read-only), or None when it does not answer within ``timeout``. An
+        upload it starts is left to the registry's purger."""
+        try:
+            return requests.post(
+                f"{self.registry_url}{repository}/blobs/uploads/", timeout=timeout
+            ).status_code
+        except requests.RequestException:
+            return None
+
+    def registry_env(self) -> dict[str, str]:
+        """The registry container's environment (``Config.Env``), empty when it is gone."""
+        attrs = self.inspect()
+        pairs = (attrs or {}).get("Config", {}).get("Env") or []
+        return dict(pair.split("=", 1) for pair in pairs if "=" in pair)
+
+    def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """`registry-supervisor ARGS --env-file FILE` with this member's settings, to the
+        end; its exit code, stdout and stderr."""
+        return subprocess.run(
+            [*supervisor_argv(), *args, "--env-file", str(self.env_file)],
+            env=child_env(), cwd=self.root, capture_output=True, text=True, timeout=timeout,
+            check=False,
+        )  # fmt: skip
+
+    def background(self, label: str, *args: str) -> SupervisorProcess:
+        """`registry-supervisor ARGS --env-file FILE` in the background (its logs under
+        ``root/<member>/<label>-N``); closing the member kills it if it still runs."""
+        sup = SupervisorProcess(
+            [*supervisor_argv(), *args, "--env-file", str(self.env_file)],
+            env=child_env(),
+            cwd=self.root,
+            log_dir=self.root / f"{label}-{len(self.commands)}",
+        )
+        self.commands.append(sup)
+        return sup
+
     def inspect(self, name: str | None = None) -> dict[str, Any] | None:
         """`docker inspect` of the registry (or ``name``), None when there is none."""
         try:
@@ -436,7 +487,7 @@ class Member:
         )
 
     def close(self) -> None:
-        for sup in self.processes:
+        for sup in [*self.processes, *self.commands]:
             sup.kill()
         for container in self._docker.api.containers(all=True, filters={"name": self.name}):
             names = {n.lstrip("/") for n in container.get("Names") or ()}
@@ -655,6 +706,49 @@ backend registry_members
         self.close()
 
 
+class StatusWatch:
+    """Samples HAProxy's server statuses every ``every`` seconds on a thread, while open:
+    how many members were out of the load balancer at once."""
+
+    def __init__(self, lb: HAProxy, every: float = 0.1) -> None:
+        self.lb = lb
+        self.every = every
+        self.samples: list[tuple[float, dict[str, str]]] = []  # (monotonic, statuses)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError):
+                self.samples.append((time.monotonic(), self.lb.status()))
+            self._stop.wait(self.every)
+
+    @staticmethod
+    def down(statuses: dict[str, str]) -> list[str]:
+        """The servers out of rotation: DOWN (or on their way up: ``DOWN 1/2``), MAINT."""
+        return sorted(n for n, v in statuses.items() if not v.startswith(("UP", "NOLB")))
+
+    def most_down(self) -> tuple[int, list[str]]:
+        """The most servers out at once, and which (the first sample that had them)."""
+        worst: list[str] = []
+        for _at, statuses in self.samples:
+            down = self.down(statuses)
+            if len(down) > len(worst):
+                worst = down
+        return len(worst), worst
+
+    def ever_down(self) -> set[str]:
+        return {n for _at, statuses in self.samples for n in self.down(statuses)}
+
+    def __enter__(self) -> StatusWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
 def _true(ok: bool) -> bool | None:
     return True if ok else None
 
@@ -681,6 +775,94 @@ def _log_line(line: str) -> LogLine | None:
         termination=match["term"],
         location=match["location"],
     )
+
+
+# --- an image source -----------------------------------------------------------------------
+
+
+class SourceRegistry:
+    """A registry of the test's own on loopback (the local test image, its storage inside
+    the container) that publishes the image members run: ``image`` is what MY_REG_IMAGE
+    names, ``tag`` MY_REG_TAG. ``publish`` pushes a local image under that tag; every
+    member's host is this one engine, so the local tag is then pointed back at what the
+    members run, as on hosts that have not pulled yet. Closing removes the container,
+    what was built, and the tags and digest references it left."""
+
+    def __init__(self, name: str, base: str = "registry:2", tag: str = "stable") -> None:
+        self.name = name
+        self.base = base
+        self.port = free_port()
+        self.tag = tag
+        self.image = f"127.0.0.1:{self.port}/mirror/registry"
+        self.ref = f"{self.image}:{tag}"
+        self.built: list[str] = []
+        ok, _out, err = _docker(
+            "run", "-d", "--name", name, "-p", f"127.0.0.1:{self.port}:5000", base
+        )
+        if not ok:
+            pytest.fail(f"starting the source registry {name}: {err.strip()}")
+        try:
+            wait_until(self._answers, f"source registry {name}", START_TIMEOUT)
+        except BaseException:
+            self.close()
+            raise
+
+    def _answers(self) -> bool | None:
+        try:
+            ok = requests.get(f"http://127.0.0.1:{self.port}/v2/", timeout=1).status_code == 200
+        except requests.RequestException:
+            return None
+        return True if ok else None
+
+    def publish(self, local: str, *, then_local: str | None = None) -> str:
+        """Push ``local`` under the source's tag; the local tag names ``then_local`` after
+        (default: ``local``). The pushed image's id."""
+        for args in (("tag", local, self.ref), ("push", self.ref)):
+            ok, _out, err = _docker(*args, timeout=120)
+            if not ok:
+                pytest.fail(f"docker {' '.join(args)}: {err.strip()}")
+        pushed = image_id(self.ref)
+        if then_local is not None:
+            _docker("tag", then_local, self.ref)
+        return pushed
+
+    def build(self, dockerfile: str) -> str:
+        """``docker build`` of ``dockerfile`` (FROM a local image: no network); its tag."""
+        tag = f"{self.name}-build-{secrets.token_hex(3)}:latest"
+        done = subprocess.run(
+            ["docker", "build", "-q", "-t", tag, "-"], input=dockerfile, capture_output=True,
+            text=True, timeout=120, check=False, env={**child_env(), "DOCKER_BUILDKIT": "0"},
+        )  # fmt: skip
+        if done.returncode != 0:
+            pytest.fail(f"docker build: {done.stderr.strip()}")
+        self.built.append(tag)
+        return tag
+
+    def close(self) -> None:
+        _docker("rm", "--force", self.name)
+        _docker("rmi", self.ref)
+        for tag in self.built:
+            _docker("rmi", "--force", tag)
+        # Pushes and pulls left digest references (`<image>@sha256:…`) on the base image and
+        # on what members pulled: removing them untags the one, deletes the other.
+        ok, out, _err = _docker(
+            "images", "--digests", "--format", "{{.Repository}}@{{.Digest}}", self.image
+        )
+        for ref in out.split() if ok else ():
+            if ref.startswith(f"{self.image}@sha256:"):
+                _docker("rmi", ref)
+
+    def __enter__(self) -> SourceRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def image_id(ref: str) -> str:
+    """The local image id ``ref`` names ("" when none)."""
+    ok, out, _err = _docker("image", "inspect", "--format", "{{.Id}}", ref)
+    return out.strip() if ok else ""
 
 
 # --- clients ----------------------------------------------------------------------------------
@@ -713,12 +895,16 @@ class LoadSummary:
     pushes_failed: int
     failures: tuple[Attempt, ...]  # the failed pulls and pushes, in time order
 
-    def describe(self, origin: float = 0.0) -> str:
+    def describe(self, origin: float = 0.0, limit: int | None = None) -> str:
+        """The counts, then the failures (the first ``limit`` of them)."""
         lines = [
             f"pulls ok={self.pulls_ok} failed={self.pulls_failed}; "
             f"pushes ok={self.pushes_ok} failed={self.pushes_failed}"
         ]
-        lines += [f"  {a.describe(origin)}" for a in self.failures]
+        shown = self.failures if limit is None else self.failures[:limit]
+        lines += [f"  {a.describe(origin)}" for a in shown]
+        if len(shown) < len(self.failures):
+            lines.append(f"  ... and {len(self.failures) - len(shown)} more")
         return "\n".join(lines)
 
 
@@ -947,10 +1133,13 @@ __all__ = [
     "Member",
     "RedisServer",
     "S3Server",
+    "SourceRegistry",
+    "StatusWatch",
     "bridge_gateway",
     "dump_logs",
     "fleet_id",
     "free_port",
+    "image_id",
     "supervisor_events",
     "tiny_image",
     "wait_until",

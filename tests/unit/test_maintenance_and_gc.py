@@ -22,6 +22,7 @@ from supervisor.ops.gc import (
     collector_command,
     collector_config,
     eligible_blobs,
+    nothing_stored,
     parse_summary,
     readonly_spec,
 )
@@ -322,6 +323,17 @@ def test_parse_summary_of_registry_2_8_output() -> None:
     )
     assert (3, 3, 0) == parse_summary(output)
     assert (None, None, None) == parse_summary("something else")
+
+
+def test_nothing_stored_covers_a_store_with_upload_sessions_and_no_blob() -> None:
+    """No repository at all (filesystem), or repositories but no blob ever committed (an
+    S3 store that saw only refused or cancelled uploads): nothing to collect."""
+    assert nothing_stored("Path not found: /docker/registry/v2/repositories")
+    assert nothing_stored(
+        "failed to garbage collect: error enumerating blobs: s3aws: Path not found: "
+        "/docker/registry/v2/blobs"
+    )
+    assert not nothing_stored("failed to garbage collect: s3aws: AccessDenied")
 
 
 def test_eligible_blobs_are_sized_from_the_data_dir(tmp_path: Path) -> None:
