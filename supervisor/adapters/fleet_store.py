@@ -110,11 +110,15 @@ class FleetStore:
 
     # -- membership ------------------------------------------------------------------------
 
-    def heartbeat(self, record: MemberRecord) -> None:
-        """Write this member's record (expiring), roster it, and make the epoch if new."""
+    def heartbeat(self, record: MemberRecord, secret: str | None = None) -> None:
+        """Write this member's record (expiring), roster it, and make the epoch if new;
+        ``secret``: the fleet's HTTP secret this member runs with, put back if Redis lost
+        it (a member that joins next must find it, not make its own)."""
         with _answers(self.url):
             body = record.to_json()
             pipe = self._redis.pipeline(transaction=False)
+            if secret is not None:
+                pipe.set(self._key("http-secret"), secret, nx=True)
             pipe.set(self._key("member", record.name), body, px=int(MEMBER_TTL_S * 1000))
             pipe.hset(self._key("roster"), record.name, body)
             pipe.set(self._key("epoch"), self._server_seconds(), nx=True)

@@ -53,9 +53,14 @@ class FleetLink:
         member: str,
         post: Callable[[Any], None],
         log: Any,
+        *,
         every_s: float = HEARTBEAT_S,
+        secret: str | None = None,
     ) -> None:
         self._store = store
+        # The fleet's HTTP secret this member runs with (never in its record): each
+        # heartbeat puts it back if Redis lost it.
+        self._secret = secret
         self.member = member
         self._post = post
         self.log = log
@@ -140,7 +145,7 @@ class FleetLink:
             record, watched, wanted = self._record, self._watched, self._slot_wanted
         try:
             if record is not None:
-                self._store.heartbeat(record)
+                self._store.heartbeat(record, self._secret)
             lease = self._store.lease()
             if lease is not None:
                 self._post(LeaseSeen(lease))

@@ -54,6 +54,7 @@ from supervisor.loop.watchdog import WatchdogFeeder
 from supervisor.phase import Phase
 from supervisor.settings import Settings
 from supervisor.spec import ContainerSpec, HolderSpec, derive_spec, holder_spec
+from supervisor.statedir.http_secret import kept_fleet_secret
 from supervisor.statedir.maintenance import maintenance_path
 
 # The state file is not written while a repair is due this soon (or right after a
@@ -134,7 +135,13 @@ class Supervisor:
         self.fleet_link: FleetLink | None = None
         if settings.fleet_redis is not None:
             store = fleet_store_factory(settings.fleet_redis, settings.fleet_name)
-            self.fleet_link = FleetLink(store, settings.fleet_member, self.messages.put, self.log)
+            self.fleet_link = FleetLink(
+                store,
+                settings.fleet_member,
+                self.messages.put,
+                self.log,
+                secret=kept_fleet_secret(settings),
+            )
             self.reconciler.fleet = FleetFlow(
                 self.reconciler,
                 self.fleet_link,

@@ -71,8 +71,10 @@ class FakeFleetStore:
     def close(self) -> None:
         self.closed = True
 
-    def heartbeat(self, record: MemberRecord) -> None:
+    def heartbeat(self, record: MemberRecord, secret: str | None = None) -> None:
         self._answer("heartbeat")
+        if secret is not None:
+            self._set("http-secret", secret, None, nx=True)
         self._set(f"member:{record.name}", record.to_json(), MEMBER_TTL_S)
         self.roster[record.name] = record.to_json()
         self._set("epoch", str(self.clock()), None, nx=True)

@@ -248,3 +248,13 @@ def test_a_member_that_joined_before_is_ready_with_its_redis_down(
     start(rig)
     round_(rig, 1.0)
     assert rig.sup._ready().ready
+
+
+def test_the_fleet_secret_is_put_back_when_redis_lost_it(rig: Rig, store: FakeFleetStore) -> None:
+    """A member that joins after Redis lost everything must find the fleet's secret, not
+    make its own (uploads spanning members would fail)."""
+    start(rig)
+    secret = rig.sup.settings.registry_env["REGISTRY_HTTP_SECRET"]
+    store.lose_data()
+    round_(rig, 1.0)
+    assert store.shared_secret("a newcomer's own") == secret
