@@ -16,6 +16,8 @@ import itertools
 import json
 import os
 import secrets
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from support.fleet import (
     FIGURES,
     Attempt,
@@ -37,6 +40,7 @@ from support.fleet import (
     dump_logs,
     fleet_id,
     image_id,
+    tiny_image,
     wait_until,
 )
 from support.process import SupervisorProcess
@@ -44,6 +48,12 @@ from support.process import SupervisorProcess
 pytestmark = pytest.mark.integration
 
 MEMBERS = ("m1", "m2", "m3")
+MANIFEST_TYPES = ", ".join(
+    (
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+    )
+)
 STEADY_S = 3.0  # load between faults
 RECOVERY_TIMEOUT = 30.0
 COMMAND_TIMEOUT = 150.0  # one update or gc of the whole fleet
@@ -138,6 +148,8 @@ def fleet(docker_client, tmp_path: Path) -> Iterator[Fleet]:
             **s3.registry_env(rootdirectory=f"/{name}"),
             "MY_REG_FLEET_REDIS": redis_server.url,
             "MY_REG_FLEET_NAME": name,
+            # A manifest deleted before the gc leaves it something to collect.
+            "REGISTRY_STORAGE_DELETE_ENABLED": "true",
         }
         members = [
             stack.enter_context(
@@ -199,7 +211,8 @@ def test_a_fleet_serves_through_faults_a_rolling_update_and_a_gc(fleet: Fleet):
     (repaired), a member's supervisor is SIGKILLed (a new one adopts the registry, its
     heartbeat is back), Redis restarts with nothing (members re-register; serving never
     stops), `update` runs on all three members at once (one at a time, all on the new
-    image), and a fleet gc runs with pushes in flight (the collector only once all three
+    image), a reload that changes the spec is sent to all three at once (one restart at a
+    time, never two members out of HAProxy), and a fleet gc runs with pushes in flight (the collector only once all three
     confirmed read-only; pushes meanwhile refused, none acknowledged and then lost; every
     member back to normal). No pull fails; every acknowledged push pulls back by digest."""
     members, lb = fleet.members, fleet.lb
@@ -293,7 +306,49 @@ def test_a_fleet_serves_through_faults_a_rolling_update_and_a_gc(fleet: Fleet):
         assert watch.ever_down() == set(MEMBERS), "an update restarted no member?"
         time.sleep(STEADY_S)
 
-        # 5. A fleet gc with pushes in flight.
+        # 4b. A reload that changes the spec, on all three members at once: one at a time.
+        marks = {m.member: m.sup.mark() for m in members}
+        for m in members:
+            m.write_env(MY_REG_STOP_TIMEOUT="3")
+        note("SIGHUP m1, m2, m3 at once (MY_REG_STOP_TIMEOUT changed)")
+        with StatusWatch(lb) as watch:
+            for m in members:
+                m.sup.send(signal.SIGHUP)
+            for m in members:
+                m.sup.wait_for_event("fleet.planned_restart_done", RECOVERY_TIMEOUT,
+                                     since=marks[m.member], why="reload")  # fmt: skip
+            wait_until(fleet.all_normal, "every member UP after the reload", RECOVERY_TIMEOUT,
+                       last=lb.status)  # fmt: skip
+        note("reload done")
+        reloads = sorted(
+            (
+                wall(m.sup.find("fleet.planned_restart", since=marks[m.member], why="reload")[0]),
+                wall(m.sup.find("fleet.planned_restart_done", since=marks[m.member],
+                                why="reload")[0]),
+            )
+            for m in members
+        )  # fmt: skip
+        for (_began, done), (began_next, _done) in itertools.pairwise(reloads):
+            assert done <= began_next, f"two reloads restarted at once: {reloads}"
+        most, which = watch.most_down()
+        assert most <= 1, f"members {which} were out of HAProxy at once during the reload"
+        assert watch.ever_down() == set(MEMBERS), "a reload restarted no member?"
+        time.sleep(STEADY_S)
+
+        # 5. A fleet gc with pushes in flight, with something to collect: an image pushed
+        # through the load balancer, then its manifest deleted on another member.
+        doomed = f"{lb.address}/{fleet.name}/doomed:1"
+        tiny_image(doomed, size=64 * 1024)
+        pushed = subprocess.run(["docker", "push", doomed], capture_output=True, text=True,
+                                timeout=60, check=False)  # fmt: skip
+        subprocess.run(["docker", "rmi", doomed], capture_output=True, check=False)
+        assert pushed.returncode == 0, pushed.stderr
+        manifest = f"{m1.registry_url}{fleet.name}/doomed/manifests/1"
+        digest = requests.head(manifest, headers={"Accept": MANIFEST_TYPES},
+                               timeout=5).headers["Docker-Content-Digest"]  # fmt: skip
+        deleted = requests.delete(f"{m2.registry_url}{fleet.name}/doomed/manifests/{digest}",
+                                  timeout=5)  # fmt: skip
+        assert deleted.status_code == 202, deleted.text
         wait_until(fleet.gc_allowed, "Redis to know the fleet long enough", MEMBER_TTL_S + 5)
         note("gc from m3")
         gc = m3.background("gc", "gc", "--json", "--confirm-timeout", "60",
@@ -312,6 +367,7 @@ def test_a_fleet_serves_through_faults_a_rolling_update_and_a_gc(fleet: Fleet):
     # The gc: the collector started only once all three had confirmed read-only.
     token = result["lease"]
     assert "ok" == result["outcome"] and sorted(MEMBERS) == sorted(result["members"]), result
+    assert result["blobs_eligible"] >= 1, f"the deleted image's blobs were not collected: {result}"
     collecting = wall(events_of(gc, "fleet_gc.collecting")[0])
     confirmed = {
         m.member: [wall(e) for sup in m.processes for e in sup.find("fleet.read_only_confirmed",
@@ -347,6 +403,7 @@ def test_a_fleet_serves_through_faults_a_rolling_update_and_a_gc(fleet: Fleet):
             f"{result['collect_s']} s, {result['blobs_eligible']} blobs eligible; "
             f"{gc_ended - gc_started:.1f} s",
             "update slots (epoch s): " + ", ".join(f"{a:.1f}-{b:.1f}" for a, b in slots),
+            "reload restarts (epoch s): " + ", ".join(f"{a:.1f}-{b:.1f}" for a, b in reloads),
             "timeline:",
             *(f"  {e}" for e in fleet.timeline),
         ]
