@@ -28,6 +28,7 @@ from supervisor.errors import (
     ConfigError,
     EngineUnavailable,
     ExitCode,
+    FleetUnavailable,
     MaintenanceFailed,
     SupervisorError,
     TransientError,
@@ -185,7 +186,7 @@ def _secret_for_run(settings: Settings) -> Settings:
     few times; without an answer the one kept here, said in a warning)."""
     if settings.fleet_redis is None:
         return with_http_secret(settings)
-    from supervisor.adapters.fleet_store import FleetStore, FleetUnavailable  # fleet only
+    from supervisor.adapters.fleet_store import FleetStore  # fleet only
 
     store = FleetStore(settings.fleet_redis, settings.fleet_name)
     try:
@@ -240,7 +241,7 @@ def _interruptible() -> Iterator[None]:
 
 def _fleet_command(settings: Settings, args: argparse.Namespace) -> int:
     """`status --fleet` and `forget-member`: exit 69 when Redis does not answer."""
-    from supervisor.adapters.fleet_store import FleetStore, FleetUnavailable  # fleet only
+    from supervisor.adapters.fleet_store import FleetStore  # fleet only
     from supervisor.ops.fleet_report import fleet_report, forget, report_lines
 
     if settings.fleet_redis is None:

@@ -108,3 +108,8 @@ class PortBusy(ContainerActionFailed):
 
 class MaintenanceFailed(SupervisorError):
     """A maintenance task (garbage collection) could not be done or finished."""
+
+
+class FleetUnavailable(SupervisorError):
+    """The fleet's Redis did not answer (or refused): one short phrase. Defined here, not
+    beside the Redis adapter, so that what only catches it does not load redis-py."""

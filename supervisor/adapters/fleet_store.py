@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import redis
 
-from supervisor.errors import SupervisorError
+from supervisor.errors import FleetUnavailable
 from supervisor.fleet import (
     BLOB_CACHE_PATTERNS,
     MEMBER_TTL_S,
@@ -38,10 +38,6 @@ _EXPIRE_IF = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then "
     "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
 )
-
-
-class FleetUnavailable(SupervisorError):
-    """The fleet's Redis did not answer (or refused): one short phrase."""
 
 
 @contextmanager

@@ -14,10 +14,13 @@ import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from supervisor.adapters.fleet_store import FleetStore, FleetUnavailable
+from supervisor.errors import FleetUnavailable
 from supervisor.fleet import HEARTBEAT_S, SLOT_TTL_S, GcLease, MemberRecord
+
+if TYPE_CHECKING:  # redis-py is loaded only in fleet mode (supervisor/loop/supervisor.py)
+    from supervisor.adapters.fleet_store import FleetStore
 
 
 @dataclass(frozen=True)

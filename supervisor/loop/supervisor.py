@@ -21,14 +21,13 @@ from collections.abc import Callable
 from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from supervisor import fleet, ready, risks
 from supervisor import log as logging_setup
 from supervisor.adapters import metrics
-from supervisor.adapters.fleet_store import FleetStore
 from supervisor.adapters.notify import Notifier
 from supervisor.adapters.probe import Probe
 from supervisor.adapters.registry_api import RegistryApi, writes_refused
@@ -57,6 +56,9 @@ from supervisor.spec import ContainerSpec, HolderSpec, derive_spec, holder_spec
 from supervisor.statedir.http_secret import kept_fleet_secret
 from supervisor.statedir.maintenance import maintenance_path
 
+if TYPE_CHECKING:
+    from supervisor.adapters.fleet_store import FleetStore
+
 # The state file is not written while a repair is due this soon (or right after a
 # start, while probes run fast): recovery never waits on the disk.
 STATE_QUIET_S = 1.0
@@ -82,7 +84,7 @@ class Supervisor:
         engine_factory: Callable[[], Engine] = Engine,
         probe_factory: Callable[[str, Path | None], Probe] = Probe,
         registry_api_factory: ApiFactory = RegistryApi,
-        fleet_store_factory: Callable[[str, str], FleetStore] = FleetStore,
+        fleet_store_factory: Callable[[str, str], FleetStore] | None = None,
     ) -> None:
         # The factories are injected so that tests drive whole ticks with fakes.
         spec = derive_spec(settings, None)
@@ -134,6 +136,11 @@ class Supervisor:
         )
         self.fleet_link: FleetLink | None = None
         if settings.fleet_redis is not None:
+            if fleet_store_factory is None:
+                # redis-py (about 6 MiB) is loaded in fleet mode only.
+                from supervisor.adapters.fleet_store import FleetStore  # noqa: PLC0415
+
+                fleet_store_factory = FleetStore
             store = fleet_store_factory(settings.fleet_redis, settings.fleet_name)
             self.fleet_link = FleetLink(
                 store,

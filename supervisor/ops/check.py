@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from supervisor import canary, fleet, risks, takeover
-from supervisor.adapters.fleet_store import FleetStore, FleetUnavailable
+from supervisor.adapters.fleet_store import FleetStore
 from supervisor.engine import image_info as images
 from supervisor.engine.client import Engine
-from supervisor.errors import ConfigError, ImageUnavailable
+from supervisor.errors import ConfigError, FleetUnavailable, ImageUnavailable
 from supervisor.layout import version_findings
 from supervisor.loop.data_dir import data_dirs
 from supervisor.observed import Observed

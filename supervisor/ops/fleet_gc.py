@@ -35,9 +35,9 @@ from typing import Any
 import structlog
 
 from supervisor import fleet
-from supervisor.adapters.fleet_store import FleetStore, FleetUnavailable, clear_blob_cache
+from supervisor.adapters.fleet_store import FleetStore, clear_blob_cache
 from supervisor.engine.client import Engine
-from supervisor.errors import ContainerGone, EngineUnavailable, MaintenanceFailed
+from supervisor.errors import ContainerGone, EngineUnavailable, FleetUnavailable, MaintenanceFailed
 from supervisor.ops.gc import (
     ENGINE_REFUSALS,
     collector_command,

@@ -16,8 +16,8 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from supervisor.adapters.fleet_store import FleetStore, FleetUnavailable
-from supervisor.errors import MaintenanceFailed
+from supervisor.adapters.fleet_store import FleetStore
+from supervisor.errors import FleetUnavailable, MaintenanceFailed
 from supervisor.fleet import SLOT_TTL_S
 from supervisor.settings import Settings
 from supervisor.statedir import fleet_hold

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from support.fleet import RedisServer
 
-from supervisor.adapters.fleet_store import FleetStore, FleetUnavailable, clear_blob_cache
+from supervisor.adapters.fleet_store import FleetStore, clear_blob_cache
+from supervisor.errors import FleetUnavailable
 from supervisor.fleet import BlobCache, MemberRecord
 
 pytestmark = pytest.mark.integration

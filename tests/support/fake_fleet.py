@@ -12,7 +12,7 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from supervisor.adapters.fleet_store import FleetUnavailable
+from supervisor.errors import FleetUnavailable
 from supervisor.fleet import MEMBER_TTL_S, GcLease, Member, MemberRecord
 
 

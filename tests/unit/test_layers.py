@@ -174,13 +174,14 @@ import supervisor.cli as cli
 # notifier, the Supervisor built; the loop itself is not entered.
 cli.Supervisor.run = lambda self: None
 code = cli.main(["run"])
-print(json.dumps({"code": code, "ops": sorted(m for m in sys.modules if m.startswith("supervisor.ops"))}))
+print(json.dumps({"code": code, "ops": sorted(m for m in sys.modules if m.startswith("supervisor.ops")),
+                  "redis": "redis" in sys.modules}))
 """
 
 
 def test_run_imports_nothing_from_ops(tmp_path: Path) -> None:
     """`registry-supervisor run`, up to its loop, loads no module of supervisor.ops (with
-    an htpasswd file set, so that its validation runs too)."""
+    an htpasswd file set, so that its validation runs too), nor redis-py outside a fleet."""
     htpasswd = tmp_path / "htpasswd"
     htpasswd.write_text("admin:$2y$10$" + "a" * 53 + "\n", encoding="utf-8")
     htpasswd.chmod(0o644)
@@ -205,7 +206,8 @@ def test_run_imports_nothing_from_ops(tmp_path: Path) -> None:
         check=False,
     )
     assert 0 == done.returncode, done.stderr
-    assert {"code": 0, "ops": []} == json.loads(done.stdout.splitlines()[-1])
+    # redis-py is for fleet mode only (MY_REG_FLEET_REDIS): not loaded without it.
+    assert {"code": 0, "ops": [], "redis": False} == json.loads(done.stdout.splitlines()[-1])
 
 
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if _room(m) in FILE_HELPERS))
