@@ -153,13 +153,16 @@ def hold_for(
     boot_id: str | None,
     now_wall: float,
     previous: Hold | None = None,
+    *,
+    previous_released: bool = False,
 ) -> Hold:
     """The hold a member takes when it first sees ``lease`` (pure): the lease's whole
     length from now, which ends no sooner than the collector's own deadline. A hold it
-    takes over (``previous``, of this boot) is never cut short by it."""
+    takes over (``previous``, of this boot) is never cut short by it; one whose release
+    was seen (``previous_released``: its collector is gone) only by its own floor."""
     floor = 0.0
     if previous is not None and previous.boot_id is not None and previous.boot_id == boot_id:
-        floor = max(previous.until, previous.floor)
+        floor = previous.floor if previous_released else max(previous.until, previous.floor)
     until = max(now_boottime + lease.hold_s, floor)
     return Hold(lease.token, until, boot_id, floor, now_wall + (until - now_boottime), lease.hold_s)
 
@@ -194,6 +197,19 @@ def unconfirmed(members: list[Member], lease: GcLease) -> list[str]:
         m.name
         for m in members
         if not (m.alive and m.record is not None and m.record.confirmed == lease.token)
+    )
+
+
+def not_holding(members: list[Member], lease: GcLease) -> list[str]:
+    """Live members that neither hold read-only for ``lease`` nor confirmed it (pure): a
+    member that joined (or came back without its hold) while the collector runs, writable.
+    A member restarted mid-gc resumes its hold first and says so in its first record."""
+    return sorted(
+        m.name
+        for m in members
+        if m.alive
+        and m.record is not None
+        and lease.token not in (m.record.read_only_for, m.record.confirmed)
     )
 
 

@@ -67,8 +67,15 @@ def _ended_why(hold: Hold, released: set[str]) -> str | None:
     )
 
 
-def _new_hold(lease: GcLease, previous: Hold | None = None) -> Hold:
-    return hold_for(lease, fleet_hold.boottime(), fleet_hold.boot_id(), fleet_hold.wall(), previous)
+def _new_hold(lease: GcLease, previous: Hold | None = None, *, released: bool = False) -> Hold:
+    return hold_for(
+        lease,
+        fleet_hold.boottime(),
+        fleet_hold.boot_id(),
+        fleet_hold.wall(),
+        previous,
+        previous_released=released,
+    )
 
 
 class FleetFlow:
@@ -182,7 +189,8 @@ class FleetFlow:
             self._ended.add(previous.token)
             self.confirmed = None
             self.log.info("fleet.gc_hold_superseded", lease=previous.token)
-        self.hold = _new_hold(lease, previous)
+        released = previous is not None and previous.token in self._released
+        self.hold = _new_hold(lease, previous, released=released)
         self.link.watch_release(lease.token)
         self.log.warning(
             "fleet.gc_hold", lease=lease.token, holder=lease.holder, hold_s=lease.hold_s
@@ -217,7 +225,9 @@ class FleetFlow:
         """The rolling slot is ours: do what it was wanted for."""
         want, self._want = self._want, None
         if want is None:
-            self.link.want_slot(None)
+            if self._in_flight is None:
+                # (else a grant again for what runs now: kept until it is done)
+                self.link.want_slot(None)
             return
         now = self._r.clock()
         settings = self._r.desired.settings

@@ -117,6 +117,7 @@ class FleetGarbageCollection:
             member=settings.fleet_member, fleet=settings.fleet_name
         )
         self.collector_id: str | None = None
+        self.collector_name: str | None = None  # set before the collector is started
         self.clear_cache: Callable[[fleet.BlobCache], int] = clear_blob_cache
 
     def run(self) -> FleetGcResult:
@@ -145,8 +146,17 @@ class FleetGarbageCollection:
         try:
             return self._collect(lease, started_at, taken_at)
         finally:
-            self._kill_collector()
-            self._release(lease)
+            if self._kill_collector():
+                self._release(lease)
+            else:
+                # Released, every member would go writable beside a collector that runs
+                # on until its own `timeout`: the lease ends by itself instead.
+                self.log.error(
+                    "fleet_gc.not_released",
+                    lease=lease.token,
+                    detail="the collector may still run: members hold read-only until the "
+                    f"lease's time is up ({lease.hold_s:g} s)",
+                )
 
     def _preconditions(self) -> list[str]:
         age = self.store.epoch_age_s()
@@ -189,6 +199,8 @@ class FleetGarbageCollection:
         config["host_config"]["init"] = True
         self._remove_leftover(config["name"])
         collect_began = self.clock()
+        # Named before it is started: a start whose answer is lost may still have run it.
+        self.collector_name = str(config["name"])
         self.collector_id = self.engine.start_once(config)
         self.log.info("fleet_gc.collecting", lease=lease.token, members=names, bound_s=seconds)
         code = self._watch_collector(lease, self.collector_id)
@@ -263,7 +275,12 @@ class FleetGarbageCollection:
             try:
                 if self.store.lease_remaining_s(lease) is None:
                     why = "the lease was lost (Redis restarted without its data, or expired)"
-                missing = fleet.unconfirmed(self.store.members(), lease)
+                members = self.store.members()
+                missing = fleet.unconfirmed(members, lease)
+                writable = fleet.not_holding(members, lease)
+                if writable and why is None:
+                    # No grace: it is not a member resuming its hold, it accepts pushes.
+                    why = f"member(s) {', '.join(writable)} joined writable (not holding)"
                 silent_since = None
             except FleetUnavailable as err:
                 missing = []
@@ -311,21 +328,33 @@ class FleetGarbageCollection:
             )
         self.engine.remove(leftover.id)
 
-    def _kill_collector(self) -> None:
-        """Kill and remove the collector, if one was started (idempotent)."""
-        container_id, self.collector_id = self.collector_id, None
-        if container_id is None:
-            return
+    def _kill_collector(self) -> bool:
+        """Kill and remove the collector, if one was started (idempotent); whether none
+        runs now (False: the engine did not answer, it may run until its own `timeout`)."""
+        target = self.collector_id or self.collector_name
+        self.collector_id = None
+        if target is None:
+            return True
         try:
-            observed = self.engine.inspect(container_id)
+            observed = self.engine.inspect(target)
             if observed is not None and observed.running:
-                self.engine.kill(container_id)
-            self.engine.remove(container_id)
+                self.engine.kill(observed.id)
         except ContainerGone:
             pass
         except (EngineUnavailable, *ENGINE_REFUSALS) as err:
             # It ends by its own timeout before the lease does; members hold until then.
-            self.log.error("fleet_gc.collector_not_removed", error=str(err))
+            self.log.error("fleet_gc.collector_not_killed", error=str(err))
+            return False
+        self.collector_name = None
+        if observed is not None:
+            try:
+                self.engine.remove(observed.id)
+            except ContainerGone:
+                pass
+            except (EngineUnavailable, *ENGINE_REFUSALS) as err:
+                # Stopped: only the container is left (the next gc removes it).
+                self.log.warning("fleet_gc.collector_not_removed", error=str(err))
+        return True
 
     def _release(self, lease: fleet.GcLease) -> None:
         for _ in range(RELEASE_ATTEMPTS):

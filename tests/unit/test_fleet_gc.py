@@ -14,7 +14,7 @@ from support.fake_engine import FakeEngine
 from support.fake_fleet import FakeFleetStore
 from support.fakes import FakeClock
 
-from supervisor.errors import MaintenanceFailed
+from supervisor.errors import EngineUnavailable, MaintenanceFailed
 from supervisor.fleet import MEMBER_TTL_S, BlobCache, MemberRecord
 from supervisor.ops.fleet_gc import UNCONFIRMED_GRACE_S, FleetGarbageCollection
 from supervisor.settings import load_settings
@@ -23,7 +23,7 @@ COLLECTOR = "my_registry-gc"
 SUMMARY = "3 blobs marked, 2 blobs and 1 manifests eligible for deletion\n"
 
 
-def record(name: str, confirmed: str | None = None) -> MemberRecord:
+def record(name: str, confirmed: str | None = None, holding: str | None = None) -> MemberRecord:
     return MemberRecord(
         name=name,
         phase="healthy",
@@ -33,7 +33,7 @@ def record(name: str, confirmed: str | None = None) -> MemberRecord:
         last_health="ok",
         storage="s",
         http_secret="h",
-        read_only_for=confirmed,
+        read_only_for=confirmed or holding,
         confirmed=confirmed,
         pid=1,
         updated="now",
@@ -47,6 +47,7 @@ class Fleet:
         self.clock, self.store, self.engine = clock, store, engine
         self.members = ["m1", "m2", "m3"]
         self.confirming: set[str] = set()  # members that confirm whatever lease is in force
+        self.holding: set[str] = set()  # members that hold for it, not confirmed (yet)
         self.script: list[Callable[[], None]] = []
         self.sleeps = 0
         self.beat()
@@ -57,8 +58,9 @@ class Fleet:
         lease = self.store.lease() if not self.store.down else None
         for name in self.members:
             token = lease.token if lease and name in self.confirming else None
+            held = lease.token if lease and name in self.holding else None
             if not self.store.down:
-                self.store.heartbeat(record(name, token))
+                self.store.heartbeat(record(name, token, held))
 
     def sleep(self, seconds: float) -> None:
         self.sleeps += 1
@@ -191,7 +193,14 @@ def test_a_member_that_stops_confirming_kills_the_collector_after_a_grace(setup)
     fleet, make = setup
     fleet.confirming |= set(fleet.members)
     gc = make(confirm_timeout_s=60, collect_timeout_s=300)
-    fleet.script = [lambda: None, lambda: fleet.confirming.discard("m2")]
+
+    def unconfirm() -> None:
+        # still holding (a supervisor restarted mid-gc, or another process under the
+        # maintenance lock): it confirms again once its registry refuses an upload
+        fleet.confirming.discard("m2")
+        fleet.holding.add("m2")
+
+    fleet.script = [lambda: None, unconfirm]
     with pytest.raises(MaintenanceFailed, match="m2 no longer confirm"):
         gc.run()
     assert fleet.engine.container(COLLECTOR) is None
@@ -252,3 +261,53 @@ def test_the_collector_bound_follows_our_clock_not_only_redis_ttl(setup) -> None
     hold_s = 60 + 300 + 10
     assert int(config["entrypoint"][3]) <= hold_s - 5  # not 600 s past the members' holds
     assert fleet.clock() - began < hold_s
+
+
+def test_an_engine_that_stops_answering_mid_collection_does_not_release_the_lease(setup) -> None:
+    """Second review. The engine stops answering while the collector runs (dockerd
+    restarting with live-restore, a hung socket): `gc` can neither watch nor kill its
+    collector, which goes on running until its own `timeout`. Releasing the lease then
+    sends every member back to normal, writable, beside a running collector: the lease
+    must be left to end by itself (members hold until their own time is up)."""
+    fleet, make = setup
+    fleet.confirming |= set(fleet.members)
+    gc = make(confirm_timeout_s=60, collect_timeout_s=300)
+    seen: list[str] = []
+
+    def engine_down() -> None:
+        lease = fleet.store.lease()
+        assert lease is not None
+        seen.append(lease.token)
+        fleet.engine.go_down()  # live restore: the collector keeps running
+
+    fleet.script = [lambda: None, engine_down]
+    with pytest.raises((MaintenanceFailed, EngineUnavailable)):
+        gc.run()
+    fleet.engine.come_back()
+    assert fleet.collector_running()  # nobody could kill it
+    assert not fleet.store.released(seen[0]), "released while its collector still runs"
+    lease = fleet.store.lease()
+    assert lease is not None and lease.token == seen[0]
+
+
+def test_a_writable_member_joining_mid_collection_kills_the_collector_at_once(setup) -> None:
+    """Second review. A member that joins the fleet while the collector runs (a new host,
+    or one whose Redis was unreachable at its first start) is writable and says nothing
+    of the lease in its first heartbeats; its `/ready` turns 200 once that heartbeat
+    lands. The 5 s grace is for a member restarted mid-gc, which resumes its hold (its
+    record names the lease in `read_only_for`): one that does not hold at all must stop
+    the collector at the first look."""
+    fleet, make = setup
+    fleet.confirming |= set(fleet.members)
+    gc = make(confirm_timeout_s=60, collect_timeout_s=300)
+    looks: list[int] = []
+
+    def m4_joins() -> None:
+        fleet.members.append("m4")  # writable: heartbeats with neither hold nor confirmation
+        looks.append(fleet.sleeps)
+
+    fleet.script = [lambda: None, m4_joins]
+    with pytest.raises(MaintenanceFailed, match="m4"):
+        gc.run()
+    assert fleet.engine.container(COLLECTOR) is None
+    assert fleet.sleeps - looks[0] <= 1, f"collector ran {fleet.sleeps - looks[0]} looks beside m4"
