@@ -35,7 +35,7 @@ from supervisor.errors import (
 )
 from supervisor.loop.supervisor import Supervisor
 from supervisor.settings import Settings, load_settings
-from supervisor.statedir.http_secret import with_fleet_secret, with_http_secret
+from supervisor.statedir.http_secret import SECRET_VARIABLE, with_fleet_secret, with_http_secret
 
 PROG = "registry-supervisor"
 # `status`: the registry is not running or not answering (LSB's "not running").
@@ -181,18 +181,22 @@ def _print_problems(problems: list[str]) -> None:
         print(f"{PROG}: {line}", file=sys.stderr)
 
 
-def _secret_for_run(settings: Settings) -> Settings:
+def _secret_for_run(settings: Settings) -> tuple[Settings, str | None]:
     """The HTTP secret the registry runs with: the fleet's in fleet mode (Redis asked a
-    few times; without an answer the one kept here, said in a warning)."""
+    few times; without an answer the one kept here, said in a warning). Also the fleet's
+    secret as Redis confirmed it, if it is the one in use (heartbeats put it back should
+    Redis lose it): never one the user set, nor one made up without Redis."""
     if settings.fleet_redis is None:
-        return with_http_secret(settings)
+        return with_http_secret(settings), None
     from supervisor.adapters.fleet_store import FleetStore  # fleet only
 
+    user_set = SECRET_VARIABLE in settings.registry_env
     store = FleetStore(settings.fleet_redis, settings.fleet_name)
     try:
         for attempt in range(SECRET_ATTEMPTS):
             try:
-                return with_fleet_secret(settings, store.shared_secret)
+                shared = with_fleet_secret(settings, store.shared_secret)
+                return shared, None if user_set else shared.registry_env[SECRET_VARIABLE]
             except FleetUnavailable as err:
                 if attempt + 1 == SECRET_ATTEMPTS:
                     structlog.get_logger().warning(
@@ -202,7 +206,7 @@ def _secret_for_run(settings: Settings) -> Settings:
                         "whose secrets differ fail uploads that span them",
                     )
                 time.sleep(SECRET_RETRY_S)
-        return with_http_secret(settings)
+        return with_http_secret(settings), None
     finally:
         store.close()
 
@@ -210,7 +214,8 @@ def _secret_for_run(settings: Settings) -> Settings:
 def _run(settings: Settings, env_file: Path | None) -> int:
     notifier = Notifier()
     try:
-        Supervisor(_secret_for_run(settings), env_file, notifier).run()
+        running, fleet_secret = _secret_for_run(settings)
+        Supervisor(running, env_file, notifier, fleet_secret=fleet_secret).run()
     except (ConfigError, TransientError, EngineUnavailable):
         raise
     except Exception:  # noqa: BLE001 (the last line of defence: log, exit 70)

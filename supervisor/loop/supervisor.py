@@ -53,7 +53,6 @@ from supervisor.loop.watchdog import WatchdogFeeder
 from supervisor.phase import Phase
 from supervisor.settings import Settings
 from supervisor.spec import ContainerSpec, HolderSpec, derive_spec, holder_spec
-from supervisor.statedir.http_secret import kept_fleet_secret
 from supervisor.statedir.maintenance import maintenance_path
 
 if TYPE_CHECKING:
@@ -85,6 +84,7 @@ class Supervisor:
         probe_factory: Callable[[str, Path | None], Probe] = Probe,
         registry_api_factory: ApiFactory = RegistryApi,
         fleet_store_factory: Callable[[str, str], FleetStore] | None = None,
+        fleet_secret: str | None = None,
     ) -> None:
         # The factories are injected so that tests drive whole ticks with fakes.
         spec = derive_spec(settings, None)
@@ -147,7 +147,7 @@ class Supervisor:
                 settings.fleet_member,
                 self.messages.put,
                 self.log,
-                secret=kept_fleet_secret(settings),
+                secret=fleet_secret,
             )
             self.reconciler.fleet = FleetFlow(
                 self.reconciler,

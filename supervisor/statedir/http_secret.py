@@ -71,17 +71,6 @@ def with_fleet_secret(settings: Settings, shared: Callable[[str], str]) -> Setti
     return settings.model_copy(update={"registry_env": registry_env})
 
 
-def kept_fleet_secret(settings: Settings) -> str | None:
-    """The HTTP secret ``settings`` run with if it is the fleet's (kept here by
-    ``with_fleet_secret``), never one the user set in REGISTRY_HTTP_SECRET."""
-    value = settings.registry_env.get(SECRET_VARIABLE)
-    try:
-        kept = _read(secret_path(settings))
-    except OSError:
-        return None
-    return value if value and value == kept else None
-
-
 def describe_secret(settings: Settings) -> str:
     """Where the container's HTTP secret comes from, for `check` (never the value)."""
     if SECRET_VARIABLE in settings.registry_env:
