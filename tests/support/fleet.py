@@ -951,8 +951,11 @@ class ClientLoad:
     """Real docker CLI clients against ``registry`` (host:port, e.g. HAProxy's frontend;
     127.0.0.0/8 is an insecure registry to the engine by default), on threads until closed:
 
-    - ``pullers`` threads pull one seed image (pushed on entering) by tag again and again,
-      removing the local copy after each pull, so each pull transfers it;
+    - ``pullers`` threads each pull a seed image of their own (pushed on entering) by tag
+      again and again, removing the local copy after each pull, so each pull transfers it.
+      Their own: two pullers of one image in one engine race each other's `docker rmi`
+      (containerd: "error adding content digest to lease ... not found"), a failure of
+      the client's engine, not of the registry;
     - ``pushers`` threads each push fresh small images (`docker import` of random bytes),
       one after the other, removing each local copy after its push.
 
@@ -970,7 +973,7 @@ class ClientLoad:
         pause: float = 0.0,
     ) -> None:
         self.registry = registry
-        self.seed = f"{registry}/{repository}-seed:1"
+        self.seeds = [f"{registry}/{repository}-seed:{i + 1}" for i in range(pullers)]
         self.push_repo = f"{registry}/{repository}-push"
         self.pause = pause
         self.pulls: list[Attempt] = []
@@ -979,7 +982,10 @@ class ClientLoad:
         self._lock = threading.Lock()
         self._counter = 0
         self._threads = [
-            *(threading.Thread(target=self._pull_loop, daemon=True) for _ in range(pullers)),
+            *(
+                threading.Thread(target=self._pull_loop, args=(seed,), daemon=True)
+                for seed in self.seeds
+            ),
             *(threading.Thread(target=self._push_loop, daemon=True) for _ in range(pushers)),
         ]
         self.started = 0.0
@@ -999,13 +1005,14 @@ class ClientLoad:
         self.cleanup()
 
     def push_seed(self) -> None:
-        """Push the seed image the pullers pull (and drop its local copy); fail the test if
-        that push fails: the fleet must work before the load starts."""
-        tiny_image(self.seed, size=8192)
-        ok, _out, err = _docker("push", self.seed)
-        _docker("rmi", self.seed)
-        if not ok:
-            pytest.fail(f"pushing the seed image {self.seed}: {err.strip()}")
+        """Push the seed images the pullers pull (and drop their local copies); fail the
+        test if a push fails: the fleet must work before the load starts."""
+        for seed in self.seeds:
+            tiny_image(seed, size=8192)
+            ok, _out, err = _docker("push", seed)
+            _docker("rmi", seed)
+            if not ok:
+                pytest.fail(f"pushing the seed image {seed}: {err.strip()}")
 
     def stop(self) -> None:
         """Stop the clients after their current attempt (idempotent)."""
@@ -1017,7 +1024,7 @@ class ClientLoad:
             self.ended = time.monotonic()
 
     def cleanup(self) -> None:
-        refs = [self.seed, *(a.ref for a in self.pushes)]
+        refs = [*self.seeds, *(a.ref for a in self.pushes)]
         for i in range(0, len(refs), 50):
             _docker("rmi", "--force", *refs[i : i + 50])
         ok, out, _err = _docker("images", "--format", "{{.Repository}}@{{.Digest}}", self.push_repo)
@@ -1030,15 +1037,15 @@ class ClientLoad:
         with self._lock:
             attempts.append(attempt)
 
-    def _pull_loop(self) -> None:
+    def _pull_loop(self, seed: str) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
-            ok, _out, err = _docker("pull", self.seed)
+            ok, _out, err = _docker("pull", seed)
             self._record(
                 self.pulls,
-                Attempt("pull", self.seed, started, time.monotonic(), ok, "" if ok else _tail(err)),
+                Attempt("pull", seed, started, time.monotonic(), ok, "" if ok else _tail(err)),
             )
-            _docker("rmi", self.seed)
+            _docker("rmi", seed)
             self._stop.wait(self.pause)
 
     def _push_loop(self) -> None:
