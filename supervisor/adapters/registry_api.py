@@ -214,13 +214,12 @@ def remove_cancelled_session(data_dir: Path, upload_id: str | None) -> str | Non
     return None
 
 
-def writes_refused(
+def _canary_api(
     settings: Settings,
-    timeout: float,
-    api_factory: Callable[[str, Path | None, Credentials | None], RegistryApi] | None = None,
-) -> str | None:
-    """Whether this member's registry refuses writes (read-only): None when it does, else
-    the one phrase saying what it did instead. Under auth, as the canary's user."""
+    api_factory: Callable[[str, Path | None, Credentials | None], RegistryApi],
+) -> RegistryApi | str:
+    """The registry's API as the canary's user (MY_REG_CANARY_CREDENTIALS, if set), or
+    the one phrase saying why its credentials cannot be read."""
     try:
         credentials = (
             None
@@ -229,7 +228,19 @@ def writes_refused(
         )
     except credentials_file.CredentialsError as err:
         return f"MY_REG_CANARY_CREDENTIALS: {err}"
-    api = (api_factory or RegistryApi)(settings.probe_url, settings.tls_certificate, credentials)
+    return api_factory(settings.probe_url, settings.tls_certificate, credentials)
+
+
+def writes_refused(
+    settings: Settings,
+    timeout: float,
+    api_factory: Callable[[str, Path | None, Credentials | None], RegistryApi] | None = None,
+) -> str | None:
+    """Whether this member's registry refuses writes (read-only): None when it does, else
+    the one phrase saying what it did instead. Under auth, as the canary's user."""
+    api = _canary_api(settings, api_factory or RegistryApi)
+    if isinstance(api, str):
+        return api
     try:
         return api.refuses_writes(canary.REPOSITORY, timeout)
     except CanaryUnreachable as err:
@@ -243,15 +254,9 @@ def canary_round(settings: Settings, version: RegistryVersion | None, timeout: f
     off: nothing to check), else the one phrase saying why they do not."""
     if canary.off_reason(settings) is not None:
         return None
-    try:
-        credentials = (
-            None
-            if settings.canary_credentials is None
-            else credentials_file.read(settings.canary_credentials)
-        )
-    except credentials_file.CredentialsError as err:
-        return f"MY_REG_CANARY_CREDENTIALS: {err}"
-    api = RegistryApi(settings.probe_url, settings.tls_certificate, credentials)
+    api = _canary_api(settings, RegistryApi)
+    if isinstance(api, str):
+        return api
     try:
         if canary.mode_for(version) is canary.Mode.COMMIT:
             api.commit(canary.REPOSITORY, canary.BLOB, canary.DIGEST, timeout)

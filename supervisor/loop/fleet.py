@@ -96,12 +96,6 @@ class FleetLink:
         with self._lock:
             self._slot_wanted = why
 
-    @property
-    def slot_wanted(self) -> str | None:
-        """Why the loop wants the slot, if it does."""
-        with self._lock:
-            return self._slot_wanted
-
     def lease_at_start(self) -> GcLease | None:
         """The gc lease in force, asked once before the loop starts (bounded by Redis's
         short timeout): a member that joins mid-gc starts read-only. None when there is

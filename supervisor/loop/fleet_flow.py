@@ -55,11 +55,6 @@ def writable_settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"registry_env": registry_env})
 
 
-def _over(hold: Hold) -> bool:
-    """Whether ``hold``'s time is up on this boot's clock."""
-    return _ended_why(hold, set()) is not None
-
-
 def _ended_why(hold: Hold, released: set[str]) -> str | None:
     """Why ``hold`` has ended by now on this host's clocks, or None."""
     return hold_ended(
@@ -157,7 +152,7 @@ class FleetFlow:
         self.joined = fleet_hold.joined_path(settings).exists()
         path = fleet_hold.hold_path(settings)
         hold = fleet_hold.read(path)
-        if hold is not None and _over(hold):
+        if hold is not None and _ended_why(hold, set()) is not None:
             fleet_hold.remove(path)
             self.log.info("fleet.hold_expired", lease=hold.token)
             hold = None

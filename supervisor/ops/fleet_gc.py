@@ -42,11 +42,11 @@ from supervisor.ops.gc import (
     ENGINE_REFUSALS,
     collector_command,
     collector_config,
+    collector_image,
     nothing_stored,
     parse_summary,
 )
 from supervisor.settings import Settings
-from supervisor.spec import derive_spec
 
 CONFIRM_TIMEOUT_S = 120.0
 COLLECT_TIMEOUT_S = 3600.0
@@ -105,14 +105,7 @@ class FleetGarbageCollection:
         self.collect_timeout_s = collect_timeout_s
         self.clock = clock
         self.sleep = sleep
-        layout = engine.image_layout(settings.image_ref)
-        if layout is None:
-            raise MaintenanceFailed(
-                f"image {settings.image_ref} is not present: nothing to collect with "
-                "(`registry-supervisor run` pulls it)"
-            )
-        self.layout = layout
-        self.spec = derive_spec(settings, layout)
+        self.layout, self.spec = collector_image(settings, engine)
         self.log = structlog.get_logger().bind(
             member=settings.fleet_member, fleet=settings.fleet_name
         )

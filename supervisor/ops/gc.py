@@ -198,6 +198,18 @@ def blobs_bytes(data_dir: Path, digests: list[str]) -> int | None:
     return total if found or not digests else None
 
 
+def collector_image(settings: Settings, engine: Engine) -> tuple[ImageLayout, ContainerSpec]:
+    """The image the collector runs on (the registry's, by its tag): its layout and the
+    registry's spec on it. MaintenanceFailed when the image is not present."""
+    layout = engine.image_layout(settings.image_ref)
+    if layout is None:
+        raise MaintenanceFailed(
+            f"image {settings.image_ref} is not present: nothing to collect with "
+            "(`registry-supervisor run` pulls it)"
+        )
+    return layout, derive_spec(settings, layout)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -219,14 +231,7 @@ class GarbageCollection:
         self.dry_run = dry_run
         self.delete_untagged = delete_untagged
         self.sleep = sleep
-        layout = engine.image_layout(settings.image_ref)
-        if layout is None:
-            raise MaintenanceFailed(
-                f"image {settings.image_ref} is not present: nothing to collect with "
-                "(`registry-supervisor run` pulls it)"
-            )
-        self.layout = layout
-        self.spec = derive_spec(settings, layout)
+        self.layout, self.spec = collector_image(settings, engine)
         self.collector = collector_name(self.spec, dry_run=dry_run)
         # Set from the collector's creation until it is known to be gone: while set, the
         # registry stays read-only and the lock is kept.
