@@ -37,6 +37,7 @@ import docker.errors
 # The bench runs as `python tests/bench/recovery.py`, with only tests/bench on sys.path: the
 # helpers it shares with the test suites are in tests/support, so tests/ goes on it too.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from support.docker import random_image_tar  # noqa: F401 (planned.py's images)
 from support.net import free_port  # noqa: F401 (the bench scripts call b.free_port)
 from support.notify import NotifySocket  # noqa: F401 (the bench scripts use b.NotifySocket)
 from support.process import SupervisorProcess, child_env

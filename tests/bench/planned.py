@@ -23,17 +23,14 @@ is named rs-bench-<hex>-... and removed at the end.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
-import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -69,16 +66,10 @@ class Gap:
 
 
 def import_random_image(ref: str, size: int) -> None:
-    """A one-file image of ``size`` random bytes (as tests/support/docker.py makes them)."""
-    payload = secrets.token_bytes(size)
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        info = tarfile.TarInfo(f"rs-bench/{secrets.token_hex(4)}.bin")
-        info.size = len(payload)
-        info.mtime = int(time.time())
-        tar.addfile(info, io.BytesIO(payload))
+    """A one-file image of ``size`` random bytes (tests/support/docker.py's tar)."""
+    tar = b.random_image_tar(f"rs-bench/{secrets.token_hex(4)}.bin", size)
     subprocess.run(
-        ["docker", "import", "-", ref], input=buffer.getvalue(), capture_output=True,
+        ["docker", "import", "-", ref], input=tar, capture_output=True,
         timeout=CLI_TIMEOUT_S, check=True,
     )  # fmt: skip
 

@@ -8,10 +8,8 @@ the example operators copy. The server's state is read from HAProxy's stats sock
 
 from __future__ import annotations
 
-import csv
 import re
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +18,7 @@ from typing import Any
 
 import pytest
 import requests
-from support.net import free_port
+from support.net import free_port, haproxy_show_stat
 
 from supervisor.statedir import maintenance
 
@@ -58,15 +56,7 @@ class HAProxy:
 
     def show_stat(self) -> list[dict[str, str]]:
         """`show stat` on the stats socket, one dict per proxy or server line."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(5)
-            sock.connect(str(self.socket_path))
-            sock.sendall(b"show stat\n")
-            chunks = []
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        text = b"".join(chunks).decode().removeprefix("# ")
-        return list(csv.DictReader(line for line in text.splitlines() if line))
+        return haproxy_show_stat(self.socket_path)
 
     def member(self) -> dict[str, str]:
         """The stats of the backend's one server."""

@@ -51,9 +51,9 @@ def remove_containers(
                 client.api.remove_container(container["Id"], force=True)
 
 
-def import_random_image(ref: str, *, member: str = "random.bin", size: int = 4096) -> None:
-    """Make ``ref`` a local one-file image (`docker import`) of ``size`` random bytes at
-    ``member``: content no other image shares. Fail the test when the import fails."""
+def random_image_tar(member: str, size: int) -> bytes:
+    """A tar of one file, ``member``, of ``size`` random bytes: what `docker import` makes
+    an image of that no other image shares."""
     payload = secrets.token_bytes(size)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
@@ -61,10 +61,16 @@ def import_random_image(ref: str, *, member: str = "random.bin", size: int = 409
         info.size = len(payload)
         info.mtime = int(time.time())
         tar.addfile(info, io.BytesIO(payload))
+    return buffer.getvalue()
+
+
+def import_random_image(ref: str, *, member: str = "random.bin", size: int = 4096) -> None:
+    """Make ``ref`` a local one-file image (`docker import`) of ``size`` random bytes at
+    ``member``: content no other image shares. Fail the test when the import fails."""
     try:
         subprocess.run(
             ["docker", "import", "-", ref],
-            input=buffer.getvalue(),
+            input=random_image_tar(member, size),
             capture_output=True,
             timeout=DOCKER_CLI_TIMEOUT,
             check=True,

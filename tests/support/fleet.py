@@ -26,16 +26,13 @@ their holder's network namespace on the default bridge) reach it and nothing els
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import io
 import re
 import secrets
 import signal
 import socket
 import subprocess
 import sys
-import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -49,6 +46,8 @@ import pytest
 import redis
 import requests
 
+from support.docker import random_image_tar
+from support.net import haproxy_show_stat
 from support.process import SupervisorProcess, child_env, supervisor_argv
 
 # Deadlines, in seconds: two shared cores, other suites on the same engine.
@@ -628,15 +627,7 @@ backend registry_members
 
     def show_stat(self) -> list[dict[str, str]]:
         """`show stat` on the stats socket, one dict per proxy or server line."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(5)
-            sock.connect(str(self.socket_path))
-            sock.sendall(b"show stat\n")
-            chunks = []
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        text = b"".join(chunks).decode().removeprefix("# ")
-        return list(csv.DictReader(line for line in text.splitlines() if line))
+        return haproxy_show_stat(self.socket_path)
 
     def servers(self) -> dict[str, dict[str, str]]:
         """The backend's servers' stats rows, by member name."""
@@ -931,15 +922,10 @@ def _tail(text: str, lines: int = 3) -> str:
 
 def tiny_image(ref: str, size: int = 2048) -> None:
     """Make ``ref`` a local one-file image of ``size`` random bytes (`docker import`):
-    content no other image shares. Fails the test when the import fails."""
-    payload = secrets.token_bytes(size)
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        info = tarfile.TarInfo(f"fleet/{secrets.token_hex(4)}.bin")
-        info.size = len(payload)
-        info.mtime = int(time.time())
-        tar.addfile(info, io.BytesIO(payload))
-    ok, _out, err = _docker("import", "-", ref, stdin=buffer.getvalue())
+    content no other image shares. RuntimeError when the import fails (a client thread
+    records it as a failed push)."""
+    tar = random_image_tar(f"fleet/{secrets.token_hex(4)}.bin", size)
+    ok, _out, err = _docker("import", "-", ref, stdin=tar)
     if not ok:
         raise RuntimeError(f"docker import {ref}: {err.strip()}")
 

@@ -3,6 +3,8 @@ FleetStore, the fleet link's thread kept off (each test runs its rounds)."""
 
 from __future__ import annotations
 
+import signal
+
 from supervisor.fleet import GcLease
 from supervisor.spec import READONLY_VARIABLE
 from support.fake_fleet import FakeFleetStore
@@ -39,6 +41,17 @@ def round_(rig: Rig, seconds: float = 0.0) -> None:
     rig.sup._heartbeat(rig.clock())  # the record the round writes is the loop's latest
     link.round()
     rig.step()
+
+
+def reload_behind_another_member(rig: Rig, store: FakeFleetStore) -> str:
+    """m2 holds the rolling slot (an update); m1 gets a SIGHUP whose settings change its
+    container's spec (MY_REG_STOP_TIMEOUT=25), so its restart must wait. m2's slot token."""
+    other = store.take_slot("m2", "update", 15.0)
+    assert other is not None
+    rig.write_env(MY_REG_STOP_TIMEOUT="25")
+    rig.put(signal.SIGHUP)
+    rig.step()
+    return other
 
 
 def read_only(rig: Rig) -> bool:

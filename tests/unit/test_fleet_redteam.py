@@ -7,14 +7,20 @@ or leak the read-only overlay, or hold up the fleet.
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import pytest
 import structlog
 from support.fake_fleet import FakeFleetStore
 from support.fakes import FakeClock
-from support.fleet_rig import DRAIN_S, hold_read_only, read_only, round_, start
+from support.fleet_rig import (
+    DRAIN_S,
+    hold_read_only,
+    read_only,
+    reload_behind_another_member,
+    round_,
+    start,
+)
 from support.rig import Rig
 
 from supervisor.errors import MaintenanceFailed
@@ -213,11 +219,7 @@ def test_a_reload_waiting_for_the_slot_survives_a_lease_that_ends_before_the_slo
     wanted for read-only first; that gc gives up before m1's turn: the reload must still
     replace the container (its settings are in force already; only the restart waits)."""
     start(rig)
-    other = store.take_slot("m2", "update", 15.0)
-    assert other is not None
-    rig.write_env(MY_REG_STOP_TIMEOUT="25")
-    rig.put(signal.SIGHUP)
-    rig.step()
+    other = reload_behind_another_member(rig, store)
     round_(rig, 1.0)  # the reload waits for the slot
     lease = store.take_lease("m3", 60.0, "now")
     assert lease is not None
@@ -244,11 +246,7 @@ def test_a_crash_of_the_read_only_twin_before_it_served_brings_back_a_read_only_
     settings; it crashes before it was ever healthy. Whatever is started next (repaired,
     or rolled back to the settings that worked) is read-only, and confirms again."""
     start(rig)
-    other = store.take_slot("m2", "update", 15.0)
-    assert other is not None
-    rig.write_env(MY_REG_STOP_TIMEOUT="25")
-    rig.put(signal.SIGHUP)
-    rig.step()
+    other = reload_behind_another_member(rig, store)
     lease = store.take_lease("m3", 600.0, "now")
     assert lease is not None
     round_(rig, 1.0)  # seen: the slot is wanted for read-only

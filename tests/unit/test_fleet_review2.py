@@ -4,10 +4,15 @@ tick, against a fake engine and an in-memory FleetStore, as tests/unit/test_flee
 
 from __future__ import annotations
 
-import signal
-
 from support.fake_fleet import FakeFleetStore
-from support.fleet_rig import DRAIN_S, hold_read_only, read_only, round_, start
+from support.fleet_rig import (
+    DRAIN_S,
+    hold_read_only,
+    read_only,
+    reload_behind_another_member,
+    round_,
+    start,
+)
 from support.rig import Rig
 
 from supervisor.fleet import GcLease, hold_ended, hold_for
@@ -24,11 +29,7 @@ def test_the_slot_is_kept_through_a_switch_granted_for_a_reload_the_lease_overto
     must not give the slot back while its own restart is under way (another member
     would drain at the same time)."""
     start(rig)
-    other = store.take_slot("m2", "update", 15.0)
-    assert other is not None
-    rig.write_env(MY_REG_STOP_TIMEOUT="25")
-    rig.put(signal.SIGHUP)
-    rig.step()
+    other = reload_behind_another_member(rig, store)
     round_(rig, 1.0)  # the reload waits for the slot
     store.release_slot(other)
     lease = store.take_lease("m3", 600.0, "now")

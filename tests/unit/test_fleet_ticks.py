@@ -13,7 +13,14 @@ import signal
 from pathlib import Path
 
 from support.fake_fleet import FakeFleetStore
-from support.fleet_rig import DRAIN_S, hold_read_only, read_only, round_, start
+from support.fleet_rig import (
+    DRAIN_S,
+    hold_read_only,
+    read_only,
+    reload_behind_another_member,
+    round_,
+    start,
+)
 from support.rig import Rig
 
 from supervisor import ready
@@ -191,11 +198,7 @@ def test_a_spec_changing_reload_restarts_only_once_the_slot_is_ours(
     rig: Rig, store: FakeFleetStore
 ) -> None:
     start(rig)
-    other = store.take_slot("m2", "update", 15.0)
-    assert other is not None
-    rig.write_env(MY_REG_STOP_TIMEOUT="25")
-    rig.put(signal.SIGHUP)
-    rig.step()
+    other = reload_behind_another_member(rig, store)
     for _ in range(3):
         round_(rig, 1.0)
     assert rig.sup.phase.value == "healthy"  # still the old container, serving
