@@ -30,6 +30,9 @@ class Download:
 
     url: str
     started: threading.Event = field(default_factory=threading.Event)
+    # Cleared: the reader stops reading (the registry can then send only what the socket
+    # buffers take) until it is set again.
+    reading: threading.Event = field(default_factory=threading.Event)
     received: int = 0
     digest: str = ""
     error: str | None = None
@@ -41,6 +44,7 @@ class Download:
             with requests.get(self.url, stream=True, timeout=10) as answer:
                 answer.raise_for_status()
                 for chunk in answer.iter_content(CHUNK):
+                    self.reading.wait()
                     sha.update(chunk)
                     self.received += len(chunk)
                     self.started.set()
@@ -73,23 +77,41 @@ def push_blob(base: str, repository: str, blob: bytes) -> str:
     return digest
 
 
-def download_across_a_reload(deployment) -> tuple[Download, str]:
-    """Start a throttled blob download, SIGHUP with a changed spec 1 s in, wait for both."""
+def download_across_a_reload(deployment, *, pause_reader: bool = False) -> tuple[Download, str]:
+    """Start a throttled blob download, SIGHUP with a changed spec 1 s in, wait for both.
+    ``pause_reader``: the reader stops at the SIGHUP and reads on at the old registry's
+    SIGTERM (its `kill` event), so the stop comes before it could have sent the rest,
+    however long the reload takes to get there; a registry that drains still sends it."""
     sup = deployment.start()
     base = f"http://127.0.0.1:{deployment.port}"
     digest = push_blob(base, f"it/{deployment.name}", os.urandom(BLOB_BYTES))
     download = Download(f"{base}/v2/it/{deployment.name}/blobs/{digest}")
+    download.reading.set()
     reader = threading.Thread(target=download.run, daemon=True)
     deployment.write_env(REGISTRY_LOG_FIELDS_RUN="2")
     since = sup.mark()
     reader.start()
     assert download.started.wait(10), "the download did not start"
     time.sleep(1.0)
+    if pause_reader:
+        download.reading.clear()
+        old = deployment.client.containers.get(deployment.name).id
+        events = deployment.client.events(decode=True, filters={"container": old, "event": "kill"})
+
+        def read_on_at_sigterm() -> None:
+            for _event in events:
+                download.reading.set()
+                return
+
+        threading.Thread(target=read_on_at_sigterm, daemon=True).start()
     sup.send(signal.SIGHUP)
     sup.wait_for_event("container.restarting", since=since, reason="spec-changed")
     # The replacement begins (the old registry is told to stop) with the blob still coming.
     assert download.received < BLOB_BYTES, "the download ended before the reload began"
     sup.wait_for_event("container.created", since=since)
+    if pause_reader:
+        assert download.reading.is_set(), "no kill event for the old registry"
+        events.close()
     sup.wait_for_event("registry.healthy", since=since)
     reader.join(DOWNLOAD_TIMEOUT)
     assert not reader.is_alive(), f"the download still runs after {DOWNLOAD_TIMEOUT} s"
@@ -110,6 +132,6 @@ def test_without_a_drain_a_reload_cuts_the_download_in_flight(deployment):
     deployment.write_env(
         MY_REG_STOP_TIMEOUT="10", REGISTRY_HTTP_DRAINTIMEOUT="0", REGISTRY_LOG_FIELDS_RUN="1"
     )
-    download, _ = download_across_a_reload(deployment)
+    download, _ = download_across_a_reload(deployment, pause_reader=True)
     assert download.error is not None
     assert download.received < BLOB_BYTES
